@@ -1,0 +1,91 @@
+locals {
+  # Every secret app setting the code reads in Azure -> its Key Vault secret name.
+  # Setting names come from shared/settings.py (spec.secret == True); the wiring test checks
+  # that none is missing. AzureWebJobsStorage is not here: storage access is identity-based.
+  secret_settings = {
+    SNOWFLAKE_PRIVATE_KEY                 = "snowflake-private-key"
+    SNOWFLAKE_PASSWORD                    = "snowflake-password"
+    SERVICENOW_PASSWORD                   = "servicenow-password"
+    SERVICENOW_CLIENT_SECRET              = "servicenow-client-secret"
+    ALERT_ROUTES                          = "alert-routes"
+    TEAMS_DEFAULT_WEBHOOK_URL             = "teams-default-webhook-url"
+    APPLICATIONINSIGHTS_CONNECTION_STRING = "applicationinsights-connection-string"
+    APPROVAL_LOGIC_APP_URL                = "approval-logic-app-url"
+  }
+
+  # Written by Terraform below (values Azure generates); the others by an operator with
+  # `az keyvault secret set` and then listed in var.secrets_in_key_vault.
+  terraform_managed_secret_settings = ["APPLICATIONINSIGHTS_CONNECTION_STRING", "APPROVAL_LOGIC_APP_URL"]
+
+  # Secrets only the Logic App reads (never an app setting).
+  approval_function_key_secret   = "approval-function-key"
+  teams_approvals_webhook_secret = "teams-approvals-webhook-url"
+
+  # App settings for secrets: Key Vault references only, never values. A reference to a secret
+  # that does not exist yet would reach the code as a literal string, hence the filter.
+  key_vault_reference_settings = {
+    for setting, secret in local.secret_settings :
+    setting => "@Microsoft.KeyVault(SecretUri=${azurerm_key_vault.main.vault_uri}secrets/${secret}/)"
+    if contains(concat(local.terraform_managed_secret_settings, var.secrets_in_key_vault), setting)
+  }
+}
+
+resource "azurerm_key_vault" "main" {
+  #checkov:skip=CKV_AZURE_109:No VNet in this deployment: Flex Consumption resolves Key Vault references and the Logic App reads secrets over the public endpoint; access is RBAC-only.
+  #checkov:skip=CKV_AZURE_189:Same as CKV_AZURE_109: public endpoint needed without VNet integration.
+  #checkov:skip=CKV2_AZURE_32:No VNet/private endpoints in this deployment (see CKV_AZURE_109).
+  name                       = "kv-vf-${var.environment_name}-${local.suffix}"
+  location                   = azurerm_resource_group.main.location
+  resource_group_name        = azurerm_resource_group.main.name
+  tenant_id                  = data.azurerm_client_config.current.tenant_id
+  sku_name                   = "standard"
+  enable_rbac_authorization  = true
+  purge_protection_enabled   = true
+  soft_delete_retention_days = 90
+  tags                       = local.tags
+}
+
+resource "azurerm_monitor_diagnostic_setting" "key_vault" {
+  name                       = "to-log-analytics"
+  target_resource_id         = azurerm_key_vault.main.id
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+
+  enabled_log {
+    category_group = "audit"
+  }
+}
+
+# The deployer writes the two Terraform-managed secrets below (and, in docs/deploy.md, the
+# operator secrets). Scoped to this vault only.
+resource "azurerm_role_assignment" "deployer_kv_secrets_officer" {
+  scope                = azurerm_key_vault.main.id
+  role_definition_name = "Key Vault Secrets Officer"
+  principal_id         = data.azurerm_client_config.current.object_id
+}
+
+resource "azurerm_key_vault_secret" "appinsights_connection_string" {
+  name            = local.secret_settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+  value           = azurerm_application_insights.main.connection_string
+  key_vault_id    = azurerm_key_vault.main.id
+  content_type    = "text/plain"
+  expiration_date = timeadd(plantimestamp(), "8760h")
+  depends_on      = [azurerm_role_assignment.deployer_kv_secrets_officer]
+
+  lifecycle {
+    ignore_changes = [expiration_date]
+  }
+}
+
+# The Logic App HTTP trigger URL carries a SAS signature: a secret for the app, never plain text.
+resource "azurerm_key_vault_secret" "approval_logic_app_url" {
+  name            = local.secret_settings["APPROVAL_LOGIC_APP_URL"]
+  value           = azapi_resource_action.approval_trigger_url.sensitive_output.value
+  key_vault_id    = azurerm_key_vault.main.id
+  content_type    = "text/uri"
+  expiration_date = timeadd(plantimestamp(), "8760h")
+  depends_on      = [azurerm_role_assignment.deployer_kv_secrets_officer]
+
+  lifecycle {
+    ignore_changes = [expiration_date]
+  }
+}
