@@ -1,0 +1,9 @@
+"""The Function App: a list of blueprint registrations, nothing else."""
+
+import azure.functions as func
+
+from functions import health
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+app.register_functions(health.bp)

@@ -1,0 +1,1 @@
+"""ValueFlow Automations: the common library (pure domain logic and adapters)."""

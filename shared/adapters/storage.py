@@ -1,0 +1,318 @@
+"""Operational state in Azure Storage: tables, queues and blobs, the same code in Azure and on Azurite.
+
+`StateStore.from_settings()` connects with the `AzureWebJobsStorage` connection string (Azurite
+locally) or, when `AzureWebJobsStorage__accountName` is set, with the managed identity through
+`DefaultAzureCredential`. Failures are wrapped in `StorageError`.
+
+Queue messages are base64 text, the Functions host's default `messageEncoding`, so a message sent
+here is read by a real queue trigger and by the local host alike.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableServiceClient, UpdateMode
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import (
+    BinaryBase64DecodePolicy,
+    BinaryBase64EncodePolicy,
+    QueueServiceClient,
+)
+
+from shared.errors import ConflictError, StorageError
+from shared.settings import Settings
+
+# Azurite's well-known development account (public, documented by Microsoft; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_connection_string(
+    host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001, table: int = 10002
+) -> str:
+    """The connection string of an Azurite instance on the given ports."""
+    base = f"http://{host}"
+    return ";".join(
+        [
+            "DefaultEndpointsProtocol=http",
+            f"AccountName={AZURITE_ACCOUNT}",
+            "AccountKey=" + AZURITE_KEY,
+            f"BlobEndpoint={base}:{blob}/{AZURITE_ACCOUNT}",
+            f"QueueEndpoint={base}:{queue}/{AZURITE_ACCOUNT}",
+            f"TableEndpoint={base}:{table}/{AZURITE_ACCOUNT}",
+        ]
+    )
+
+
+def _resolve_connection_string(value: str) -> str:
+    if value.strip().lower().replace(" ", "") == "usedevelopmentstorage=true":
+        return azurite_connection_string()
+    return value
+
+
+# fail within seconds when storage is unreachable instead of the SDK's minute of retries
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "connection_timeout": 5,
+    "read_timeout": 30,
+    "retry_total": 2,
+    "retry_backoff_factor": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    id: str
+    pop_receipt: str
+    dequeue_count: int
+    body: bytes
+    inserted_on: Any = None
+
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+class StateStore:
+    """Tables, queues and blobs of the app's storage account."""
+
+    def __init__(self, tables: TableServiceClient, queues: QueueServiceClient, blobs: BlobServiceClient) -> None:
+        self._tables = tables
+        self._queues = queues
+        self._blobs = blobs
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StateStore:
+        if settings.storage_identity_based():
+            from azure.identity import DefaultAzureCredential
+
+            name = settings.azure_web_jobs_storage_account_name
+            cred = DefaultAzureCredential()
+            return cls(
+                TableServiceClient(f"https://{name}.table.core.windows.net", credential=cred),
+                QueueServiceClient(f"https://{name}.queue.core.windows.net", credential=cred),
+                BlobServiceClient(f"https://{name}.blob.core.windows.net", credential=cred),
+            )
+        return cls.from_connection_string(settings.azure_web_jobs_storage)
+
+    @classmethod
+    def from_connection_string(cls, conn: str) -> StateStore:
+        conn = _resolve_connection_string(conn)
+        try:
+            return cls(
+                TableServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
+                QueueServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
+                BlobServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
+            )
+        except (ValueError, AzureError) as exc:
+            raise StorageError("AzureWebJobsStorage is not a valid storage connection string") from exc
+
+    # -- tables --
+
+    def _table(self, name: str) -> Any:
+        key = "t:" + name
+        client = self._tables.get_table_client(name)
+        if key not in self._known:
+            with self._lock:
+                try:
+                    self._tables.create_table_if_not_exists(name)
+                except AzureError as exc:
+                    raise StorageError(f"cannot create table {name}: {_short(exc)}") from exc
+                self._known.add(key)
+        return client
+
+    def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool:
+        """Conditional insert: True if created, False if the key already existed."""
+        entity = {"PartitionKey": partition, "RowKey": row, **fields}
+        try:
+            self._table(table).create_entity(entity)
+            return True
+        except ResourceExistsError:
+            return False
+        except AzureError as exc:
+            raise StorageError(f"insert into {table} failed: {_short(exc)}") from exc
+
+    def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
+        """The entity with `_etag` in it, or None."""
+        try:
+            entity = self._table(table).get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise StorageError(f"read from {table} failed: {_short(exc)}") from exc
+        out = dict(entity)
+        out["_etag"] = entity.metadata.get("etag")
+        return out
+
+    def upsert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> None:
+        entity = {"PartitionKey": partition, "RowKey": row, **fields}
+        try:
+            self._table(table).upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except AzureError as exc:
+            raise StorageError(f"write to {table} failed: {_short(exc)}") from exc
+
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None:
+        """Optimistic update of an entity read with `get()`; ConflictError if someone wrote it since."""
+        from azure.core import MatchConditions
+
+        body = {k: v for k, v in entity.items() if k != "_etag"}
+        try:
+            self._table(table).update_entity(
+                body, mode=UpdateMode.REPLACE, etag=entity["_etag"], match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise ConflictError(f"{table}/{body.get('PartitionKey')}/{body.get('RowKey')} changed meanwhile") from exc
+        except AzureError as exc:
+            raise StorageError(f"write to {table} failed: {_short(exc)}") from exc
+
+    def delete(self, table: str, partition: str, row: str) -> None:
+        try:
+            self._table(table).delete_entity(partition, row)
+        except ResourceNotFoundError:
+            return
+        except AzureError as exc:
+            raise StorageError(f"delete from {table} failed: {_short(exc)}") from exc
+
+    def query(self, table: str, filter: str | None = None, **params: Any) -> Iterator[dict[str, Any]]:
+        """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords)."""
+        try:
+            client = self._table(table)
+            entities = client.query_entities(filter, parameters=params) if filter else client.list_entities()
+            for entity in entities:
+                yield dict(entity)
+        except AzureError as exc:
+            raise StorageError(f"query of {table} failed: {_short(exc)}") from exc
+
+    # -- queues --
+
+    def _queue(self, name: str) -> Any:
+        key = "q:" + name
+        client = self._queues.get_queue_client(
+            name, message_encode_policy=BinaryBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy()
+        )
+        if key not in self._known:
+            with self._lock:
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+                except AzureError as exc:
+                    raise StorageError(f"cannot create queue {name}: {_short(exc)}") from exc
+                self._known.add(key)
+        return client
+
+    def send(self, queue: str, message: dict[str, Any] | str | bytes, *, visibility_timeout: int | None = None) -> str:
+        """Enqueue a message (dicts as JSON); returns the message id."""
+        if isinstance(message, dict):
+            body = json.dumps(message, separators=(",", ":"), default=str).encode()
+        elif isinstance(message, str):
+            body = message.encode()
+        else:
+            body = message
+        if len(body) > 48 * 1024:
+            raise StorageError(f"message for queue {queue} is {len(body)} bytes; the limit is 48 KiB before base64")
+        try:
+            sent = self._queue(queue).send_message(body, visibility_timeout=visibility_timeout)
+        except AzureError as exc:
+            raise StorageError(f"enqueue to {queue} failed: {_short(exc)}") from exc
+        return str(sent.id)
+
+    def receive(self, queue: str, *, max_messages: int = 16, visibility_timeout: int = 30) -> list[QueuedMessage]:
+        try:
+            msgs = self._queue(queue).receive_messages(
+                messages_per_page=max_messages, max_messages=max_messages, visibility_timeout=visibility_timeout
+            )
+            return [QueuedMessage(m.id, m.pop_receipt, m.dequeue_count, bytes(m.content), m.inserted_on) for m in msgs]
+        except AzureError as exc:
+            raise StorageError(f"receive from {queue} failed: {_short(exc)}") from exc
+
+    def ack(self, queue: str, message: QueuedMessage) -> None:
+        try:
+            self._queue(queue).delete_message(message.id, message.pop_receipt)
+        except ResourceNotFoundError:
+            return
+        except AzureError as exc:
+            raise StorageError(f"delete from {queue} failed: {_short(exc)}") from exc
+
+    def release(self, queue: str, message: QueuedMessage, *, delay_seconds: int) -> None:
+        """Make a received message visible again after a delay (a retry with backoff)."""
+        try:
+            self._queue(queue).update_message(message.id, message.pop_receipt, visibility_timeout=delay_seconds)
+        except ResourceNotFoundError:
+            return
+        except AzureError as exc:
+            raise StorageError(f"release on {queue} failed: {_short(exc)}") from exc
+
+    def peek(self, queue: str, max_messages: int = 32) -> list[QueuedMessage]:
+        try:
+            msgs = self._queue(queue).peek_messages(max_messages=max_messages)
+            return [QueuedMessage(m.id, "", m.dequeue_count, bytes(m.content), m.inserted_on) for m in msgs]
+        except AzureError as exc:
+            raise StorageError(f"peek of {queue} failed: {_short(exc)}") from exc
+
+    def queue_length(self, queue: str) -> int:
+        try:
+            return int(self._queue(queue).get_queue_properties().approximate_message_count or 0)
+        except AzureError as exc:
+            raise StorageError(f"properties of {queue} failed: {_short(exc)}") from exc
+
+    # -- blobs --
+
+    def _container(self, name: str) -> Any:
+        key = "c:" + name
+        client = self._blobs.get_container_client(name)
+        if key not in self._known:
+            with self._lock:
+                try:
+                    client.create_container()
+                except ResourceExistsError:
+                    pass
+                except AzureError as exc:
+                    raise StorageError(f"cannot create container {name}: {_short(exc)}") from exc
+                self._known.add(key)
+        return client
+
+    def put_blob(self, container: str, name: str, data: bytes, *, overwrite: bool = True) -> None:
+        try:
+            self._container(container).upload_blob(name, data, overwrite=overwrite)
+        except ResourceExistsError as exc:
+            raise ConflictError(f"blob {container}/{name} exists") from exc
+        except AzureError as exc:
+            raise StorageError(f"upload of {container}/{name} failed: {_short(exc)}") from exc
+
+    def get_blob(self, container: str, name: str) -> bytes | None:
+        try:
+            return bytes(self._container(container).download_blob(name).readall())
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise StorageError(f"download of {container}/{name} failed: {_short(exc)}") from exc
+
+    def list_blobs(self, container: str, prefix: str | None = None) -> list[str]:
+        try:
+            return [b.name for b in self._container(container).list_blobs(name_starts_with=prefix)]
+        except AzureError as exc:
+            raise StorageError(f"listing {container} failed: {_short(exc)}") from exc
+
+    def ping(self) -> str:
+        try:
+            next(iter(self._tables.list_tables(results_per_page=1).by_page()), None)
+        except AzureError as exc:
+            raise StorageError(f"storage unreachable: {_short(exc)}") from exc
+        return "ok"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

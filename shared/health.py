@@ -1,0 +1,81 @@
+"""Dependency checks shared by `GET /api/health` and `python -m shared.cli doctor`.
+
+Each check returns a `DependencyCheck`: `ok`, `warn` (works, but not as it would in production,
+e.g. the local outbox instead of Teams), `fail` (broken) or `skipped`. Details never carry secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from shared.errors import ValueFlowError
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class DependencyCheck:
+    name: str
+    status: str
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def check_storage(runtime: Any) -> DependencyCheck:
+    try:
+        runtime.storage.ping()
+    except ValueFlowError as err:
+        return DependencyCheck("storage", "fail", err.detail)
+    where = (
+        f"account {runtime.settings.azure_web_jobs_storage_account_name} (managed identity)"
+        if runtime.settings.storage_identity_based()
+        else "connection string"
+    )
+    return DependencyCheck("storage", "ok", f"tables, queues and blobs reachable via {where}")
+
+
+def check_warehouse(runtime: Any) -> DependencyCheck:
+    try:
+        answer = runtime.warehouse.ping()
+    except ValueFlowError as err:
+        return DependencyCheck("warehouse", "fail", err.detail)
+    return DependencyCheck("warehouse", "ok" if answer == "ok" else "fail", runtime.warehouse.describe())
+
+
+def check_servicenow_config(settings: Settings) -> DependencyCheck:
+    if not settings.servicenow_instance_url:
+        return DependencyCheck(
+            "servicenow", "warn", f"not configured: incidents go to the outbox {settings.outbox_dir}"
+        )
+    auth = "OAuth client credentials" if settings.servicenow_client_id else "basic auth"
+    host = urlparse(settings.servicenow_instance_url).hostname
+    return DependencyCheck("servicenow", "ok", f"instance {host} with {auth}")
+
+
+def check_teams_config(settings: Settings) -> DependencyCheck:
+    if not settings.teams_default_webhook_url and not settings.alert_routes:
+        return DependencyCheck("teams", "warn", f"no webhook configured: cards go to the outbox {settings.outbox_dir}")
+    return DependencyCheck("teams", "ok", "default webhook or squad routes configured (URLs not shown)")
+
+
+# checks that need live services; capabilities append their own (name, function) pairs
+LIVE_CHECKS: list[Callable[[Any], DependencyCheck]] = [check_storage, check_warehouse]
+CONFIG_CHECKS: list[Callable[[Settings], DependencyCheck]] = [check_servicenow_config, check_teams_config]
+
+
+def run_checks(runtime: Any) -> list[DependencyCheck]:
+    out = [check(runtime) for check in LIVE_CHECKS]
+    out += [check(runtime.settings) for check in CONFIG_CHECKS]
+    return out
+
+
+def overall(checks: list[DependencyCheck]) -> str:
+    if any(c.status == "fail" for c in checks):
+        return "unhealthy"
+    if any(c.status == "warn" for c in checks):
+        return "degraded"
+    return "healthy"

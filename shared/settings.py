@@ -1,0 +1,426 @@
+"""Typed app settings: the only module that reads the environment.
+
+Resolution order is the Functions host's: the process environment first, then the `Values` of
+`local.settings.json` (in the app root), then the default declared here. Every setting is one
+field of `Settings` whose metadata names the app setting, how to parse it and whether it is a
+secret; `load_settings()` validates all of them at once and raises `SettingsError` naming each
+bad setting and what is wrong with it (never echoing a secret's value).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from shared.errors import SettingsError
+
+Parser = Callable[[str], Any]
+
+LOCAL_SETTINGS_FILE = "local.settings.json"
+
+
+def _setting(
+    name: str, default: Any, parse: Parser, doc: str, *, secret: bool = False, sample: str | None = None
+) -> Any:
+    """Declare one app setting as a dataclass field.
+
+    `sample` is the value written in local.settings.sample.json (defaults to the default)."""
+    meta = {"name": name, "parse": parse, "doc": doc, "secret": secret, "sample": sample}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for list defaults")
+    return field(default=default, metadata=meta)
+
+
+# -- parsers: take the raw string, return the typed value or raise ValueError(what is expected) --
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _int_range(lo: int, hi: int) -> Parser:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected a whole number from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if value < 0 or value != value:
+        raise ValueError("expected a number >= 0")
+    return value
+
+
+def _choice(*options: str) -> Parser:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _url(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return ""
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("expected an http(s) URL")
+    if parsed.scheme == "http" and not is_loopback_host(parsed.hostname):
+        raise ValueError("plain http is allowed only for loopback hosts (127.0.0.1, localhost, ::1)")
+    return value.rstrip("/")
+
+
+_NCRONTAB = re.compile(r"^\S+(\s+\S+){5}$")
+
+
+def _schedule(raw: str) -> str:
+    value = raw.strip()
+    if not _NCRONTAB.match(value):
+        raise ValueError("expected a 6-field NCRONTAB expression like '0 30 6 * * *'")
+    return value
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: hosts where plain http and dev credentials are allowed."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every app setting the code reads. Attribute names are the setting names in snake case."""
+
+    # -- warehouse --
+    warehouse: str = _setting(
+        "WAREHOUSE",
+        "embedded",
+        _choice("embedded", "snowflake"),
+        "`embedded` (fakesnow over DuckDB under WAREHOUSE_PATH) or `snowflake`.",
+    )
+    warehouse_path: str = _setting(
+        "WAREHOUSE_PATH",
+        ".valueflow/warehouse",
+        _str,
+        "Folder of the embedded warehouse (one DuckDB file per database).",
+    )
+    snowflake_account: str = _setting("SNOWFLAKE_ACCOUNT", "", _str, "Snowflake account identifier.")
+    snowflake_user: str = _setting("SNOWFLAKE_USER", "", _str, "Snowflake user (service user).")
+    snowflake_private_key: str = _setting(
+        "SNOWFLAKE_PRIVATE_KEY", "", _str, "PEM private key for key-pair auth (Key Vault reference).", secret=True
+    )
+    snowflake_password: str = _setting(
+        "SNOWFLAKE_PASSWORD", "", _str, "Password, when key-pair auth is not used.", secret=True
+    )
+    snowflake_role: str = _setting("SNOWFLAKE_ROLE", "", _str, "Role to use.")
+    snowflake_warehouse: str = _setting("SNOWFLAKE_WAREHOUSE", "", _str, "Virtual warehouse to run queries on.")
+    snowflake_database: str = _setting("SNOWFLAKE_DATABASE", "VALUEFLOW", _str, "Database of the ValueFlow tables.")
+    snowflake_schema: str = _setting("SNOWFLAKE_SCHEMA", "CORE", _str, "Schema of the ValueFlow tables.")
+
+    # -- operational storage --
+    azure_web_jobs_storage: str = _setting(
+        "AzureWebJobsStorage",
+        "UseDevelopmentStorage=true",
+        _str,
+        "Storage connection string (Azurite locally); empty when identity-based access is used.",
+        secret=True,
+    )
+    azure_web_jobs_storage_account_name: str = _setting(
+        "AzureWebJobsStorage__accountName",
+        "",
+        _str,
+        "Storage account name for identity-based access (managed identity); wins over the connection string.",
+    )
+    state_dir: str = _setting(
+        "VALUEFLOW_STATE_DIR",
+        ".valueflow",
+        _str,
+        "Local state folder (Azurite data, generated key, reports). Dev only.",
+    )
+
+    # -- ServiceNow --
+    servicenow_instance_url: str = _setting(
+        "SERVICENOW_INSTANCE_URL", "", _url, "https://<instance>.service-now.com; empty = local outbox."
+    )
+    servicenow_username: str = _setting("SERVICENOW_USERNAME", "", _str, "Basic-auth user.")
+    servicenow_password: str = _setting("SERVICENOW_PASSWORD", "", _str, "Basic-auth password.", secret=True)
+    servicenow_client_id: str = _setting("SERVICENOW_CLIENT_ID", "", _str, "OAuth client id (client credentials).")
+    servicenow_client_secret: str = _setting("SERVICENOW_CLIENT_SECRET", "", _str, "OAuth client secret.", secret=True)
+
+    # -- alert routing and Teams --
+    alert_routes: str = _setting(
+        "ALERT_ROUTES", "", _str, "Squad routes: JSON, or a path to a JSON/YAML file.", secret=True
+    )
+    teams_default_webhook_url: str = _setting(
+        "TEAMS_DEFAULT_WEBHOOK_URL",
+        "",
+        _url,
+        "Workflows webhook for unrouted alerts; empty = local outbox.",
+        secret=True,
+    )
+    teams_webhook_allowed_hosts: tuple[str, ...] = _setting(
+        "TEAMS_WEBHOOK_ALLOWED_HOSTS",
+        ("*.logic.azure.com", "*.environment.api.powerplatform.com", "*.webhook.office.com"),
+        _csv,
+        "Host patterns a Teams webhook may point to (comma-separated).",
+        sample="*.logic.azure.com,*.environment.api.powerplatform.com,*.webhook.office.com",
+    )
+    owner_tag_keys: tuple[str, ...] = _setting(
+        "OWNER_TAG_KEYS",
+        ("owner", "squad", "team"),
+        _csv,
+        "Tag keys naming the owner squad, first match wins (case-insensitive).",
+        sample="owner,squad,team",
+    )
+
+    # -- cost anomalies --
+    cost_critical_usd_per_hour: float = _setting(
+        "COST_CRITICAL_USD_PER_HOUR", 1000.0, _positive_float, "Excess $/hour above which an anomaly is critical."
+    )
+    cost_min_impact_usd_per_day: float = _setting(
+        "COST_MIN_IMPACT_USD_PER_DAY", 10.0, _positive_float, "No alert under this excess $/day."
+    )
+    cost_scan_schedule: str = _setting(
+        "COST_SCAN_SCHEDULE", "0 30 6 * * *", _schedule, "NCRONTAB of the daily cost scan (UTC)."
+    )
+
+    # -- policy remediation --
+    remediation_mode: str = _setting(
+        "REMEDIATION_MODE",
+        "dry-run",
+        _choice("dry-run", "enforce"),
+        "`dry-run` decides and reports only; `enforce` creates remediation tasks and runs approved actions.",
+    )
+    remediation_allowed_assignments: tuple[str, ...] = _setting(
+        "REMEDIATION_ALLOWED_ASSIGNMENTS",
+        ("*",),
+        _csv,
+        "Assignment id patterns that may be remediated.",
+        sample="*",
+    )
+    remediation_denied_assignments: tuple[str, ...] = _setting(
+        "REMEDIATION_DENIED_ASSIGNMENTS", (), _csv, "Assignment id patterns never remediated (wins).", sample=""
+    )
+    arm_endpoint: str = _setting(
+        "ARM_ENDPOINT",
+        "https://management.azure.com",
+        _url,
+        "Azure Resource Manager endpoint; a loopback URL uses a static dev credential.",
+    )
+
+    # -- Logic Apps and actions --
+    approval_logic_app_url: str = _setting(
+        "APPROVAL_LOGIC_APP_URL",
+        "",
+        _url,
+        "HTTP trigger URL of the approval Logic App (has a SAS: secret).",
+        secret=True,
+    )
+    callback_allowed_hosts: tuple[str, ...] = _setting(
+        "CALLBACK_ALLOWED_HOSTS",
+        ("*.logic.azure.com",),
+        _csv,
+        "Host patterns a callbackUrl may point to.",
+        sample="*.logic.azure.com",
+    )
+    actions_protected_subscriptions: tuple[str, ...] = _setting(
+        "ACTIONS_PROTECTED_SUBSCRIPTIONS", (), _csv, "Subscription ids never acted on.", sample=""
+    )
+
+    # -- runtime --
+    applicationinsights_connection_string: str = _setting(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "",
+        _str,
+        "When set, logs and traces go to Application Insights through OpenTelemetry.",
+        secret=True,
+    )
+    log_format: str = _setting(
+        "VALUEFLOW_LOG_FORMAT", "json", _choice("json", "text"), "Structured JSON logs or plain text."
+    )
+    valueflow_port: int = _setting("VALUEFLOW_PORT", 7071, _int_range(1, 65535), "Port of the local host.")
+    local_function_key: str = _setting(
+        "LOCAL_FUNCTION_KEY",
+        "",
+        _str,
+        "Function/admin key of the local host; generated under .valueflow/ when empty.",
+        secret=True,
+    )
+    outbox_dir: str = _setting(
+        "OUTBOX_DIR", ".valueflow/outbox", _str, "Where alerts go when Teams/ServiceNow are not configured."
+    )
+
+    def storage_identity_based(self) -> bool:
+        return bool(self.azure_web_jobs_storage_account_name)
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    attr: str
+    name: str
+    default: Any
+    parse: Parser
+    doc: str
+    secret: bool
+    sample: str | None
+
+    def sample_value(self) -> str:
+        if self.sample is not None:
+            return self.sample
+        if isinstance(self.default, tuple):
+            return ",".join(self.default)
+        return str(self.default)
+
+
+def specs() -> list[SettingSpec]:
+    """Every declared setting, in declaration order (used by doctor, docs and tests)."""
+    out = []
+    for f in fields(Settings):
+        m = f.metadata
+        default = f.default if f.default is not MISSING else None
+        out.append(SettingSpec(f.name, m["name"], default, m["parse"], m["doc"], m["secret"], m["sample"]))
+    return out
+
+
+def read_local_settings(path: Path) -> dict[str, str]:
+    """The `Values` of a local.settings.json, or {} when there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SettingsError(f"{path}: not valid JSON ({exc})") from None
+    values = doc.get("Values", {}) if isinstance(doc, dict) else None
+    if not isinstance(values, dict):
+        raise SettingsError(f"{path}: 'Values' must be an object of setting names to strings")
+    return {str(k): "" if v is None else str(v) for k, v in values.items()}
+
+
+def raw_values(environ: Mapping[str, str] | None = None, local_settings: Path | None = None) -> dict[str, str]:
+    """Raw string values: environment first, then local.settings.json, as the Functions host does."""
+    env = os.environ if environ is None else environ
+    merged = read_local_settings(local_settings or Path(LOCAL_SETTINGS_FILE))
+    merged.update({k: v for k, v in env.items()})
+    return merged
+
+
+def load_settings(environ: Mapping[str, str] | None = None, local_settings: Path | None = None) -> Settings:
+    """Parse and validate every setting; raise SettingsError listing every bad one."""
+    raw = raw_values(environ, local_settings)
+    values: dict[str, Any] = {}
+    problems: list[dict[str, Any]] = []
+    for spec in specs():
+        text = raw.get(spec.name)
+        if text is None or (text.strip() == "" and spec.default not in ("", ())):
+            values[spec.attr] = spec.default
+            continue
+        try:
+            values[spec.attr] = spec.parse(text)
+        except ValueError as exc:
+            shown = "(value hidden)" if spec.secret else repr(text)
+            problems.append({"setting": spec.name, "problem": f"{exc}; got {shown}"})
+    settings = Settings(**values) if not problems else None
+    if settings is not None:
+        problems.extend(_cross_checks(settings))
+    if problems:
+        lines = "; ".join(f"{p['setting']}: {p['problem']}" for p in problems)
+        raise SettingsError(f"invalid app settings: {lines}", errors=problems)
+    assert settings is not None
+    return settings
+
+
+def _cross_checks(s: Settings) -> list[dict[str, Any]]:
+    out = []
+    if s.warehouse == "snowflake":
+        for spec_name, value in (("SNOWFLAKE_ACCOUNT", s.snowflake_account), ("SNOWFLAKE_USER", s.snowflake_user)):
+            if not value:
+                out.append({"setting": spec_name, "problem": "required when WAREHOUSE=snowflake"})
+        if not (s.snowflake_private_key or s.snowflake_password):
+            out.append(
+                {
+                    "setting": "SNOWFLAKE_PRIVATE_KEY",
+                    "problem": "WAREHOUSE=snowflake needs SNOWFLAKE_PRIVATE_KEY or SNOWFLAKE_PASSWORD",
+                }
+            )
+    if s.servicenow_instance_url:
+        basic = bool(s.servicenow_username and s.servicenow_password)
+        oauth = bool(s.servicenow_client_id and s.servicenow_client_secret)
+        if not (basic or oauth):
+            out.append(
+                {
+                    "setting": "SERVICENOW_INSTANCE_URL",
+                    "problem": "set SERVICENOW_USERNAME/SERVICENOW_PASSWORD or SERVICENOW_CLIENT_ID/SERVICENOW_CLIENT_SECRET",
+                }
+            )
+    if not s.azure_web_jobs_storage and not s.azure_web_jobs_storage_account_name:
+        out.append(
+            {
+                "setting": "AzureWebJobsStorage",
+                "problem": "set a connection string or AzureWebJobsStorage__accountName",
+            }
+        )
+    return out
+
+
+def lookup(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Resolve a `%NAME%` binding expression: the raw setting, or its declared default."""
+    raw = raw_values(environ).get(name)
+    if raw:
+        return raw
+    for spec in specs():
+        if spec.name == name:
+            return spec.sample_value()
+    return None
+
+
+_lock = threading.Lock()
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once (call `reset_settings()` after changing the environment)."""
+    global _cached
+    with _lock:
+        if _cached is None:
+            _cached = load_settings()
+        return _cached
+
+
+def reset_settings() -> None:
+    global _cached
+    with _lock:
+        _cached = None
