@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SAMPLES = ROOT.parent / "shared" / "samples"
+SAMPLES = FIXTURES / "samples"  # copies of ../shared/samples: tests never read outside the repo
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite, AzuriteError, start_azurite  # noqa: E402
