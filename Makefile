@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 PYTEST_ARGS ?=
 
-.PHONY: help install demo run test test-fast lint bench doctor clean
+.PHONY: help install demo run test test-fast lint lint-infra bench doctor clean
 
 help:
 	@echo "make demo    - install, start Azurite + embedded warehouse, run the main jobs once, print a summary"
@@ -40,7 +40,17 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy shared functions devhost function_app.py
 
-test: lint
+# checkov lives in its own venv: it pulls a fork of python-hcl2 and older packaging that break the app's venv
+CHECKOV_VENV := .valueflow/tools/checkov
+$(CHECKOV_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install $(PIP_FLAGS) checkov==3.3.30
+
+lint-infra: $(CHECKOV_VENV)/bin/checkov
+	terraform fmt -check -recursive infra
+	$(CHECKOV_VENV)/bin/checkov -d infra --framework terraform --quiet --compact --skip-download
+
+test: lint lint-infra
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -98,5 +98,11 @@ def configure(settings: Settings, *, level: int = logging.INFO) -> None:
     if settings.applicationinsights_connection_string:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
-        configure_azure_monitor(connection_string=settings.applicationinsights_connection_string)
+        options = {}
+        if settings.storage_identity_based():
+            # Application Insights with Entra-only ingestion: authenticate as the app's managed identity
+            from azure.identity import DefaultAzureCredential
+
+            options["credential"] = DefaultAzureCredential()
+        configure_azure_monitor(connection_string=settings.applicationinsights_connection_string, **options)
         logging.getLogger(__name__).info("OpenTelemetry export to Application Insights enabled")
