@@ -34,9 +34,19 @@ locals {
     "SERVICENOW_INSTANCE_URL" = var.servicenow.instance_url
     "SERVICENOW_USERNAME"     = var.servicenow.username
     "SERVICENOW_CLIENT_ID"    = var.servicenow.client_id
+    "SERVICENOW_RESOLVE_MODE" = "resolve"
+    "SERVICENOW_CLOSE_CODE"   = "Resolved by caller"
 
     "TEAMS_WEBHOOK_ALLOWED_HOSTS" = join(",", var.teams_webhook_allowed_hosts)
     "OWNER_TAG_KEYS"              = join(",", var.owner_tag_keys)
+
+    # Alert delivery (shared/alerts): storm control and retries; the code defaults are the production values.
+    "ALERT_STORM_THRESHOLD"      = "10"
+    "ALERT_STORM_WINDOW_MINUTES" = "10"
+    "ALERT_MAX_ATTEMPTS"         = "5"
+    "ALERT_RETRY_BASE_SECONDS"   = "5"
+    "ALERT_RETRY_MAX_SECONDS"    = "300"
+    "ALERT_HTTP_TIMEOUT_SECONDS" = "10"
 
     "COST_CRITICAL_USD_PER_HOUR"  = tostring(var.cost_critical_usd_per_hour)
     "COST_MIN_IMPACT_USD_PER_DAY" = tostring(var.cost_min_impact_usd_per_day)
@@ -46,7 +56,15 @@ locals {
     "REMEDIATION_ALLOWED_ASSIGNMENTS" = join(",", var.remediation_allowed_assignments)
     "REMEDIATION_DENIED_ASSIGNMENTS"  = join(",", var.remediation_denied_assignments)
     "REMEDIATION_WATCH_SCHEDULE"      = var.remediation_watch_schedule
-    "ARM_ENDPOINT"                    = "https://management.azure.com"
+    # Remediation task shape and pace (shared/policy); the code defaults are the production values.
+    "REMEDIATION_WINDOW_SECONDS"       = "300"
+    "REMEDIATION_MAX_CONCURRENT_TASKS" = "100"
+    "REMEDIATION_RESOURCE_COUNT"       = "500"
+    "REMEDIATION_PARALLEL_DEPLOYMENTS" = "10"
+    "REMEDIATION_FAILURE_THRESHOLD"    = "0.1"
+    "POLICY_INCIDENT_ASSIGNMENTS"      = join(",", var.policy_incident_assignments)
+    "ARM_WRITES_PER_SECOND"            = "10"
+    "ARM_ENDPOINT"                     = "https://management.azure.com"
 
     "CALLBACK_ALLOWED_HOSTS"          = join(",", var.callback_allowed_hosts)
     "ACTIONS_PROTECTED_SUBSCRIPTIONS" = join(",", var.actions_protected_subscriptions)

@@ -68,6 +68,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _fraction(raw: str) -> float:
+    value = _positive_float(raw)
+    if value > 1:
+        raise ValueError("expected a number from 0 to 1")
+    return value
+
+
 def _choice(*options: str) -> Parser:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -180,6 +187,15 @@ class Settings:
     servicenow_password: str = _setting("SERVICENOW_PASSWORD", "", _str, "Basic-auth password.", secret=True)
     servicenow_client_id: str = _setting("SERVICENOW_CLIENT_ID", "", _str, "OAuth client id (client credentials).")
     servicenow_client_secret: str = _setting("SERVICENOW_CLIENT_SECRET", "", _str, "OAuth client secret.", secret=True)
+    servicenow_resolve_mode: str = _setting(
+        "SERVICENOW_RESOLVE_MODE",
+        "resolve",
+        _choice("resolve", "note"),
+        "When an alert clears: `resolve` the incident (state Resolved + close notes) or only add a `note`.",
+    )
+    servicenow_close_code: str = _setting(
+        "SERVICENOW_CLOSE_CODE", "Resolved by caller", _str, "close_code set when ValueFlow resolves an incident."
+    )
 
     # -- alert routing and Teams --
     alert_routes: str = _setting(
@@ -206,6 +222,30 @@ class Settings:
         "Tag keys naming the owner squad, first match wins (case-insensitive).",
         sample="owner,squad,team",
     )
+    alert_storm_threshold: int = _setting(
+        "ALERT_STORM_THRESHOLD",
+        10,
+        _int_range(0, 100000),
+        "More alerts than this for one squad within the window become one digest card (0 = no storm control).",
+    )
+    alert_storm_window_minutes: int = _setting(
+        "ALERT_STORM_WINDOW_MINUTES", 10, _int_range(1, 1440), "Length of the storm-control window in minutes."
+    )
+    alert_max_attempts: int = _setting(
+        "ALERT_MAX_ATTEMPTS",
+        5,
+        _int_range(1, 100),
+        "Delivery attempts per channel before the alert goes to alerts-poison (host.json maxDequeueCount is 5).",
+    )
+    alert_retry_base_seconds: float = _setting(
+        "ALERT_RETRY_BASE_SECONDS", 5.0, _positive_float, "First retry delay; doubles per attempt, with full jitter."
+    )
+    alert_retry_max_seconds: float = _setting(
+        "ALERT_RETRY_MAX_SECONDS", 300.0, _positive_float, "Cap of the retry delay (a longer Retry-After still wins)."
+    )
+    alert_http_timeout_seconds: float = _setting(
+        "ALERT_HTTP_TIMEOUT_SECONDS", 10.0, _positive_float, "Timeout of each Teams and ServiceNow request."
+    )
 
     # -- cost anomalies --
     cost_critical_usd_per_hour: float = _setting(
@@ -216,6 +256,52 @@ class Settings:
     )
     cost_scan_schedule: str = _setting(
         "COST_SCAN_SCHEDULE", "0 30 6 * * *", _schedule, "NCRONTAB of the daily cost scan (UTC)."
+    )
+    cost_export_storage: str = _setting(
+        "COST_EXPORT_STORAGE",
+        "",
+        _str,
+        "Connection string of the storage account Cost Management exports land in; empty = the app's storage.",
+        secret=True,
+    )
+    cost_export_storage_account_name: str = _setting(
+        "COST_EXPORT_STORAGE__accountName",
+        "",
+        _str,
+        "Account name of the cost export storage for identity-based access; wins over COST_EXPORT_STORAGE.",
+    )
+    cost_center_tag_keys: tuple[str, ...] = _setting(
+        "COST_CENTER_TAG_KEYS",
+        ("cost-center", "costcenter", "cost_center"),
+        _csv,
+        "Tag keys naming the cost center, first match wins (case-insensitive).",
+        sample="cost-center,costcenter,cost_center",
+    )
+    environment_tag_keys: tuple[str, ...] = _setting(
+        "ENVIRONMENT_TAG_KEYS",
+        ("env", "environment", "stage"),
+        _csv,
+        "Tag keys naming the environment, first match wins (case-insensitive).",
+        sample="env,environment,stage",
+    )
+    cost_feedback_suppress_days: int = _setting(
+        "COST_FEEDBACK_SUPPRESS_DAYS",
+        14,
+        _int_range(0, 365),
+        "Days an anomaly marked planned or not_anomaly silences alerts for its series.",
+    )
+    cost_partition_size: int = _setting(
+        "COST_PARTITION_SIZE",
+        50000,
+        _int_range(100, 10_000_000),
+        "Series per scoring partition; above it the daily scan fans out on queue cost-partitions.",
+    )
+    cost_query_scopes: tuple[str, ...] = _setting(
+        "COST_QUERY_SCOPES",
+        (),
+        _csv,
+        "Scopes (/subscriptions/<id>) whose daily cost the scan pulls from the Cost Management Query API first.",
+        sample="",
     )
 
     # -- policy remediation --
@@ -234,6 +320,55 @@ class Settings:
     )
     remediation_denied_assignments: tuple[str, ...] = _setting(
         "REMEDIATION_DENIED_ASSIGNMENTS", (), _csv, "Assignment id patterns never remediated (wins).", sample=""
+    )
+    remediation_watch_schedule: str = _setting(
+        "REMEDIATION_WATCH_SCHEDULE",
+        "0 */5 * * * *",
+        _schedule,
+        "NCRONTAB of the remediation watch: plans closed coalescing windows, follows running tasks (UTC).",
+    )
+    remediation_window_seconds: int = _setting(
+        "REMEDIATION_WINDOW_SECONDS",
+        300,
+        _int_range(1, 86400),
+        "Coalescing window: violations received in one window become one task per assignment/definition/scope.",
+    )
+    remediation_max_concurrent_tasks: int = _setting(
+        "REMEDIATION_MAX_CONCURRENT_TASKS",
+        100,
+        _int_range(1, 100),
+        "Remediation tasks running at once (Azure allows 100 per tenant); the rest wait for the next watch.",
+    )
+    remediation_resource_count: int = _setting(
+        "REMEDIATION_RESOURCE_COUNT",
+        500,
+        _int_range(1, 50000),
+        "resourceCount of a remediation task: most resources one task remediates.",
+    )
+    remediation_parallel_deployments: int = _setting(
+        "REMEDIATION_PARALLEL_DEPLOYMENTS",
+        10,
+        _int_range(1, 30),
+        "parallelDeployments of a remediation task: resources remediated at the same time.",
+    )
+    remediation_failure_threshold: float = _setting(
+        "REMEDIATION_FAILURE_THRESHOLD",
+        0.1,
+        _fraction,
+        "failureThreshold.percentage of a remediation task (0-1): fail the task above this share of failures.",
+    )
+    policy_incident_assignments: tuple[str, ...] = _setting(
+        "POLICY_INCIDENT_ASSIGNMENTS",
+        (),
+        _csv,
+        "Assignment id patterns whose unremediable violations also open a ServiceNow incident.",
+        sample="",
+    )
+    arm_writes_per_second: float = _setting(
+        "ARM_WRITES_PER_SECOND",
+        10.0,
+        _positive_float,
+        "Write budget per subscription (token bucket refill, ARM refills ~10 writes/s).",
     )
     arm_endpoint: str = _setting(
         "ARM_ENDPOINT",
