@@ -1,0 +1,1 @@
+"""Cost anomaly scoring: pure engine, baselines, synthetic data and the CSV contract."""

@@ -1,0 +1,254 @@
+"""Behaviour of the pure cost-anomaly engine (shared.costs.scoring) on small hand-built series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.costs.scoring import (
+    ScoringConfig,
+    aggregate_series,
+    score_backtest,
+    score_day,
+    score_last_day,
+    top_contributors,
+)
+from shared.costs.synthetic import generate_costs
+
+START = np.datetime64("2025-01-01", "D")  # a Wednesday
+N_DAYS = 90
+DATES = np.arange(START, START + N_DAYS)
+WEEKDAY = (DATES.astype(np.int64) + 3) % 7  # 0 = Monday
+
+
+def series(
+    level: float, noise: float = 0.03, seed: int = 0, weekend: float = 1.0, days: int = N_DAYS
+) -> np.ndarray:
+    """One daily cost series: ``level`` on weekdays, ``level * weekend`` on Saturday and Sunday, noisy."""
+    rng = np.random.default_rng(seed)
+    season = np.where(WEEKDAY[:days] >= 5, weekend, 1.0)
+    return np.round(level * season * np.exp(rng.normal(0.0, noise, days)), 2)
+
+
+def matrix(*rows: np.ndarray) -> np.ndarray:
+    return np.vstack(rows).astype(np.float64)
+
+
+def alert_days(costs: np.ndarray, first: int = 30) -> list[int]:
+    result = score_backtest(costs, DATES, N_DAYS - first)
+    return [first + int(d) for d in np.flatnonzero(result.anomaly[0])]
+
+
+def test_weekend_dip_is_not_an_anomaly() -> None:
+    # GIVEN a VM-heavy series at $400 on weekdays and $120 at the weekend
+    costs = matrix(series(400.0, weekend=0.3, seed=1))
+    # WHEN the daily job is replayed for two months THEN neither weekends nor Mondays alert
+    assert alert_days(costs) == []
+    result = score_backtest(costs, DATES, 60)
+    weekends = WEEKDAY[30:] >= 5
+    assert np.all(result.expected[0, weekends] < 0.5 * result.expected[0, ~weekends].mean())
+
+
+def test_spike_is_alerted_with_its_dollar_impact() -> None:
+    costs = matrix(series(200.0, seed=2))
+    costs[0, -1] = 700.0
+    result = score_last_day(costs, DATES)
+    assert result.anomaly[0]
+    assert result.reason[0] == "spike"
+    assert result.direction[0] == "increase"
+    assert result.severity[0] == "warning"
+    assert result.expected[0] == pytest.approx(200.0, rel=0.1)
+    assert result.excess_usd_per_day[0] == pytest.approx(700.0 - result.expected[0])
+    assert result.excess_usd_per_hour[0] == pytest.approx(result.excess_usd_per_day[0] / 24)
+    assert result.lower[0] < result.expected[0] < result.upper[0] < 700.0
+
+
+def test_monthly_recurring_charge_on_same_day_is_not_an_anomaly() -> None:
+    # GIVEN $100/day and a $2,000 licence billed on the 1st of every month
+    costs = matrix(series(100.0, seed=3))
+    firsts = np.array([d.astype(object).day == 1 for d in DATES])
+    costs[0, firsts] += 2000.0
+    march_1 = int((np.datetime64("2025-03-01") - START).astype(np.int64))
+    # WHEN March 1st is scored THEN the charge is expected
+    result = score_day(costs, DATES, march_1)
+    assert not result.anomaly[0]
+    assert result.reason[0] == "recurring"
+    assert result.expected[0] == pytest.approx(2100.0, rel=0.1)
+    # ... while the same charge on a day of month never seen before alerts
+    costs[0, march_1 + 9] += 2000.0
+    assert score_day(costs, DATES, march_1 + 9).anomaly[0]
+
+
+def test_level_shift_alerts_once_then_becomes_normal() -> None:
+    costs = matrix(series(100.0, seed=4))
+    costs[0, 60:] *= 3.0
+    assert alert_days(costs) == [60]
+    result = score_last_day(costs, DATES)
+    assert result.expected[0] == pytest.approx(300.0, rel=0.1)
+
+
+def test_slow_drift_is_caught() -> None:
+    # GIVEN $200/day growing steadily by 65 % over four weeks, under 2 % a day: no day stands out
+    costs = matrix(series(200.0, noise=0.02, seed=5))
+    ramp = np.clip((np.arange(N_DAYS) - 45) / 28.0, 0.0, 1.0)
+    costs[0] *= 1.0 + 0.65 * ramp
+    days = alert_days(costs)
+    # THEN it is reported during the ramp, as a drift, and not day after day
+    assert days and 45 <= days[0] <= 75
+    assert len(days) <= 2
+    result = score_day(costs, DATES, days[0])
+    assert result.reason[0] == "drift"
+    assert result.direction[0] == "increase"
+    assert result.excess_usd_per_day[0] > 40.0
+    assert result.expected[0] == pytest.approx(200.0, rel=0.1)
+
+
+def test_short_history_is_warming_up() -> None:
+    costs = matrix(series(500.0, seed=6))
+    costs[0, :80] = np.nan
+    costs[0, -1] = 5000.0
+    result = score_last_day(costs, DATES)
+    assert result.status[0] == "warming_up"
+    assert result.reason[0] == "new_resource"
+    assert not result.anomaly[0]
+    assert np.isnan(result.expected[0])
+
+
+def test_series_absent_on_the_day_is_not_scored() -> None:
+    costs = matrix(series(50.0, seed=7))
+    costs[0, 70:] = np.nan
+    result = score_last_day(costs, DATES)
+    assert result.status[0] == "absent" and not result.anomaly[0]
+
+
+def test_decrease_is_recorded_not_alerted() -> None:
+    costs = matrix(series(1000.0, seed=8))
+    costs[0, -1] = 300.0
+    result = score_last_day(costs, DATES)
+    assert result.direction[0] == "decrease"
+    assert result.reason[0] == "decrease"
+    assert not result.anomaly[0]
+    assert result.severity[0] == "none"
+    assert result.excess_usd_per_day[0] < -600
+
+
+def test_small_dollar_excess_is_not_alerted() -> None:
+    costs = matrix(series(2.0, seed=9))
+    costs[0, -1] = 8.0  # 4x, but only $6 a day
+    result = score_last_day(costs, DATES)
+    assert not result.anomaly[0]
+    assert result.reason[0] == "below_gate"
+
+
+def test_small_percent_excess_is_not_alerted() -> None:
+    costs = matrix(series(20_000.0, noise=0.005, seed=10))
+    costs[0, -1] = 23_600.0  # $3,600 but +18 %
+    config = ScoringConfig(min_excess_pct=20.0)
+    assert not score_last_day(costs, DATES, config).anomaly[0]
+    assert score_last_day(costs, DATES, ScoringConfig(min_excess_pct=10.0)).anomaly[0]
+
+
+def test_critical_when_excess_per_hour_exceeds_threshold() -> None:
+    costs = matrix(series(10_000.0, seed=11), series(1_000.0, seed=12))
+    costs[0, -1] = 50_000.0  # ~$1,670 an hour over
+    costs[1, -1] = 3_000.0  # ~$83 an hour over
+    result = score_last_day(costs, DATES, ScoringConfig(critical_usd_per_hour=1000.0))
+    assert list(result.severity) == ["critical", "warning"]
+    assert result.anomaly.all()
+
+
+def test_past_anomalies_do_not_raise_the_baseline() -> None:
+    costs = matrix(series(300.0, seed=13))
+    costs[0, 70:72] = 3000.0
+    costs[0, 80] = 10.0
+    result = score_last_day(costs, DATES)
+    assert result.expected[0] == pytest.approx(300.0, rel=0.1)
+    costs[0, -1] = 600.0
+    assert score_last_day(costs, DATES).anomaly[0]
+
+
+def test_outage_days_and_return_to_normal_are_not_alerted() -> None:
+    costs = matrix(series(250.0, seed=14))
+    costs[0, [40, 41, 55, 77, 78, 79, 80, 81]] = 0.0
+    assert alert_days(costs) == []
+
+
+def test_intermittent_usage_is_not_an_anomaly() -> None:
+    rng = np.random.default_rng(15)
+    costs = matrix(
+        np.where(rng.random(N_DAYS) < 0.3, np.round(80.0 * np.exp(rng.normal(0, 0.05, N_DAYS)), 2), 0.0)
+    )
+    assert alert_days(costs) == []
+
+
+def test_series_are_scored_independently_in_one_pass() -> None:
+    data = generate_costs(n_series=200, n_days=N_DAYS, seed=3)
+    together = score_last_day(data.costs, data.dates)
+    for i in (0, 17, 101, 199):
+        alone = score_last_day(data.costs[i : i + 1], data.dates)
+        assert alone.anomaly[0] == together.anomaly[i]
+        assert alone.reason[0] == together.reason[i]
+        np.testing.assert_allclose(alone.expected[0], together.expected[i])
+
+
+def test_backtest_scores_each_day_with_only_its_past() -> None:
+    data = generate_costs(n_series=100, n_days=N_DAYS, seed=4)
+    replay = score_backtest(data.costs, data.dates, 10)
+    assert replay.anomaly.shape == (100, 10)
+    assert list(replay.dates) == list(data.dates[-10:])
+    changed_future = data.costs.copy()
+    changed_future[:, -3:] *= 5.0
+    earlier = score_day(changed_future, data.dates, N_DAYS - 4)
+    np.testing.assert_array_equal(earlier.anomaly, replay.anomaly[:, 6])
+    np.testing.assert_allclose(earlier.expected, replay.expected[:, 6])
+
+
+def test_synthetic_generator_is_seeded_and_labelled() -> None:
+    a = generate_costs(n_series=50, n_days=60, seed=9)
+    b = generate_costs(n_series=50, n_days=60, seed=9)
+    np.testing.assert_array_equal(a.costs, b.costs)
+    assert a.events == b.events and a.events
+    assert {e.kind for e in generate_costs(n_series=300, n_days=90, seed=1).events} == {
+        "spike",
+        "level_shift",
+        "drift",
+    }
+    assert np.nanmin(a.costs) >= 0.0
+
+
+def test_top_contributors_names_the_members_behind_an_increase() -> None:
+    # GIVEN a squad of three: a steady VM, one that tripled, and a resource created yesterday
+    members = matrix(series(100.0, seed=16), series(200.0, seed=17), series(50.0, seed=18))
+    members[1, -1] = 600.0
+    members[2, :-2] = np.nan
+    members[2, -2:] = 150.0
+    top = top_contributors(members, ["vm-a", "vm-b", "new-db"], DATES, limit=5)
+    assert [c.member_id for c in top][:2] == ["vm-b", "new-db"]
+    assert top[0].increase_usd == pytest.approx(600.0 - top[0].expected)
+    assert top[1].status == "warming_up" and top[1].expected == 0.0
+    assert sum(c.share for c in top) == pytest.approx(1.0)
+    assert top[0].share > top[1].share
+
+
+def test_aggregate_series_sums_members_by_group() -> None:
+    costs = np.array([[1.0, 2.0, np.nan], [10.0, np.nan, np.nan], [5.0, 5.0, 5.0]])
+    keys, sums = aggregate_series(costs, ["squad-b", "squad-b", "squad-a"])
+    assert list(keys) == ["squad-a", "squad-b"]
+    np.testing.assert_array_equal(sums, np.array([[5.0, 5.0, 5.0], [11.0, 2.0, np.nan]]))
+
+
+def test_aggregates_are_scored_by_the_same_engine() -> None:
+    costs = matrix(*(series(100.0, seed=s) for s in range(20, 26)))
+    costs[2, -1] = 900.0
+    keys, sums = aggregate_series(costs, ["a", "a", "a", "b", "b", "b"])
+    result = score_last_day(sums, DATES)
+    assert list(result.anomaly) == [True, False]
+
+
+def test_costs_must_be_a_dense_daily_matrix() -> None:
+    with pytest.raises(ValueError):
+        score_last_day(np.ones(10), DATES[:10])
+    with pytest.raises(ValueError):
+        score_last_day(
+            np.ones((1, 3)), np.array(["2025-01-01", "2025-01-02", "2025-01-05"], dtype="datetime64[D]")
+        )

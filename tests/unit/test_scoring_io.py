@@ -1,0 +1,162 @@
+"""The CSV contract of ``costs score`` / ``costs backtest`` (shared.costs.scoring_io)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.costs import scoring_io
+from shared.costs.scoring_io import CostInputError, backtest_csv, load_cost_matrix, score_csv
+
+START = np.datetime64("2025-01-01", "D")
+REQUIRED_OUTPUT = ["series_id", "date", "cost", "expected", "anomaly", "severity"]
+
+
+def write_costs(path: Path, rows: Sequence[Sequence[object]], header: str = "series_id,date,cost") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        handle.write(header + "\n")
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+def daily_rows(
+    series_id: str, costs: list[float] | np.ndarray, first_day: int = 0
+) -> list[tuple[str, str, object]]:
+    return [(series_id, str(START + first_day + i), f"{c:.2f}") for i, c in enumerate(costs)]
+
+
+def steady(level: float, days: int = 60, seed: int = 0) -> np.ndarray:
+    return level * np.exp(np.random.default_rng(seed).normal(0.0, 0.03, days))
+
+
+@pytest.fixture
+def cost_file(tmp_path: Path) -> Path:
+    spiking = steady(100.0, seed=1)
+    spiking[-1] = 900.0
+    rows = daily_rows("vm-steady", steady(100.0)) + daily_rows("vm-spiking", spiking)
+    rows += daily_rows("db-new", steady(40.0, days=5), first_day=55)
+    rows += daily_rows("vm-deleted", steady(70.0, days=50))
+    rows.reverse()  # rows in any order
+    return write_costs(tmp_path / "costs.csv", rows)
+
+
+def test_score_csv_scores_the_latest_date_of_each_series(cost_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    assert score_csv(cost_file, out) == 4
+    frame = pd.read_csv(out).set_index("series_id")
+    assert list(frame.columns[:5]) == REQUIRED_OUTPUT[1:]
+    assert {
+        "lower",
+        "upper",
+        "score",
+        "excess_usd_per_day",
+        "excess_usd_per_hour",
+        "excess_pct",
+        "status",
+        "reason",
+    } <= set(frame.columns)
+    assert frame.loc["vm-spiking", "anomaly"] == 1
+    assert frame.loc["vm-spiking", "severity"] == "warning"
+    assert frame.loc["vm-steady", "anomaly"] == 0
+    assert frame.loc["db-new", "status"] == "warming_up"
+    # a deleted resource is scored on its own last day
+    assert frame.loc["vm-deleted", "date"] == str(START + 49)
+    assert frame.loc["vm-steady", "date"] == str(START + 59)
+    assert set(frame["anomaly"]) <= {0, 1}
+
+
+def test_missing_day_inside_a_series_life_costs_zero_and_outside_it_is_absent(tmp_path: Path) -> None:
+    rows = [("a", "2025-01-01", "1.5"), ("a", "2025-01-04", "2"), ("b", "2025-01-02", "3")]
+    matrix = load_cost_matrix(write_costs(tmp_path / "c.csv", rows))
+    assert list(matrix.series_ids) == ["a", "b"]
+    assert list(matrix.dates) == list(np.arange(START, START + 4))
+    np.testing.assert_array_equal(matrix.costs, [[1.5, 0.0, 0.0, 2.0], [np.nan, 3.0, np.nan, np.nan]])
+
+
+def test_other_columns_are_ignored(tmp_path: Path) -> None:
+    rows = [("x", "a", "2025-01-01", "1", "EUR"), ("x", "a", "2025-01-02", "2", "EUR")]
+    path = write_costs(tmp_path / "c.csv", rows, header="tenant,series_id,date,cost,currency")
+    assert score_csv(path, tmp_path / "o.csv") == 1
+
+
+def test_backtest_writes_one_row_per_series_per_replayed_date(cost_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "backtest.csv"
+    rows = backtest_csv(cost_file, 12, out)
+    frame = pd.read_csv(out)
+    assert rows == len(frame)
+    assert list(frame.columns[:6]) == REQUIRED_OUTPUT
+    counts = frame.groupby("series_id")["date"].nunique()
+    # vm-deleted lived until day 49: it exists on 2 of the last 12 dates; db-new on its 5 days
+    assert counts.to_dict() == {"vm-steady": 12, "vm-spiking": 12, "db-new": 5, "vm-deleted": 2}
+    assert not frame.duplicated(["series_id", "date"]).any()
+    spiking = frame[frame["series_id"] == "vm-spiking"].sort_values("date")
+    assert spiking["anomaly"].tolist() == [0] * 11 + [1]
+
+
+def test_backtest_last_date_matches_the_daily_job(cost_file: Path, tmp_path: Path) -> None:
+    backtest_csv(cost_file, 3, tmp_path / "b.csv")
+    score_csv(cost_file, tmp_path / "s.csv")
+    replay = pd.read_csv(tmp_path / "b.csv")
+    daily = pd.read_csv(tmp_path / "s.csv")
+    last = replay[replay["date"] == replay["date"].max()].set_index("series_id").sort_index()
+    today = daily[daily["date"] == replay["date"].max()].set_index("series_id").sort_index()
+    pd.testing.assert_frame_equal(last, today)
+
+
+@pytest.mark.parametrize(
+    ("rows", "header", "line", "words"),
+    [
+        ([("a", "2025-01-01", "1")], "series_id,day,cost", 1, "missing column(s) date"),
+        ([("a", "2025-01-01", "1"), ("a", "2025-01-02", "abc")], None, 3, "'abc' is not a number"),
+        ([("a", "2025-01-01", "1"), ("a", "2025-01-02", "")], None, 3, "is not a number"),
+        ([("a", "2025-01-01", "1"), ("a", "2025-01-02", "-3.5")], None, 3, "negative"),
+        ([("a", "2025-01-01", "1"), ("a", "01/02/2025", "2")], None, 3, "not an ISO date"),
+        (
+            [("a", "2025-01-01", "1"), ("b", "2025-01-01", "1"), ("a", "2025-01-01", "2")],
+            None,
+            4,
+            "duplicate",
+        ),
+    ],
+)
+def test_bad_input_names_file_and_line_and_writes_nothing(
+    tmp_path: Path, rows: list[tuple[str, str, object]], header: str | None, line: int, words: str
+) -> None:
+    source = write_costs(tmp_path / "bad.csv", rows, header=header or "series_id,date,cost")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for run in (
+        lambda: score_csv(source, out_dir / "o.csv"),
+        lambda: backtest_csv(source, 3, out_dir / "o.csv"),
+    ):
+        with pytest.raises(CostInputError) as caught:
+            run()
+        assert isinstance(caught.value, ValueError)
+        assert caught.value.line == line
+        assert str(source) in str(caught.value) and f"line {line}" in str(caught.value)
+        assert words in str(caught.value)
+        assert list(out_dir.iterdir()) == []
+
+
+def test_failed_run_keeps_a_previous_output_intact(tmp_path: Path, cost_file: Path) -> None:
+    out = tmp_path / "o.csv"
+    score_csv(cost_file, out)
+    before = out.read_bytes()
+    bad = write_costs(tmp_path / "bad.csv", [("a", "2025-01-01", "-1")])
+    with pytest.raises(CostInputError):
+        score_csv(bad, out)
+    assert out.read_bytes() == before
+
+
+def test_pandas_fallback_reads_the_same_matrix(cost_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = load_cost_matrix(cost_file)
+    monkeypatch.setattr(scoring_io, "HAVE_PYARROW", False)
+    slow = load_cost_matrix(cost_file)
+    assert list(slow.series_ids) == list(fast.series_ids)
+    np.testing.assert_array_equal(slow.costs, fast.costs)
+    np.testing.assert_array_equal(slow.dates, fast.dates)
