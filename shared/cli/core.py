@@ -56,7 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure(settings)
-    set_runtime(Runtime(settings))
+    runtime = Runtime(settings)
+    set_runtime(runtime)
+    runtime.warehouse  # noqa: B018 - applies pending schema migrations now, at start, not on the first request
     key, generated = function_key(settings)
     app = load_app(args.app)
     host = LocalHost(
