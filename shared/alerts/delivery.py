@@ -1,0 +1,422 @@
+"""Deliver queued alerts to Teams and ServiceNow with an exactly-once effect per (alert, channel).
+
+Producers call `enqueue_alert(store, alert)` and return. The `alert_delivery` queue function hands
+each message to `AlertDelivery.handle()`, which for every channel still to do:
+1. claims an idempotency record keyed by (dedupe key, action, content fingerprint, channel): a
+   redelivered message or a replayed alert finds it COMPLETED and posts nothing;
+2. posts (or writes the outbox file when the channel is not configured), then completes the claim;
+3. on a transient failure (timeout, 429, 5xx) releases the claim and re-enqueues only the channels
+   left, with `attempt + 1` and an exponential, jittered visibility delay (a queue trigger cannot
+   delay its own retry); after `ALERT_MAX_ATTEMPTS`, or at once on a permanent failure (refused
+   host, 401/403, 4xx), the message goes to `alerts-poison` and a "delivery failing" alert goes
+   to the default route by the other channel.
+Messages are JSON: {"type": "alert", "alert": {...}, "channels": [...], "attempt": n} or
+{"type": "digest", "squad": ..., "window_start": ..., "attempt": n}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from shared.adapters.servicenow import ServiceNowClient
+from shared.adapters.teams import TeamsWebhook, webhook_ref
+from shared.alerts import cards, incidents
+from shared.alerts.model import Alert
+from shared.alerts.outbox import Outbox
+from shared.alerts.routing import AlertRoute, AlertRoutes, load_routes, route_for
+from shared.alerts.storm import DIGEST, StormGate, StormWindow
+from shared.errors import (
+    BadInputError,
+    ForbiddenActionError,
+    TransientUpstreamError,
+    UpstreamAuthError,
+    UpstreamError,
+)
+from shared.idempotency import COMPLETED, IdempotencyStore, idempotency_key
+from shared.idempotency import TABLE as IDEMPOTENCY_TABLE
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE = "alerts"
+POISON = "alerts-poison"
+CHANNELS = ("teams", "servicenow")
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
+MAX_MESSAGE_BYTES = 40 * 1024
+
+
+class AlertQueue(Protocol):
+    """The part of `StateStore` delivery uses (tables for idempotency and storms, queues for retries)."""
+
+    def send(
+        self, queue: str, message: dict[str, Any] | str | bytes, *, visibility_timeout: int | None = None
+    ) -> str: ...
+    def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool: ...
+    def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None: ...
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None: ...
+    def delete(self, table: str, partition: str, row: str) -> None: ...
+    def query(self, table: str, filter: str | None = None, **params: Any) -> Any: ...
+
+
+def alert_message(
+    alert: Alert, channels: tuple[str, ...] | list[str] | None = None, attempt: int = 1
+) -> dict[str, Any]:
+    """The queue message for an alert (all channels unless told)."""
+    return {"type": "alert", "alert": alert.to_dict(), "channels": list(channels or CHANNELS), "attempt": attempt}
+
+
+def enqueue_alert(store: Any, alert: Alert) -> str:
+    """Validate an alert and put it on the `alerts` queue; returns the message id. BadInputError if invalid."""
+    if not isinstance(alert, Alert):
+        raise BadInputError(f"enqueue_alert expects an Alert, got {type(alert).__name__}")
+    message = alert_message(Alert.from_dict(alert.to_dict()))  # the same gate as JSON input
+    size = len(json.dumps(message, separators=(",", ":")).encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise BadInputError(
+            f"alert {alert.dedupe_key!r} is {size} bytes as a message; the limit is {MAX_MESSAGE_BYTES}"
+        )
+    return store.send(QUEUE, message)
+
+
+@dataclass
+class ChannelResult:
+    """What happened on one channel: delivered, outbox, duplicate, skipped, digest, retry or failed."""
+
+    channel: str
+    status: str
+    detail: str = ""
+    retry_after: float | None = None
+    counts_as_attempt: bool = True
+    reason: str = ""
+
+
+@dataclass
+class DeliveryOutcome:
+    kind: str
+    dedupe_key: str
+    results: list[ChannelResult] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    delay_seconds: int = 0
+    poisoned: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "dedupe_key": self.dedupe_key,
+            "channels": {r.channel: r.status for r in self.results},
+            "requeued": self.requeued,
+            "delay_seconds": self.delay_seconds,
+            "poisoned": self.poisoned,
+        }
+
+
+class AlertDelivery:
+    """Delivery of queue messages, with its adapters (built once per process: rate limits are in-process)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: AlertQueue,
+        routes: AlertRoutes,
+        *,
+        teams: TeamsWebhook | None = None,
+        servicenow: ServiceNowClient | None = None,
+        outbox: Outbox | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.routes = routes
+        self.teams = teams or TeamsWebhook.from_settings(settings)
+        self.servicenow = servicenow
+        self.outbox = outbox or Outbox(settings.outbox_dir)
+        self.clock = clock
+        self.rng = rng
+        self.claims = IdempotencyStore(store, "alerts")
+        self.storms = StormGate(store, settings.alert_storm_threshold, settings.alert_storm_window_minutes)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: AlertQueue) -> AlertDelivery:
+        servicenow = ServiceNowClient.from_settings(settings) if settings.servicenow_instance_url else None
+        return cls(settings, store, load_routes(settings), servicenow=servicenow)
+
+    # -- entry point --
+
+    def handle(self, body: bytes | str | dict[str, Any]) -> DeliveryOutcome:
+        """Process one queue message. Bad messages go to the poison queue; never raises for delivery failures."""
+        try:
+            message = body if isinstance(body, dict) else json.loads(body)
+            if not isinstance(message, dict):
+                raise BadInputError("the message is not a JSON object")
+            kind = message.get("type", "alert")
+            if kind == "digest":
+                return self._handle_digest(message)
+            if kind != "alert":
+                raise BadInputError(f"unknown message type {kind!r}")
+            alert = Alert.from_dict(message.get("alert"))
+        except (ValueError, BadInputError) as exc:
+            detail = exc.detail if isinstance(exc, BadInputError) else f"not valid JSON: {exc}"
+            raw = body if isinstance(body, (str, bytes)) else json.dumps(body, default=str)
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            self.store.send(POISON, json.dumps({"type": "invalid", "error": detail, "body": text[:30000]}))
+            log.error("invalid alert message sent to poison", extra={"error": detail})
+            return DeliveryOutcome("invalid", "", poisoned=["message"])
+        channels = [c for c in message.get("channels") or CHANNELS if c in CHANNELS]
+        attempt = int(message.get("attempt") or 1)
+        return self._deliver(alert, channels, attempt)
+
+    # -- one alert --
+
+    def _deliver(self, alert: Alert, channels: list[str], attempt: int) -> DeliveryOutcome:
+        route = route_for(alert, self.routes)
+        outcome = DeliveryOutcome("alert", alert.dedupe_key)
+        for channel in channels:
+            try:
+                result = (
+                    self.teams_channel(alert, route) if channel == "teams" else self.servicenow_channel(alert, route)
+                )
+            except TransientUpstreamError as err:
+                result = ChannelResult(channel, "retry", err.detail, err.retry_after)
+            except (UpstreamError, ForbiddenActionError) as err:
+                result = ChannelResult(channel, "failed", err.detail, reason=_reason(err))
+            outcome.results.append(result)
+        self._follow_up(outcome, alert_message(alert, attempt=attempt), attempt, alert)
+        for r in outcome.results:
+            log.info(
+                "alert channel %s: %s",
+                r.channel,
+                r.status,
+                extra={"dedupe_key": alert.dedupe_key, "squad": route.squad, "attempt": attempt, "detail": r.detail},
+            )
+        return outcome
+
+    def _claim_key(self, alert: Alert, channel: str) -> str:
+        return idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint(), channel)
+
+    def _once(self, key: str, channel: str, effect: Callable[[], tuple[str, dict[str, Any]]]) -> ChannelResult:
+        """Run `effect` at most once per key: COMPLETED -> duplicate; held by another worker -> retry later."""
+        claim = self.claims.claim(key)
+        if claim.status == "completed":
+            return ChannelResult(channel, "duplicate", "delivered before")
+        if claim.status == "in_progress":
+            return ChannelResult(channel, "retry", "another worker holds this delivery", counts_as_attempt=False)
+        try:
+            status, result = effect()
+        except BaseException:
+            self.claims.release(key)
+            raise
+        self.claims.complete(key, {"status": status, **result})
+        return ChannelResult(channel, status, str(result.get("detail", "")))
+
+    # -- Teams --
+
+    def teams_channel(self, alert: Alert, route: AlertRoute) -> ChannelResult:
+        key = self._claim_key(alert, "teams")
+        if self._completed(key):  # before storm counting: a replay must not count, nor join a digest
+            return ChannelResult("teams", "duplicate", "delivered before")
+        if alert.kind not in ("delivery_failing", "digest"):
+            identity = idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint())
+            decision = self.storms.admit(alert, route.squad, identity, self.clock())
+            if decision.status == DIGEST:
+                if decision.schedule_digest:
+                    self._schedule_digest(decision.window)
+                detail = f"held for the digest of {decision.window.partition}"
+                self.claims.complete(key, {"status": "digest", "detail": detail})
+                return ChannelResult("teams", "digest", detail)
+        url = route.teams_webhook_url
+        if url:
+            self.teams.check_allowed(url)  # refused before anything is claimed or sent
+        content = cards.alert_content(alert, route.squad)
+
+        def post() -> tuple[str, dict[str, Any]]:
+            if not url:
+                payload = cards.fit(content, cards.adaptive_card_message)
+                path = self.outbox.write("teams", alert.action, alert.dedupe_key, alert.fingerprint(), payload)
+                return "outbox", {"detail": path.name}
+            status = self.teams.post(url, cards.teams_payload(content, url))
+            return "delivered", {"detail": f"{webhook_ref(url)} HTTP {status}"}
+
+        return self._once(key, "teams", post)
+
+    def _completed(self, key: str) -> bool:
+        record = self.store.get(IDEMPOTENCY_TABLE, self.claims.scope, key)
+        return record is not None and record.get("Status") == COMPLETED
+
+    def _schedule_digest(self, window: StormWindow) -> None:
+        delay = max(1, math.ceil((window.end - self.clock()).total_seconds()) + 2)
+        message = {"type": "digest", "squad": window.squad, "window_start": window.start.isoformat(), "attempt": 1}
+        self.store.send(QUEUE, message, visibility_timeout=min(delay, MAX_VISIBILITY_SECONDS))
+        self.storms.mark_digest_scheduled(window)
+
+    def _handle_digest(self, message: dict[str, Any]) -> DeliveryOutcome:
+        squad = str(message.get("squad") or "")
+        try:
+            start = datetime.fromisoformat(str(message["window_start"]))
+        except (KeyError, ValueError):
+            raise BadInputError("a digest message needs window_start (ISO timestamp)") from None
+        window = StormWindow(squad, start, self.settings.alert_storm_window_minutes)
+        attempt = int(message.get("attempt") or 1)
+        outcome = DeliveryOutcome("digest", window.partition)
+        held = self.storms.held_back(window)
+        route = route_for(replace(held[0], owner=squad) if held else _placeholder(squad), self.routes)
+        content = cards.digest_content(squad, held, window.minutes)
+        url = route.teams_webhook_url
+
+        def post() -> tuple[str, dict[str, Any]]:
+            if not url:
+                payload = cards.fit(content, cards.adaptive_card_message)
+                path = self.outbox.write("teams", "digest", window.partition, window.partition, payload)
+                return "outbox", {"detail": path.name}
+            status = self.teams.post(url, cards.teams_payload(content, url))
+            return "delivered", {"detail": f"{webhook_ref(url)} HTTP {status}"}
+
+        try:
+            if not held:
+                result = ChannelResult("teams", "skipped", "no alert held back in this window")
+            else:
+                result = self._once(idempotency_key("digest", window.partition, "teams"), "teams", post)
+        except TransientUpstreamError as err:
+            result = ChannelResult("teams", "retry", err.detail, err.retry_after)
+        except (UpstreamError, ForbiddenActionError) as err:
+            result = ChannelResult("teams", "failed", err.detail, reason=_reason(err))
+        outcome.results.append(result)
+        self._follow_up(outcome, {**message, "channels": ["teams"]}, attempt, None)
+        log.info("storm digest: %s", result.status, extra={"squad": squad, "alerts": len(held)})
+        return outcome
+
+    # -- ServiceNow --
+
+    def servicenow_channel(self, alert: Alert, route: AlertRoute) -> ChannelResult:
+        if self.servicenow is None:
+            if not alert.wants_incident():
+                return ChannelResult("servicenow", "skipped", "no incident wanted")
+            return self._once(
+                self._claim_key(alert, "servicenow"), "servicenow", lambda: self._incident_outbox(alert, route)
+            )
+        if alert.action == "open" and not alert.wants_incident():
+            return ChannelResult("servicenow", "skipped", "no incident wanted")
+        if alert.action != "open" and alert.incident is False:
+            return ChannelResult("servicenow", "skipped", "incident explicitly not wanted")
+        return self._once(self._claim_key(alert, "servicenow"), "servicenow", lambda: self._incident(alert, route))
+
+    def _incident_outbox(self, alert: Alert, route: AlertRoute) -> tuple[str, dict[str, Any]]:
+        if alert.action == "open":
+            body = incidents.incident_fields(alert, route)
+        elif alert.action == "resolve" and self.settings.servicenow_resolve_mode == "resolve":
+            body = incidents.resolution(alert, self.settings.servicenow_close_code)
+        else:
+            body = incidents.work_note(alert)
+        path = self.outbox.write("servicenow", alert.action, alert.dedupe_key, alert.fingerprint(), body)
+        return "outbox", {"detail": path.name}
+
+    def _incident(self, alert: Alert, route: AlertRoute) -> tuple[str, dict[str, Any]]:
+        assert self.servicenow is not None
+        sn = self.servicenow
+        cid = incidents.correlation_id_for(alert.dedupe_key)
+        # always look before creating: a repeat, or a create that timed out earlier, must not open a second one
+        found = sn.find_active(cid)
+        if alert.action == "resolve":
+            if found is None:
+                return "skipped", {"detail": "no active incident to resolve"}
+            if self.settings.servicenow_resolve_mode == "resolve":
+                sn.update(found["sys_id"], incidents.resolution(alert, self.settings.servicenow_close_code))
+                return "delivered", {"detail": f"resolved {found.get('number')}", "number": found.get("number")}
+            sn.update(found["sys_id"], incidents.work_note(alert))
+            return "delivered", {"detail": f"noted clearance on {found.get('number')}", "number": found.get("number")}
+        if found is not None:
+            sn.update(found["sys_id"], incidents.work_note(alert))
+            return "delivered", {"detail": f"work note on {found.get('number')}", "number": found.get("number")}
+        if alert.action == "update" and not alert.wants_incident():
+            return "skipped", {"detail": "no active incident to update"}
+        created = sn.create(incidents.incident_fields(alert, route))
+        return "delivered", {"detail": f"created {created.get('number')}", "number": created.get("number")}
+
+    # -- retries, poison, delivery-failing --
+
+    def backoff_seconds(self, attempt: int, retry_after: float | None) -> int:
+        """Full-jitter exponential backoff for the retry after `attempt`; never sooner than Retry-After."""
+        ceiling = min(
+            self.settings.alert_retry_max_seconds, self.settings.alert_retry_base_seconds * 2 ** (attempt - 1)
+        )
+        delay = max(ceiling * self.rng(), retry_after or 0.0, 1.0 if self.settings.alert_retry_base_seconds else 0.0)
+        return min(MAX_VISIBILITY_SECONDS, math.ceil(delay))
+
+    def _follow_up(self, outcome: DeliveryOutcome, message: dict[str, Any], attempt: int, alert: Alert | None) -> None:
+        retry = [r for r in outcome.results if r.status == "retry"]
+        failed = [r for r in outcome.results if r.status == "failed"]
+        exhausted = [r for r in retry if r.counts_as_attempt and attempt >= self.settings.alert_max_attempts]
+        for r in exhausted:
+            r.status, r.reason = "failed", f"still failing after {attempt} attempts"
+        retry = [r for r in retry if r not in exhausted]
+        if retry:
+            counted = any(r.counts_as_attempt for r in retry)
+            next_attempt = attempt + 1 if counted else attempt
+            delay = self.backoff_seconds(attempt, max((r.retry_after or 0.0) for r in retry))
+            again = {**message, "channels": [r.channel for r in retry], "attempt": next_attempt}
+            self.store.send(QUEUE, again, visibility_timeout=delay)
+            outcome.requeued, outcome.delay_seconds = [r.channel for r in retry], delay
+        dead = failed + exhausted
+        if dead:
+            errors = {r.channel: r.detail for r in dead}
+            poison = {**message, "channels": [r.channel for r in dead], "attempt": attempt, "errors": errors}
+            self.store.send(POISON, poison)
+            outcome.poisoned = [r.channel for r in dead]
+            log.error("alert delivery failed; message sent to %s", POISON, extra={"errors": errors})
+            if alert is None or alert.kind != "delivery_failing":
+                for r in dead:
+                    self._report_failing(r)
+
+    def _report_failing(self, failed: ChannelResult) -> None:
+        """Tell the default route, by the other channel, that a channel is failing (once per channel, reason and day)."""
+        other = "servicenow" if failed.channel == "teams" else "teams"
+        reason = failed.reason or "failing"
+        day = self.clock().date().isoformat()
+        alert = Alert(
+            kind="delivery_failing",
+            severity="warning",
+            title=f"Alert delivery to {'Teams' if failed.channel == 'teams' else 'ServiceNow'} is failing",
+            resource_id=f"valueflow/alert-delivery/{failed.channel}",
+            owner="",
+            facts=(("Channel", failed.channel), ("Reason", reason), ("Day (UTC)", day)),
+            links=(),
+            dedupe_key=f"delivery-failing:{failed.channel}:{reason}:{day}",
+            incident=other == "servicenow",
+            summary=f"Alerts that could not be delivered wait in the {POISON} queue: list them with "
+            "`python -m shared.cli alerts outbox`, fix the cause, then `alerts replay-poison`.",
+        )
+        self.store.send(QUEUE, alert_message(alert, channels=[other]))
+
+
+def _reason(err: Exception) -> str:
+    """A short, stable reason (no per-alert detail) so one failing cause raises one report a day."""
+    if isinstance(err, UpstreamAuthError):
+        return "credentials refused (401/403)"
+    if isinstance(err, ForbiddenActionError):
+        return "webhook host not allowed"
+    return "request rejected (4xx)"
+
+
+def _placeholder(squad: str) -> Alert:
+    return Alert("digest", "info", "digest", "-", squad, (), (), "digest")
+
+
+_deliveries: dict[int, AlertDelivery] = {}
+_lock = threading.Lock()
+
+
+def delivery_for(runtime: Any) -> AlertDelivery:
+    """The process's `AlertDelivery` for a runtime (one per runtime: Teams rate limits are per process)."""
+    with _lock:
+        found = _deliveries.get(id(runtime))
+        if found is None or found.settings is not runtime.settings:
+            found = _deliveries[id(runtime)] = AlertDelivery.from_settings(runtime.settings, runtime.storage)
+        return found
