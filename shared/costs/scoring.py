@@ -64,6 +64,7 @@ class ScoringConfig:
     drift_weeks: int = 4
     drift_min_growth_pct: float = 30.0
     drift_max_week_share: float = 0.75
+    drift_quiet_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -191,29 +192,25 @@ def _deseasonalise(values: FloatArray, profile_cols: FloatArray) -> FloatArray:
 
 
 def _weekly_drift(
-    deseason: FloatArray, level_scale: FloatArray, cfg: ScoringConfig
+    weekly: FloatArray, level_scale: FloatArray, cfg: ScoringConfig
 ) -> tuple[BoolArray, FloatArray, FloatArray, FloatArray]:
-    """Gradual growth over the weeks of ``deseason`` ((n, 7 * (drift_weeks + 1)) de-seasonalised costs).
+    """Gradual growth across ``weekly`` medians ((n, k, drift_weeks + 1): k cut-offs, oldest week first).
 
     True where the last week's median is ``drift_min_growth_pct`` and ``min_impact_usd_per_day`` (times
     ``level_scale``, the day's profile) above the first week's, and no single week carries more than
     ``drift_max_week_share`` of the (log) growth. Levels only, so the flag does not flicker with daily
-    noise. Returns (flag, first-week level, last-week level, log growth).
+    noise. Returns (flag, first-week level, last-week level, log growth), each (n, k).
     """
-    weeks = cfg.drift_weeks + 1
-    blocks = deseason.reshape(deseason.shape[0], weeks, 7)
-    weekly, present = nanmedian_count(blocks)
-    weekly = np.where(present >= 4, weekly, np.nan)
-    base, now = weekly[:, 0], weekly[:, -1]
+    base, now = weekly[..., 0], weekly[..., -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_growth = np.log(now / base)
-        steps = np.log(weekly[:, 1:] / weekly[:, :-1])
-        share = np.max(steps, axis=1) / log_growth
+        steps = np.log(weekly[..., 1:] / weekly[..., :-1])
+        share = np.max(steps, axis=-1) / log_growth
     flag = (
         (base > 0)
-        & np.all(np.isfinite(weekly), axis=1)
+        & np.all(np.isfinite(weekly), axis=-1)
         & (log_growth >= np.log1p(cfg.drift_min_growth_pct / 100.0))
-        & ((now - base) * level_scale >= cfg.min_impact_usd_per_day)
+        & ((now - base) * level_scale[:, None] >= cfg.min_impact_usd_per_day)
         & (share <= cfg.drift_max_week_share)
     )
     return flag, base, now, log_growth
@@ -335,17 +332,25 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
     # one day's jump was a spike or level shift, alerted (or gated) on that day
     drift_span = 7 * (cfg.drift_weeks + 1)
     scale = np.where(p_today > 0, p_today, 1.0)
-    drift_now, drift_base, drift_level, log_growth = _weekly_drift(
-        deseason[:, span - drift_span :], scale, cfg
-    )
-    drift_prev, _, _, _ = _weekly_drift(deseason[:, span - drift_span - 1 : span - 1], scale, cfg)
+    # weekly medians for today's cut-off and the previous ones, read off the 7-day rolling medians:
+    # rolling[:, k] is the median of deseason[:, k : k + 7]
+    quiet = min(cfg.drift_quiet_days, span - drift_span)
+    week_starts = (span - drift_span - np.arange(quiet + 1))[:, None] + 7 * np.arange(cfg.drift_weeks + 1)
+    weekly = np.where(rolling_count[:, week_starts] >= 4, rolling[:, week_starts], np.nan)
+    drift_flags, drift_bases, drift_levels, growths = _weekly_drift(weekly, scale, cfg)
+    drift_base, drift_level, log_growth = drift_bases[:, 0], drift_levels[:, 0], growths[:, 0]
+    # reported once: on the first day it holds after ``drift_quiet_days`` without
+    drift_now = drift_flags[:, 0] & ~np.any(drift_flags[:, 1:], axis=1)
+    # step test: median of 3 days against the median of the 3 days before, anywhere in the drift window
+    triples = nanmedian(np.lib.stride_tricks.sliding_window_view(deseason[:, -drift_span:], 3, axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        largest_step = np.nanmax(np.log1p(np.fmax(errors[:, -drift_span:], -0.99)), axis=1, initial=0.0)
+        steps = np.log(triples[:, 3:] / triples[:, :-3])
+    largest_step = np.max(np.where(np.isfinite(steps), steps, 0.0), axis=1, initial=0.0)
     jumped = largest_step > cfg.drift_max_week_share * log_growth
     drift_expected = np.nan_to_num(drift_base * scale, nan=0.0) + recurring
     drift_excess = np.nan_to_num((drift_level - drift_base) * scale, nan=0.0)
     drift_pct = np.nan_to_num(100.0 * np.expm1(log_growth), nan=0.0)
-    is_drift = drift_now & ~drift_prev & ~jumped & ~intermittent
+    is_drift = drift_now & ~jumped & ~intermittent
 
     history_days = np.sum(~np.isnan(window(costs, t - season_len, t)), axis=1)
     present = ~np.isnan(cost)
@@ -413,6 +418,34 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
         status=status,
         reason=reason,
     )
+
+
+def score_day_chunked(
+    costs: FloatArray,
+    dates: Any,
+    t: int,
+    config: ScoringConfig | None = None,
+    chunk_rows: int = 5000,
+    workers: int | None = None,
+) -> ScoreResult:
+    """:func:`score_day` over blocks of rows on a thread pool: same result, cache-sized arrays, and numpy
+    releases the GIL in its sorts and ufuncs, so the blocks run on every core."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    costs = np.asarray(costs, dtype=np.float64)
+    n = costs.shape[0]
+    if n <= chunk_rows:
+        return score_day(costs, dates, t, config)
+    blocks = [costs[i : i + chunk_rows] for i in range(0, n, chunk_rows)]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        parts = list(pool.map(lambda block: score_day(block, dates, t, config), blocks))
+    merged = {
+        f.name: np.concatenate([getattr(p, f.name) for p in parts])
+        for f in fields(ScoreResult)
+        if f.name != "dates"
+    }
+    return ScoreResult(dates=parts[0].dates, **merged)
 
 
 def score_last_day(costs: FloatArray, dates: Any, config: ScoringConfig | None = None) -> ScoreResult:

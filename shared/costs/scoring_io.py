@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from shared.costs.scoring import STATUS_ABSENT, ScoreResult, ScoringConfig, score_day
+from shared.costs.scoring import STATUS_ABSENT, ScoreResult, ScoringConfig, score_day_chunked
 
 REQUIRED_COLUMNS = ("series_id", "date", "cost")
 OUTPUT_COLUMNS = (
@@ -232,7 +232,7 @@ def score_matrix_latest(matrix: CostMatrix, config: ScoringConfig) -> pd.DataFra
     for t in np.unique(last_day):
         rows = np.flatnonzero(last_day == t)
         sub = matrix.costs if rows.size == len(last_day) else matrix.costs[rows]
-        result = score_day(sub, matrix.dates, int(t), config)
+        result = score_day_chunked(sub, matrix.dates, int(t), config)
         frames.append(_frame(result, matrix.series_ids[rows], np.repeat(matrix.dates[t], rows.size)))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
@@ -263,7 +263,7 @@ def backtest_csv(
     n_days = matrix.costs.shape[1]
     frames = []
     for t in range(max(0, n_days - days), n_days):
-        result = score_day(matrix.costs, matrix.dates, t, config)
+        result = score_day_chunked(matrix.costs, matrix.dates, t, config)
         rows = np.flatnonzero(result.status != STATUS_ABSENT)
         sub = ScoreResult(dates=result.dates, **_subset(result, rows))
         frames.append(_frame(sub, matrix.series_ids[rows], np.repeat(matrix.dates[t], rows.size)))

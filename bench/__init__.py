@@ -1,0 +1,1 @@
+"""Developer benchmarks (not deployed)."""
