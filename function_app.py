@@ -2,9 +2,10 @@
 
 import azure.functions as func
 
-from functions import alerts, health
+from functions import alerts, approvals, health
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 app.register_functions(health.bp)
+app.register_functions(approvals.bp)
 app.register_functions(alerts.bp)

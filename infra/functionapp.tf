@@ -68,6 +68,7 @@ locals {
 
     "CALLBACK_ALLOWED_HOSTS"          = join(",", var.callback_allowed_hosts)
     "ACTIONS_PROTECTED_SUBSCRIPTIONS" = join(",", var.actions_protected_subscriptions)
+    "ACTIONS_PROTECTED_TAG"           = var.actions_protected_tag
 
     "VALUEFLOW_LOG_FORMAT" = "json"
   }

@@ -9,6 +9,7 @@ locals {
     "Microsoft.Compute/virtualMachines/deallocate/action",
     "Microsoft.ContainerService/managedClusters/agentPools/write",
     "Microsoft.Consumption/budgets/write",
+    "Microsoft.Web/sites/stop/action",
   ]
 }
 
@@ -106,7 +107,7 @@ resource "azurerm_role_definition" "cost_actions" {
   count       = length(local.action_subscriptions) > 0 ? 1 : 0
   name        = "ValueFlow cost actions (${var.environment_name})"
   scope       = "/subscriptions/${sort(tolist(local.action_subscriptions))[0]}"
-  description = "Approved cost actions of ValueFlow Automations: deallocate VMs, scale AKS node pools, write budgets."
+  description = "Approved cost actions of ValueFlow Automations: deallocate VMs, scale AKS node pools, stop App Service apps, write budgets."
 
   permissions {
     actions     = local.cost_action_permissions

@@ -242,6 +242,12 @@ variable "actions_protected_subscriptions" {
   default     = []
 }
 
+variable "actions_protected_tag" {
+  description = "Tag key that protects a resource (or its resource group) from approved cost actions when its value is true."
+  type        = string
+  default     = "valueflow:protected"
+}
+
 variable "callback_allowed_hosts" {
   description = "Host patterns a Logic App callbackUrl may point to."
   type        = list(string)

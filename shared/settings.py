@@ -395,6 +395,12 @@ class Settings:
     actions_protected_subscriptions: tuple[str, ...] = _setting(
         "ACTIONS_PROTECTED_SUBSCRIPTIONS", (), _csv, "Subscription ids never acted on.", sample=""
     )
+    actions_protected_tag: str = _setting(
+        "ACTIONS_PROTECTED_TAG",
+        "valueflow:protected",
+        _str,
+        "Tag key that protects a resource (or its resource group) from cost actions when its value is `true`.",
+    )
 
     # -- runtime --
     applicationinsights_connection_string: str = _setting(

@@ -377,6 +377,7 @@ def test_custom_role_is_assignable_only_to_action_subscriptions_with_exactly_the
         "Microsoft.Compute/virtualMachines/deallocate/action",
         "Microsoft.ContainerService/managedClusters/agentPools/write",
         "Microsoft.Consumption/budgets/write",
+        "Microsoft.Web/sites/stop/action",
     }
 
 

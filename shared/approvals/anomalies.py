@@ -1,0 +1,177 @@
+"""Cost anomaly episodes as the Logic Apps see them: list open ones, give feedback, look one up.
+
+The cost capability (issue 3) owns episodes: when its module exposes `list_episodes(runtime,
+status, owner)` / `record_feedback(runtime, episode_id, verdict, by, why)`, they are used. Until
+then (and for `get_episode`, which it does not promise) the episodes are read from the warehouse
+table COST_ANOMALIES it documents in `shared/migrations/0010_costs.sql`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import NotFoundError
+
+COST_MODULES = ("shared.costs.episodes", "shared.costs.daily")
+
+
+@dataclass(frozen=True)
+class EpisodeView:
+    """The fields of a cost episode the approval workflow needs, whatever its source."""
+
+    episode_id: str
+    status: str
+    severity: str
+    owner: str
+    series_id: str
+    series_kind: str
+    subscription_id: str
+    start_date: str
+    last_flagged_date: str
+    impact_usd_per_hour: float
+    impact_usd_per_day: float
+    expected_usd_per_day: float
+    total_excess_usd: float
+    top_causes: tuple[str, ...]
+    verdict: str
+
+    @property
+    def resource_id(self) -> str:
+        """The Azure resource of a resource-level episode ('' for squad/service/subscription series)."""
+        return self.series_id if self.series_id.lower().startswith("/subscriptions/") else ""
+
+    def as_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.episode_id,
+            "status": self.status,
+            "severity": self.severity,
+            "owner": self.owner,
+            "seriesId": self.series_id,
+            "seriesKind": self.series_kind,
+            "subscriptionId": self.subscription_id,
+            "startDate": self.start_date,
+            "lastFlaggedDate": self.last_flagged_date,
+            "impactUsdPerHour": self.impact_usd_per_hour,
+            "impactUsdPerDay": self.impact_usd_per_day,
+            "totalExcessUsd": self.total_excess_usd,
+            "topCauses": list(self.top_causes),
+            "verdict": self.verdict,
+        }
+
+
+def episode_view(obj: Any) -> EpisodeView:
+    """Adapt a cost episode (a dataclass, a dict or a COST_ANOMALIES row) to an EpisodeView."""
+
+    def get(*names: str, default: Any = "") -> Any:
+        for name in names:
+            for variant in (name, name.upper()):
+                value = obj.get(variant) if isinstance(obj, dict) else getattr(obj, variant, None)
+                if value is not None:
+                    return value
+        return default
+
+    def num(*names: str) -> float:
+        try:
+            return float(get(*names, default=0.0) or 0.0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    return EpisodeView(
+        episode_id=str(get("episode_id", "id")),
+        status=str(get("status")),
+        severity=str(get("severity")),
+        owner=str(get("owner")),
+        series_id=str(get("series_id", "resource_id")),
+        series_kind=str(get("series_kind", default="resource")),
+        subscription_id=str(get("subscription_id")),
+        start_date=str(get("start_date")),
+        last_flagged_date=str(get("last_flagged_date")),
+        impact_usd_per_hour=num("excess_usd_per_hour", "impact_usd_per_hour"),
+        impact_usd_per_day=num("excess_usd_per_day", "impact_usd_per_day"),
+        expected_usd_per_day=num("expected", "expected_usd_per_day"),
+        total_excess_usd=num("total_excess_usd"),
+        top_causes=_causes(get("contributors", "top_causes", default=())),
+        verdict=str(get("verdict")),
+    )
+
+
+def _causes(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip().startswith(("[", "{")) else value.split(",")
+        except ValueError:
+            value = value.split(",")
+    if isinstance(value, dict):
+        value = list(value)
+    out = []
+    for item in value or ():
+        if isinstance(item, (tuple, list)) and len(item) == 3:  # CostEpisode contributors: (member, $/day, share)
+            member, increase, share = item
+            out.append(f"{member} +${float(increase):,.2f}/day ({float(share):.0%})")
+        elif isinstance(item, dict):
+            label = item.get("member") or item.get("name") or item.get("id") or json.dumps(item, sort_keys=True)
+            out.append(str(label))
+        elif str(item).strip():
+            out.append(str(item).strip())
+    return tuple(out[:5])
+
+
+def _cost_module(function: str) -> Any:
+    for name in COST_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if callable(getattr(module, function, None)):
+            return getattr(module, function)
+    return None
+
+
+def list_anomalies(runtime: Any, status: str, owner: str) -> list[EpisodeView]:
+    """Episodes with this status ('' = any) and owner ('' = any), biggest excess first."""
+    status = "" if status == "any" else status
+    listing = _cost_module("list_episodes")
+    if listing is not None:
+        episodes = [episode_view(e) for e in listing(runtime, status or None, owner or None)]
+    else:
+        sql = "SELECT * FROM COST_ANOMALIES WHERE 1 = 1"
+        params: list[Any] = []
+        if status:
+            sql += " AND LOWER(STATUS) = LOWER(%s)"
+            params.append(status)
+        if owner:
+            sql += " AND LOWER(OWNER) = LOWER(%s)"
+            params.append(owner)
+        with runtime.warehouse.session() as wh:
+            episodes = [episode_view(r) for r in wh.query(sql, params)]
+    return sorted(episodes, key=lambda e: -e.impact_usd_per_hour)
+
+
+def get_episode(runtime: Any, episode_id: str) -> EpisodeView:
+    """One episode by id; NotFoundError when there is none."""
+    with runtime.warehouse.session() as wh:
+        rows = wh.query("SELECT * FROM COST_ANOMALIES WHERE EPISODE_ID = %s", (episode_id,))
+    if not rows:
+        raise NotFoundError(f"no cost episode {episode_id}")
+    return episode_view(rows[0])
+
+
+def give_feedback(runtime: Any, episode_id: str, verdict: str, by: str, why: str) -> EpisodeView:
+    """Record planned / not_anomaly (suppresses the episode) or confirmed; NotFoundError for an unknown id."""
+    record = _cost_module("record_feedback")
+    if record is not None:
+        get_episode(runtime, episode_id)
+        result = record(runtime, episode_id, verdict, by, why)
+        return episode_view(result) if result is not None else get_episode(runtime, episode_id)
+    get_episode(runtime, episode_id)
+    suppressed = verdict in ("planned", "not_anomaly")
+    with runtime.warehouse.session() as wh:
+        wh.execute(
+            "UPDATE COST_ANOMALIES SET VERDICT = %s, VERDICT_BY = %s, VERDICT_WHY = %s, SUPPRESSED = %s, "
+            "UPDATED_AT = CURRENT_TIMESTAMP() WHERE EPISODE_ID = %s",
+            (verdict, by, why, suppressed, episode_id),
+        )
+    return get_episode(runtime, episode_id)

@@ -1,0 +1,20 @@
+-- Approvals and guarded cost actions (issue 6): one row per decided approval, with what ran and ARM's answer.
+-- AUDIT_ID is deterministic (approval id + decision), so a retried worker inserts it once (guarded by NOT EXISTS).
+CREATE TABLE IF NOT EXISTS APPROVAL_AUDIT (
+    AUDIT_ID VARCHAR NOT NULL,
+    APPROVAL_ID VARCHAR NOT NULL,
+    EPISODE_ID VARCHAR NOT NULL,
+    RESOURCE_ID VARCHAR,
+    OWNER VARCHAR,
+    ACTION VARCHAR NOT NULL,
+    DECISION VARCHAR NOT NULL,
+    APPROVER VARCHAR NOT NULL,
+    REASON VARCHAR,
+    DECIDED_AT TIMESTAMP_NTZ NOT NULL,
+    EXECUTED_AT TIMESTAMP_NTZ NOT NULL,
+    MODE VARCHAR NOT NULL,
+    OUTCOME VARCHAR NOT NULL,
+    DETAIL VARCHAR,
+    ARM_STATUS INTEGER,
+    ARM_RESPONSE VARCHAR
+);
