@@ -205,11 +205,11 @@ variable "cost_scan_schedule" {
 variable "remediation_watch_schedule" {
   description = "NCRONTAB (6 fields, UTC) of the remediation watch."
   type        = string
-  default     = "0 */10 * * * *"
+  default     = "0 */5 * * * *"
 
   validation {
     condition     = length(split(" ", trimspace(var.remediation_watch_schedule))) == 6
-    error_message = "remediation_watch_schedule must be a 6-field NCRONTAB expression like '0 */10 * * * *'."
+    error_message = "remediation_watch_schedule must be a 6-field NCRONTAB expression like '0 */5 * * * *'."
   }
 }
 
@@ -232,6 +232,12 @@ variable "remediation_allowed_assignments" {
 
 variable "remediation_denied_assignments" {
   description = "Policy assignment id patterns never remediated (wins over allowed)."
+  type        = list(string)
+  default     = []
+}
+
+variable "policy_incident_assignments" {
+  description = "Policy assignment id patterns whose unremediable violations also open a ServiceNow incident (others: Teams only)."
   type        = list(string)
   default     = []
 }

@@ -1,0 +1,1 @@
+"""Policy-change remediation: Azure Policy state events -> coalesced remediation tasks or alerts."""

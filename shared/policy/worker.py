@@ -1,0 +1,334 @@
+"""Receive fast, work later: the trigger side (`accept_event`) and the queue worker (`PolicyWorker`).
+
+`accept_event` only parses and checks an event and enqueues a work item on `policy-work` (a few
+milliseconds); bad events are acknowledged, logged with their reason and counted, never raised,
+so Event Grid does not retry them for 24 hours. `PolicyWorker.process` does the rest for one
+work item: dedupe, the policy's effect, then either a pending violation for the next remediation
+plan (deployIfNotExists/modify) or an alert to the owner squad (everything else); a Compliant or
+deleted state resolves the open alert and drops the pending violation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.alerts.delivery import enqueue_alert
+from shared.alerts.model import Alert
+from shared.alerts.routing import owner_from_tags
+from shared.errors import ConflictError, ValueFlowError
+from shared.policy.dedupe import PARTITION as STATE_PARTITION
+from shared.policy.dedupe import TABLE as STATE_TABLE
+from shared.policy.dedupe import PolicyStateLedger, state_row_key
+from shared.policy.effects import (
+    ESCALATE,
+    EffectCache,
+    EffectLookup,
+    path_for_effect,
+    resolved_alert_fields,
+    violation_alert_fields,
+    violation_key,
+    wants_incident,
+)
+from shared.policy.events import BadPolicyEvent, PolicyStateEvent, parse_policy_event
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WORK_QUEUE = "policy-work"
+POISON_QUEUE = "policy-work-poison"
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a unit test keeps them equal)
+REMEDIATIONS_TABLE = "remediations"
+PENDING_PARTITION = "pending"
+OPEN_ALERT_PARTITION = "open-alert"
+OWNER_PARTITION = "owner"
+COUNTER_PARTITION = "counter"
+OWNER_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What the trigger did with one event: `queued` (with the message id) or `rejected` (with why)."""
+
+    status: str
+    reason: str = ""
+    message_id: str = ""
+
+
+def count(store: Any, name: str, *, attempts: int = 4) -> None:
+    """Add one to the counter `name` (table `policystate`, partition `counter`) and log it as a metric.
+
+    Best effort: a counter that keeps conflicting is logged, never raised."""
+    log.info("policy counter %s +1", name, extra={"metric": f"policy.{name}", "value": 1})
+    for _ in range(attempts):
+        try:
+            current = store.get(STATE_TABLE, COUNTER_PARTITION, name)
+            if current is None:
+                if store.insert(STATE_TABLE, COUNTER_PARTITION, name, {"Count": 1}):
+                    return
+                continue
+            store.replace_if_unchanged(STATE_TABLE, {**current, "Count": int(current.get("Count", 0)) + 1})
+            return
+        except ConflictError:
+            continue
+        except ValueFlowError as exc:
+            log.warning("counter %s not written: %s", name, exc.detail)
+            return
+    log.warning("counter %s not written: kept conflicting", name)
+
+
+def read_counters(store: Any) -> dict[str, int]:
+    """Every policy counter: rejected events by reason, poison work items, ..."""
+    return {
+        str(row["RowKey"]): int(row.get("Count", 0))
+        for row in store.query(STATE_TABLE, "PartitionKey eq @pk", pk=COUNTER_PARTITION)
+    }
+
+
+def accept_event(store: Any, raw: Any, *, received_at: datetime) -> Accepted:
+    """Trigger side. In: one raw event (either schema). Out: Accepted; enqueues a work item when valid.
+
+    Raises only when the work item cannot be enqueued (storage down): then Event Grid must retry."""
+    try:
+        event = parse_policy_event(raw)
+    except BadPolicyEvent as bad:
+        log.warning(
+            "policy event rejected: %s",
+            bad.detail,
+            extra={"reason": bad.reason, "event_id": bad.event_id},
+        )
+        count(store, f"rejected-{bad.reason}")
+        return Accepted("rejected", bad.reason)
+    item = {"v": 1, "event": event.as_dict(), "received_at": received_at.astimezone(UTC).isoformat()}
+    return Accepted("queued", message_id=store.send(WORK_QUEUE, item))
+
+
+@dataclass(frozen=True)
+class WorkOutcome:
+    """What the worker did: `pending-remediation`, `alerted`, `already-alerted`, `resolved`,
+    `nothing-to-resolve`, `duplicate`, `stale`, `rejected`, `ignored`."""
+
+    status: str
+    detail: str = ""
+
+
+class PolicyWorker:
+    """Processes `policy-work` items. Needs the state store, the settings and an `Arm` (or a fake)."""
+
+    def __init__(self, store: Any, settings: Settings, arm: Any) -> None:
+        self.store = store
+        self.settings = settings
+        self.arm = arm
+        self.ledger = PolicyStateLedger(store)
+        self.effects = EffectCache(
+            store, lambda q: str(arm.policy_effect(q.resource_id, q.assignment_id, q.definition_reference_id))
+        )
+        self._owners: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # -- one work item --
+
+    def process(self, body: bytes | str, *, dequeue_count: int = 1, message_id: str = "") -> WorkOutcome:
+        """In: the queue message body. Out: WorkOutcome. A malformed item is counted and dropped;
+        any other failure is raised so the host retries it, and on the last attempt an alert says
+        that it is going to `policy-work-poison`."""
+        try:
+            doc = json.loads(body)
+            event = PolicyStateEvent.from_dict(doc["event"])
+            received_at = datetime.fromisoformat(doc["received_at"])
+            if not event.resource_id or not event.assignment_id or not event.timestamp:
+                raise KeyError("event fields")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("policy work item dropped: not a work item (%s)", type(exc).__name__)
+            count(self.store, "rejected-malformed-work-item")
+            return WorkOutcome("rejected", "malformed work item")
+        try:
+            return self._process(event, received_at)
+        except Exception as exc:
+            if dequeue_count >= MAX_DEQUEUE_COUNT:
+                self._poison_alert(event, message_id, exc)
+            raise
+
+    def _process(self, event: PolicyStateEvent, received_at: datetime) -> WorkOutcome:
+        admission = self.ledger.admit(event)
+        if not admission.admitted:
+            log.info(
+                "policy event dropped: %s",
+                admission.outcome,
+                extra={"metric": f"policy.dropped-{admission.outcome}", "event_id": event.event_id},
+            )
+            return WorkOutcome(admission.outcome)
+        try:
+            if event.is_compliant or event.is_deleted:
+                return self._close(event)
+            if not event.is_non_compliant:
+                return WorkOutcome("ignored", f"compliance state {event.compliance_state}")
+            return self._violation(event, received_at)
+        except Exception:
+            self._forget(event)  # so that the retry of this item is not dropped as a duplicate
+            raise
+
+    def _violation(self, event: PolicyStateEvent, received_at: datetime) -> WorkOutcome:
+        effect = self.effects.effect(
+            EffectLookup(event.resource_id, event.assignment_id, event.definition_id, event.definition_reference_id)
+        )
+        if path_for_effect(effect) == ESCALATE:
+            return self._escalate(event, effect)
+        window = int(received_at.timestamp()) // self.settings.remediation_window_seconds
+        self.store.upsert(
+            REMEDIATIONS_TABLE,
+            PENDING_PARTITION,
+            pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id),
+            {
+                "AssignmentId": event.assignment_id,
+                "DefinitionReferenceId": event.definition_reference_id,
+                "ResourceId": event.resource_id,
+                "Window": window,
+                "Effect": effect,
+                "EventTimestamp": event.timestamp,
+            },
+        )
+        return WorkOutcome("pending-remediation", f"window {window}")
+
+    def _escalate(self, event: PolicyStateEvent, effect: str) -> WorkOutcome:
+        key = violation_key(event.assignment_id, event.definition_reference_id, event.resource_id)
+        row = _hash(key)
+        owner = self.owner_of(event.resource_id)
+        incident = wants_incident(event.assignment_id, self.settings.policy_incident_assignments)
+        opened = self.store.insert(
+            STATE_TABLE,
+            OPEN_ALERT_PARTITION,
+            row,
+            {"DedupeKey": key, "Owner": owner, "ResourceId": event.resource_id, "Incident": incident},
+        )
+        if not opened:
+            return WorkOutcome("already-alerted", key)
+        try:
+            enqueue_alert(self.store, Alert(**violation_alert_fields(event, effect, owner, incident)))
+        except Exception:
+            self.store.delete(STATE_TABLE, OPEN_ALERT_PARTITION, row)  # not sent: the retry must send it
+            raise
+        log.info("policy violation escalated", extra={"dedupe_key": key, "owner": owner, "incident": incident})
+        return WorkOutcome("alerted", key)
+
+    def _close(self, event: PolicyStateEvent) -> WorkOutcome:
+        self.store.delete(
+            REMEDIATIONS_TABLE,
+            PENDING_PARTITION,
+            pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id),
+        )
+        key = violation_key(event.assignment_id, event.definition_reference_id, event.resource_id)
+        row = _hash(key)
+        opened = self.store.get(STATE_TABLE, OPEN_ALERT_PARTITION, row)
+        if opened is None:
+            return WorkOutcome("nothing-to-resolve")
+        enqueue_alert(self.store, Alert(**resolved_alert_fields(event, str(opened.get("Owner", "")))))
+        self.store.delete(STATE_TABLE, OPEN_ALERT_PARTITION, row)
+        return WorkOutcome("resolved", key)
+
+    def _forget(self, event: PolicyStateEvent) -> None:
+        row = state_row_key(event)
+        try:
+            current = self.store.get(STATE_TABLE, STATE_PARTITION, row)
+            if current is not None and current.get("Timestamp_") == event.timestamp:
+                self.store.delete(STATE_TABLE, STATE_PARTITION, row)
+        except ValueFlowError:
+            log.warning("could not roll back policy state %s; a retry may be dropped as duplicate", row)
+
+    def _poison_alert(self, event: PolicyStateEvent, message_id: str, exc: BaseException) -> None:
+        count(self.store, "poison-work-items")
+        detail = exc.detail if isinstance(exc, ValueFlowError) else type(exc).__name__
+        try:
+            enqueue_alert(
+                self.store,
+                Alert(
+                    kind="remediation_result",
+                    severity="warning",
+                    title=f"Policy work item failed {MAX_DEQUEUE_COUNT} times and moved to {POISON_QUEUE}",
+                    resource_id=event.resource_id,
+                    owner="",
+                    facts=(
+                        ("Queue", POISON_QUEUE),
+                        ("Message", message_id or "-"),
+                        ("Assignment", event.assignment_id),
+                        ("Last error", detail[:300]),
+                    ),
+                    links=(),
+                    dedupe_key=f"policy-work-poison:{message_id or event.event_id}",
+                    correlation_id=event.event_id,
+                    summary="Replay it from the poison queue once the cause is fixed.",
+                ),
+            )
+        except Exception:
+            log.exception("could not alert about the poison work item %s", message_id)
+
+    # -- owners --
+
+    def owner_of(self, resource_id: str) -> str:
+        """The owner squad from the resource's tags (OWNER_TAG_KEYS), cached in memory and the table."""
+        row = _hash(resource_id.lower())
+        with self._lock:
+            if row in self._owners:
+                return self._owners[row]
+        now = datetime.now(UTC)
+        cached = self.store.get(STATE_TABLE, OWNER_PARTITION, row)
+        if cached and str(cached.get("ExpiresAt", "")) > now.isoformat():
+            owner = str(cached.get("Owner", ""))
+        else:
+            try:
+                owner = owner_from_tags(self.arm.resource_tags(resource_id), self.settings.owner_tag_keys)
+            except ValueFlowError as exc:
+                log.warning("owner of %s unknown: %s", resource_id, exc.detail)
+                return ""  # not cached: ask again next time
+            self.store.upsert(
+                STATE_TABLE,
+                OWNER_PARTITION,
+                row,
+                {"Owner": owner, "ResourceId": resource_id, "ExpiresAt": (now + OWNER_TTL).isoformat()},
+            )
+        with self._lock:
+            self._owners[row] = owner
+        return owner
+
+
+def pending_row_key(assignment_id: str, definition_reference_id: str, resource_id: str) -> str:
+    return _hash("|".join(p.lower() for p in (assignment_id, definition_reference_id, resource_id)))
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_arms: dict[int, tuple[Settings, Any]] = {}
+_arms_lock = threading.Lock()
+
+
+def arm_for(settings: Settings) -> Any:
+    """One `Arm` per settings object per process (its write budget must be shared by invocations)."""
+    from shared.adapters.arm import Arm
+
+    with _arms_lock:
+        entry = _arms.get(id(settings))
+        if entry is None or entry[0] is not settings:  # the reference kept in the entry pins the id
+            entry = (settings, Arm.from_settings(settings))
+            _arms[id(settings)] = entry
+        return entry[1]
+
+
+_workers: dict[int, tuple[Any, PolicyWorker]] = {}
+
+
+def worker_for(runtime: Any) -> PolicyWorker:
+    """One PolicyWorker per runtime per process, so its effect and owner caches outlive an invocation."""
+    arm = arm_for(runtime.settings)
+    with _arms_lock:
+        entry = _workers.get(id(runtime))
+        if entry is None or entry[0] is not runtime:
+            entry = (runtime, PolicyWorker(runtime.storage, runtime.settings, arm))
+            _workers[id(runtime)] = entry
+        return entry[1]

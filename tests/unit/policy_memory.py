@@ -1,0 +1,80 @@
+"""An in-memory StateStore (tables and queues) for the policy unit tests: same semantics, no Azurite."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+from shared.errors import ConflictError
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self.queues: dict[str, list[Any]] = {}
+        self._etags = itertools.count(1)
+
+    def _t(self, table: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return self.tables.setdefault(table, {})
+
+    def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool:
+        if (partition, row) in self._t(table):
+            return False
+        self._t(table)[(partition, row)] = {
+            "PartitionKey": partition,
+            "RowKey": row,
+            **fields,
+            "_etag": next(self._etags),
+        }
+        return True
+
+    def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
+        found = self._t(table).get((partition, row))
+        return dict(found) if found else None
+
+    def upsert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> None:
+        clean = {k: v for k, v in fields.items() if k not in ("_etag", "PartitionKey", "RowKey")}
+        self._t(table)[(partition, row)] = {
+            "PartitionKey": partition,
+            "RowKey": row,
+            **clean,
+            "_etag": next(self._etags),
+        }
+
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None:
+        key = (entity["PartitionKey"], entity["RowKey"])
+        current = self._t(table).get(key)
+        if current is None or current["_etag"] != entity["_etag"]:
+            raise ConflictError("changed meanwhile")
+        self._t(table)[key] = {**entity, "_etag": next(self._etags)}
+
+    def delete(self, table: str, partition: str, row: str) -> None:
+        self._t(table).pop((partition, row), None)
+
+    def query(self, table: str, filter: str | None = None, **params: Any):
+        for entity in list(self._t(table).values()):
+            if filter is None or _matches(entity, filter, params):
+                yield {k: v for k, v in entity.items() if k != "_etag"}
+
+    def send(self, queue: str, message: Any, **_: Any) -> str:
+        self.queues.setdefault(queue, []).append(json.loads(json.dumps(message, default=str)))
+        return f"m{len(self.queues[queue])}"
+
+    def sent(self, queue: str) -> list[Any]:
+        return list(self.queues.get(queue, []))
+
+
+def _matches(entity: dict[str, Any], filter: str, params: dict[str, Any]) -> bool:
+    for clause in filter.split(" and "):
+        field, _, value = re.match(r"(\w+) (eq) (.+)", clause.strip()).groups()
+        if value.startswith("@"):
+            expected: Any = params[value[1:]]
+        elif value in ("true", "false"):
+            expected = value == "true"
+        else:
+            expected = value.strip("'")
+        if entity.get(field) != expected:
+            return False
+    return True
