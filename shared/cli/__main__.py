@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from shared.cli import alerts, core
+from shared.cli import alerts, core, policy
 from shared.errors import ValueFlowError
 
 # one module per capability, each with register(subparsers)
-COMMAND_MODULES = [core, alerts]
+COMMAND_MODULES = [core, alerts, policy]
 
 
 def build_parser() -> argparse.ArgumentParser:
