@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devhost.azurite import AzuriteError, start_azurite
+from devhost.demo_approvals import step_approvals
 
 DEMO_DIR = Path(".valueflow/demo")
 
@@ -57,6 +58,7 @@ def step_foundation(ctx: DemoContext) -> None:
 
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("Foundation: local host and dependencies", step_foundation),
+    ("Approvals: critical anomaly round trip with a Logic App (dry-run)", step_approvals),
 ]
 
 
