@@ -12,7 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-EPISODE = {
+EPISODE: dict[str, Any] = {
     "EPISODE_ID": "ce-demo0approval0001",
     "SERIES_ID": "/subscriptions/00000000-0000-0000-0000-0000000000d1/resourceGroups/rg-demo/providers/"
     "Microsoft.Compute/virtualMachines/vm-demo-runaway",
