@@ -2,11 +2,12 @@
 
 import azure.functions as func
 
-from functions import alerts, approvals, health, policy
+from functions import alerts, approvals, costs, health, policy
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 app.register_functions(health.bp)
-app.register_functions(approvals.bp)
 app.register_functions(alerts.bp)
 app.register_functions(policy.bp)
+app.register_functions(approvals.bp)
+app.register_functions(costs.bp)

@@ -51,6 +51,13 @@ locals {
     "COST_CRITICAL_USD_PER_HOUR"  = tostring(var.cost_critical_usd_per_hour)
     "COST_MIN_IMPACT_USD_PER_DAY" = tostring(var.cost_min_impact_usd_per_day)
     "COST_SCAN_SCHEDULE"          = var.cost_scan_schedule
+    # exports are read with the managed identity (Storage Blob Data Reader on the cost-exports container)
+    "COST_EXPORT_STORAGE__accountName" = azurerm_storage_account.cost_exports.name
+    "COST_CENTER_TAG_KEYS"             = join(",", var.cost_center_tag_keys)
+    "ENVIRONMENT_TAG_KEYS"             = join(",", var.environment_tag_keys)
+    "COST_FEEDBACK_SUPPRESS_DAYS"      = tostring(var.cost_feedback_suppress_days)
+    "COST_PARTITION_SIZE"              = tostring(var.cost_partition_size)
+    "COST_QUERY_SCOPES"                = join(",", var.cost_query_scopes)
 
     "REMEDIATION_MODE"                = var.remediation_mode
     "REMEDIATION_ALLOWED_ASSIGNMENTS" = join(",", var.remediation_allowed_assignments)

@@ -202,6 +202,46 @@ variable "cost_scan_schedule" {
   }
 }
 
+variable "cost_center_tag_keys" {
+  description = "Tag keys naming the cost center, first match wins (case-insensitive)."
+  type        = list(string)
+  default     = ["cost-center", "costcenter", "cost_center"]
+}
+
+variable "environment_tag_keys" {
+  description = "Tag keys naming the environment, first match wins (case-insensitive)."
+  type        = list(string)
+  default     = ["env", "environment", "stage"]
+}
+
+variable "cost_feedback_suppress_days" {
+  description = "Days a cost anomaly marked planned or not_anomaly silences alerts for its series."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.cost_feedback_suppress_days >= 0 && var.cost_feedback_suppress_days <= 365
+    error_message = "cost_feedback_suppress_days must be between 0 and 365."
+  }
+}
+
+variable "cost_partition_size" {
+  description = "Series per scoring partition; above it the daily scan fans out on queue cost-partitions."
+  type        = number
+  default     = 50000
+
+  validation {
+    condition     = var.cost_partition_size >= 100
+    error_message = "cost_partition_size must be at least 100."
+  }
+}
+
+variable "cost_query_scopes" {
+  description = "Scopes (/subscriptions/<id>) without exports whose daily cost the scan pulls from the Cost Management Query API."
+  type        = list(string)
+  default     = []
+}
+
 variable "remediation_watch_schedule" {
   description = "NCRONTAB (6 fields, UTC) of the remediation watch."
   type        = string

@@ -29,6 +29,7 @@ DEV_ONLY = {
 }
 REPLACED_BY_IDENTITY = {
     "AzureWebJobsStorage",  # connection string replaced by AzureWebJobsStorage__accountName + managed identity
+    "COST_EXPORT_STORAGE",  # connection string replaced by COST_EXPORT_STORAGE__accountName + managed identity
 }
 # Settings whose code default is right in Azure, so infra need not set them. Empty today: list a
 # setting here (with why) rather than leaving it silently unset.

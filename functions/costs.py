@@ -1,0 +1,44 @@
+"""Cost anomalies: export ingestion (Event Grid), the daily scan (timer) and its partition worker (queue)."""
+
+import json
+import logging
+
+import azure.functions as func
+
+from shared.costs.daily import PARTITION_QUEUE, handle_partition_message, run_daily_scan
+from shared.costs.loader import handle_export_event
+from shared.errors import BadInputError
+from shared.observability import invocation
+from shared.runtime import get_runtime
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.function_name("cost_export_ingest")
+@bp.event_grid_trigger(arg_name="event")
+def cost_export_ingest(event: func.EventGridEvent) -> None:
+    # BlobCreated of a Cost Management export manifest: load the run it describes (idempotent per run)
+    with invocation("cost_export_ingest", event.id):
+        result = handle_export_event(get_runtime(), event.event_type, event.get_json() or {})
+        log.info("cost export event handled", extra={"event_id": event.id, "result": result})
+
+
+@bp.function_name("cost_daily_scan")
+@bp.timer_trigger(arg_name="timer", schedule="%COST_SCAN_SCHEDULE%", run_on_startup=False)
+def cost_daily_scan(timer: func.TimerRequest) -> None:
+    with invocation("cost_daily_scan"):
+        report = run_daily_scan(get_runtime())
+        log.info("cost daily scan finished", extra={"report": report.as_dict(), "past_due": timer.past_due})
+
+
+@bp.function_name("cost_partition_worker")
+@bp.queue_trigger(arg_name="msg", queue_name=PARTITION_QUEUE, connection="AzureWebJobsStorage")
+def cost_partition_worker(msg: func.QueueMessage) -> None:
+    with invocation("cost_partition_worker", msg.id):
+        try:
+            body = json.loads(msg.get_body())
+        except ValueError as exc:
+            raise BadInputError(f"cost partition message {msg.id} is not JSON") from exc
+        report = handle_partition_message(get_runtime(), body)
+        log.info("cost partition scored", extra={"message_id": msg.id, "report": report.as_dict()})

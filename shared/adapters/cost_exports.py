@@ -1,0 +1,69 @@
+"""The storage account Cost Management exports land in: read a run's manifest and data blobs.
+
+`COST_EXPORT_STORAGE__accountName` (managed identity) or `COST_EXPORT_STORAGE` (connection string) name it;
+when both are empty the exports are read from the app's own storage (`AzureWebJobsStorage`, Azurite locally).
+Blob URLs come from Event Grid (`data.url`): `https://<account>.blob.core.windows.net/<container>/<blob>` or,
+on Azurite, path-style `http://127.0.0.1:10000/<account>/<container>/<blob>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+from shared.adapters.storage import StateStore
+from shared.errors import BadInputError, NotFoundError
+from shared.settings import Settings, is_loopback_host
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    container: str
+    name: str
+
+
+def parse_blob_url(url: str) -> BlobRef:
+    """Container and blob name of a blob URL (virtual-host or path-style); BadInputError if it is not one."""
+    parsed = urlparse(url or "")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise BadInputError(f"not a blob URL: {url!r}")
+    parts = [unquote(p) for p in parsed.path.split("/") if p]
+    path_style = is_loopback_host(parsed.hostname) or parsed.hostname.replace(".", "").isdigit()
+    if path_style:
+        parts = parts[1:]  # the first segment is the account name
+    if len(parts) < 2:
+        raise BadInputError(f"blob URL {url!r} names no container and blob")
+    return BlobRef(parts[0], "/".join(parts[1:]))
+
+
+class CostExportStorage:
+    """Reads export blobs; wraps the StateStore of the export account."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    @classmethod
+    def from_settings(cls, settings: Settings, app_store: StateStore) -> CostExportStorage:
+        if settings.cost_export_storage_account_name:
+            from azure.identity import DefaultAzureCredential
+            from azure.storage.blob import BlobServiceClient
+
+            name = settings.cost_export_storage_account_name
+            blobs = BlobServiceClient(f"https://{name}.blob.core.windows.net", credential=DefaultAzureCredential())
+            # tables and queues of the export account are never used: reuse the app's clients
+            return cls(StateStore(app_store._tables, app_store._queues, blobs))  # noqa: SLF001
+        if settings.cost_export_storage:
+            return cls(StateStore.from_connection_string(settings.cost_export_storage))
+        return cls(app_store)
+
+    def read(self, container: str, name: str) -> bytes:
+        data = self.store.get_blob(container, name)
+        if data is None:
+            raise NotFoundError(f"blob {container}/{name} does not exist (yet)")
+        return data
+
+    def list(self, container: str, prefix: str) -> list[str]:
+        return self.store.list_blobs(container, prefix)
+
+    def upload(self, container: str, name: str, data: bytes) -> None:
+        self.store.put_blob(container, name, data)

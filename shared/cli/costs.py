@@ -1,0 +1,200 @@
+"""`costs ingest|pull|score|backtest|scan|episodes|feedback`: cost data in, anomalies out, by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from typing import Any
+
+from shared.errors import BadInputError
+
+
+def register(subparsers: Any) -> None:
+    group = subparsers.add_parser("costs", help="cost anomalies: ingest exports, score CSVs, run the daily scan")
+    commands = group.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="load local Cost Management export files or folders into the warehouse",
+        description="Each manifest.json found is one run (idempotent per runId); data files (csv, csv.gz, parquet) "
+        "without a manifest are one run per folder. A run replaces the rows of its period; a broken run loads nothing.",
+    )
+    ingest.add_argument("paths", nargs="+", help="files or folders")
+    ingest.add_argument("--json", action="store_true", help="machine-readable output")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    pull = commands.add_parser("pull", help="load daily amortized cost of a scope from the Cost Management Query API")
+    pull.add_argument("--scope", required=True, help="/subscriptions/<id> (or a resource group scope)")
+    pull.add_argument("--from", dest="start", required=True, type=_date, help="first day (YYYY-MM-DD)")
+    pull.add_argument("--to", dest="end", required=True, type=_date, help="last day (YYYY-MM-DD)")
+    pull.set_defaults(handler=cmd_pull)
+
+    score = commands.add_parser(
+        "score",
+        help="score the latest date of each series of a series_id,date,cost CSV",
+        description="Input columns series_id,date,cost (ISO dates, daily; other columns ignored). Output at least "
+        "series_id,date,cost,expected,anomaly,severity (anomaly 0/1).",
+    )
+    score.add_argument("--input", required=True, help="input CSV")
+    score.add_argument("--output", required=True, help="output CSV (written atomically)")
+    score.set_defaults(handler=cmd_score)
+
+    backtest = commands.add_parser(
+        "backtest",
+        help="replay the daily job for each of the last N dates of a CSV, each with only the data up to it",
+    )
+    backtest.add_argument("--input", required=True, help="input CSV (series_id,date,cost)")
+    backtest.add_argument("--days", required=True, type=int, help="how many of the last dates to replay")
+    backtest.add_argument("--output", required=True, help="output CSV, one row per series per replayed date")
+    backtest.set_defaults(handler=cmd_backtest)
+
+    scan = commands.add_parser("scan", help="run the daily cost scan now (idempotent per date)")
+    scan.add_argument("--date", type=_date, help="score up to this date (default: yesterday UTC)")
+    scan.set_defaults(handler=cmd_scan)
+
+    episodes = commands.add_parser("episodes", help="list cost anomaly episodes")
+    episodes.add_argument("--status", choices=["open", "closed"], help="only open or closed ones")
+    episodes.add_argument("--owner", help="only this owner squad")
+    episodes.add_argument("--json", action="store_true", help="machine-readable output")
+    episodes.set_defaults(handler=cmd_episodes)
+
+    feedback = commands.add_parser(
+        "feedback",
+        help="mark an episode planned, not_anomaly or confirmed",
+        description="planned and not_anomaly silence alerts for the series for COST_FEEDBACK_SUPPRESS_DAYS days.",
+    )
+    feedback.add_argument("episode_id")
+    feedback.add_argument("verdict", choices=["planned", "not_anomaly", "confirmed"])
+    feedback.add_argument("--by", required=True, help="who says so")
+    feedback.add_argument("--why", required=True, help="why")
+    feedback.set_defaults(handler=cmd_feedback)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _runtime() -> Any:
+    from shared.observability import configure
+    from shared.runtime import Runtime, set_runtime
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    configure(settings)
+    runtime = Runtime(settings)
+    set_runtime(runtime)
+    return runtime
+
+
+def _config() -> Any:
+    from shared.costs.scoring import ScoringConfig
+    from shared.settings import load_settings
+
+    s = load_settings()
+    return ScoringConfig(
+        min_impact_usd_per_day=s.cost_min_impact_usd_per_day, critical_usd_per_hour=s.cost_critical_usd_per_hour
+    )
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from shared.costs.loader import ingest_paths
+
+    results = ingest_paths(_runtime(), args.paths)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], default=str, indent=2))
+        return 0
+    for r in results:
+        o = r.outcome
+        status = o.status if o else "skipped"
+        period = f"{o.period_start}..{o.period_end}" if o else "-"
+        print(
+            f"{status:<15} {r.schema:<22} rows read {r.rows_read:>8}  loaded {o.rows if o else 0:>8}  {period}  {r.source}"
+        )
+        for warning in r.warnings:
+            print(f"    warning: {warning}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from shared.costs.loader import pull_query_api
+
+    result = pull_query_api(_runtime(), args.scope, args.start, args.end)
+    print(json.dumps(result.as_dict(), default=str))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from shared.costs.scoring_io import CostInputError, score_csv
+
+    started = time.perf_counter()
+    try:
+        rows = score_csv(args.input, args.output, _config())
+    except (CostInputError, FileNotFoundError) as exc:
+        raise BadInputError(str(exc)) from None
+    print(f"scored {rows} series in {time.perf_counter() - started:.2f}s -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from shared.costs.scoring_io import CostInputError, backtest_csv
+
+    if args.days < 1:
+        raise BadInputError("--days must be at least 1")
+    started = time.perf_counter()
+    try:
+        rows = backtest_csv(args.input, args.days, args.output, _config())
+    except (CostInputError, FileNotFoundError) as exc:
+        raise BadInputError(str(exc)) from None
+    print(f"wrote {rows} rows in {time.perf_counter() - started:.2f}s -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from shared.costs.daily import run_daily_scan
+
+    report = run_daily_scan(_runtime(), args.date)
+    print(json.dumps(report.as_dict(), default=str, indent=2))
+    return 0
+
+
+def cmd_episodes(args: argparse.Namespace) -> int:
+    from shared.costs.daily import list_episodes
+
+    episodes = list_episodes(_runtime(), args.status, args.owner)
+    if args.json:
+        print(json.dumps(episodes, default=str, indent=2))
+        return 0
+    if not episodes:
+        print("no episodes")
+        return 0
+    print(format_episode_table(episodes))
+    return 0
+
+
+def format_episode_table(episodes: list[dict[str, Any]]) -> str:
+    """Plain-text table: resource, owner, expected vs actual, $/hour excess, severity, top cause."""
+    header = f"{'episode':<24} {'series':<44} {'owner':<16} {'expected':>10} {'actual':>10} {'$/h':>8} {'severity':<8} top cause"
+    lines = [header, "-" * len(header)]
+    for e in episodes:
+        series = e["series_id"] if e["series_kind"] != "resource" else e["series_id"].rsplit("/", 1)[-1]
+        if e["series_kind"] != "resource":
+            series = f"{e['series_kind']}:{series}"
+        lines.append(
+            f"{e['episode_id']:<24} {series[:44]:<44} {(e['owner'] or '-')[:16]:<16} {e['expected']:>10,.2f} "
+            f"{e['cost']:>10,.2f} {e['excess_usd_per_hour']:>8,.2f} {e['severity']:<8} {e.get('top_cause', '')[:60]}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from shared.costs.daily import record_feedback
+
+    result = record_feedback(_runtime(), args.episode_id, args.verdict, args.by, args.why)
+    print(json.dumps(result, default=str, indent=2))
+    return 0

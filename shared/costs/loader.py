@@ -1,0 +1,208 @@
+"""Getting cost data in: export runs from blob storage (Event Grid) or local files (CLI), and Query API pulls.
+
+Each source ends in `store.load_run`: one transaction per run, all-or-nothing, idempotent per run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from shared.adapters.cost_exports import CostExportStorage, parse_blob_url
+from shared.costs import store
+from shared.costs.ingest import (
+    ExportFile,
+    ExportRun,
+    ParsedRun,
+    TagKeys,
+    is_data_file,
+    locate,
+    manifest_blob_names,
+    parse_manifest,
+    parse_run,
+    query_result_frame,
+    run_from_manifest,
+)
+from shared.errors import BadInputError
+from shared.runtime import Runtime
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+
+
+def tag_keys(settings: Settings) -> TagKeys:
+    return TagKeys(
+        owner=settings.owner_tag_keys,
+        cost_center=settings.cost_center_tag_keys,
+        environment=settings.environment_tag_keys,
+    )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest did: the run's outcome and what was read."""
+
+    source: str
+    outcome: store.LoadOutcome | None
+    schema: str = ""
+    rows_read: int = 0
+    skipped: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "schema": self.schema, "rows_read": self.rows_read}
+        if self.outcome:
+            out.update(self.outcome.as_dict())
+        if self.skipped:
+            out["skipped"] = self.skipped
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+def ingest_blob_event(runtime: Runtime, event_type: str, data: dict[str, Any]) -> IngestResult:
+    """Load the export run whose manifest.json an Event Grid BlobCreated event announces.
+
+    Other blobs (the data parts arrive before the manifest) and other event types are skipped. Raises
+    CostExportError (bad files: Event Grid must not retry) or a storage/warehouse error (retry)."""
+    url = str(data.get("url") or "")
+    if event_type != BLOB_CREATED:
+        return IngestResult(url, None, skipped=f"event type {event_type} is not {BLOB_CREATED}")
+    ref = parse_blob_url(url)
+    if PurePosixPath(ref.name).name.lower() != "manifest.json":
+        return IngestResult(url, None, skipped="not a manifest.json blob")
+    exports = CostExportStorage.from_settings(runtime.settings, runtime.storage)
+    manifest_bytes = exports.read(ref.container, ref.name)
+    manifest = parse_manifest(ref.name, manifest_bytes)
+    files = [ExportFile(name, exports.read(ref.container, name)) for name in manifest_blob_names(manifest)]
+    run = run_from_manifest(ref.name, manifest, files)
+    return _load(runtime, run, f"{ref.container}/{ref.name}")
+
+
+def ingest_paths(runtime: Runtime, paths: list[str]) -> list[IngestResult]:
+    """Load local export files or folders (`costs ingest`): each manifest.json found is one run; data files
+    without a manifest are one run per folder, their run id the hash of their content (reloading is a no-op)."""
+    manifests: list[Path] = []
+    loose: dict[Path, list[Path]] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise BadInputError(f"{raw}: no such file or folder")
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in candidates:
+            if file.name.lower() == "manifest.json":
+                manifests.append(file)
+        with_manifest = {m.parent for m in manifests}
+        for file in candidates:
+            if is_data_file(file.name) and file.parent not in with_manifest:
+                loose.setdefault(file.parent, []).append(file)
+    if not manifests and not loose:
+        raise BadInputError(f"no export files (manifest.json, *.csv, *.csv.gz, *.parquet) in {', '.join(paths)}")
+    results = []
+    for manifest_path in manifests:
+        manifest = parse_manifest(str(manifest_path), manifest_path.read_bytes())
+        files = []
+        for name in manifest_blob_names(manifest):
+            local = manifest_path.parent / PurePosixPath(name).name
+            if not local.is_file():
+                raise BadInputError(f"{manifest_path}: lists {name}, but {local} does not exist")
+            files.append(ExportFile(str(local), local.read_bytes()))
+        results.append(_load(runtime, run_from_manifest(manifest_path.as_posix(), manifest, files), str(manifest_path)))
+    for folder, data_files in sorted(loose.items()):
+        files = [ExportFile(str(f), f.read_bytes()) for f in sorted(data_files)]
+        digest = hashlib.sha256(b"".join(hashlib.sha256(f.data).digest() for f in files)).hexdigest()[:32]
+        where = locate(data_files[0].as_posix())
+        source_key = "local:" + (where.export_path if where else folder.resolve().as_posix()).lower()
+        run = ExportRun(
+            run_id="local-" + digest,
+            source_key=source_key,
+            period_start=where.period_start if where else None,
+            period_end=where.period_end if where else None,
+            files=tuple(files),
+        )
+        results.append(_load(runtime, run, str(folder)))
+    return results
+
+
+def pull_query_api(
+    runtime: Runtime, scope: str, start: date, end: date, *, query: Any = None, now: datetime | None = None
+) -> IngestResult:
+    """Pull daily amortized cost of `scope` for start..end from the Query API and replace that period's rows."""
+    from shared.adapters.cost_management import CostManagementQuery
+
+    client = query or CostManagementQuery.from_settings(runtime.settings)
+    owner_tag = (runtime.settings.owner_tag_keys or ("owner",))[0].lower()
+    page = client.daily_costs(scope, start, end, owner_tag)
+    frame = query_result_frame(page.columns, page.rows, scope, owner_tag)
+    pulled = (now or datetime.now(UTC)).replace(tzinfo=None)
+    run = ExportRun(
+        run_id=f"query:{scope.lower()}:{start}:{end}:{pulled.isoformat(timespec='seconds')}",
+        source_key="query:" + scope.strip().lower().rstrip("/"),
+        period_start=start,
+        period_end=end,
+        files=(),
+        submitted_at=pulled,
+        export_type="AmortizedCost",
+    )
+    parsed = ParsedRun(
+        run=run, schema="query-api", frame=frame, rows_read=len(page.rows), period_start=start, period_end=end
+    )
+    with runtime.warehouse.session() as wh:
+        outcome = store.load_run(wh, parsed)
+    log.info("cost query pulled", extra={"scope": scope, "rows": outcome.rows, "period": f"{start}..{end}"})
+    return IngestResult(scope, outcome, "query-api", len(page.rows))
+
+
+def pull_configured_scopes(runtime: Runtime, day: date, days: int = 3) -> list[IngestResult]:
+    """The daily scan's first step: refresh the last `days` days of every COST_QUERY_SCOPES scope."""
+    results = []
+    for scope in runtime.settings.cost_query_scopes:
+        results.append(pull_query_api(runtime, scope, day - timedelta(days=days - 1), day))
+    return results
+
+
+def _load(runtime: Runtime, run: ExportRun, source: str) -> IngestResult:
+    parsed = parse_run(run, tag_keys(runtime.settings))
+    with runtime.warehouse.session() as wh:
+        outcome = store.load_run(wh, parsed)
+    log.info(
+        "cost export run %s",
+        outcome.status,
+        extra={"run_id": run.run_id, "rows": outcome.rows, "period": f"{outcome.period_start}..{outcome.period_end}"},
+    )
+    return IngestResult(source, outcome, parsed.schema, parsed.rows_read, warnings=parsed.warnings)
+
+
+def handle_export_event(runtime: Runtime, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Event Grid entry: load the run once per manifest URL. A broken run is rejected for good (logged with
+    every file/line problem, not retried: the files will not change); a run being loaded by another invocation
+    raises TransientUpstreamError so that Event Grid retries later."""
+    from shared.costs.ingest import CostExportError
+    from shared.errors import TransientUpstreamError
+    from shared.idempotency import IdempotencyStore
+
+    url = str(data.get("url") or "")
+    runs = IdempotencyStore(
+        runtime.storage, "cost-export", expires_after=timedelta(days=60), lease=timedelta(minutes=10)
+    )
+    claim = runs.claim(url or "(no url)")
+    if claim.status == "completed":
+        return {"url": url, "status": "duplicate", "earlier": claim.result}
+    if claim.status == "in_progress":
+        raise TransientUpstreamError(f"export run {url} is being loaded by another invocation", retry_after=60)
+    try:
+        result = ingest_blob_event(runtime, event_type, data).as_dict()
+    except CostExportError as err:
+        log.error("cost export run rejected: %s", err.detail, extra={"url": url, "problems": err.errors})
+        result = {"url": url, "status": "rejected", "detail": err.detail, "problems": err.errors}
+    except BaseException:
+        runs.release(url or "(no url)")
+        raise
+    runs.complete(url or "(no url)", result)
+    return result

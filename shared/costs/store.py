@@ -1,0 +1,386 @@
+"""Cost data in the warehouse: loading export runs (all-or-nothing, replace per period) and the SQL the daily job reads.
+
+Heavy lifting stays in SQL: daily sums per series (resource, owner squad, subscription, service) are computed
+with GROUP BY in the warehouse, filtered to one partition (`MOD(SERIES_BUCKET, parts) = part`), so the job
+pulls one number per series-day, never raw export rows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from shared.adapters.warehouse import WarehouseSession
+from shared.costs.episodes import CostEpisode
+from shared.costs.ingest import ParsedRun
+
+SERIES_COLUMN = {
+    "resource": "RESOURCE_ID",
+    "owner": "OWNER",
+    "subscription": "SUBSCRIPTION_ID",
+    "service": "SERVICE_NAME",
+}
+AGGREGATE_KINDS = ("owner", "subscription", "service")
+UNOWNED = "(untagged)"
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """What loading a run did: `loaded`, `already_loaded` (same runId before) or `superseded` (a newer run owns it)."""
+
+    run_id: str
+    status: str
+    rows: int
+    period_start: date
+    period_end: date
+    replaced_rows: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "rows": self.rows,
+            "period": f"{self.period_start}..{self.period_end}",
+            "replaced_rows": self.replaced_rows,
+        }
+
+
+def load_run(wh: WarehouseSession, parsed: ParsedRun, *, now: datetime | None = None) -> LoadOutcome:
+    """Store a parsed run in one transaction: delete the rows of (source, period), insert the run's, record the run.
+
+    Idempotent per run id; an older run arriving after a newer one for the same period is recorded as
+    superseded and changes nothing (Event Grid does not keep order)."""
+    now = (now or datetime.now(UTC)).replace(tzinfo=None)
+    run = parsed.run
+    start, end = parsed.period_start, parsed.period_end
+    with wh.transaction():
+        done = wh.query(
+            "SELECT STATUS FROM COST_EXPORT_RUNS WHERE RUN_ID = %s AND STATUS IN ('loaded', 'superseded')",
+            (run.run_id,),
+        )
+        if done:
+            return LoadOutcome(run.run_id, "already_loaded", 0, start, end)
+        if run.submitted_at is not None:
+            newer = wh.query(
+                "SELECT COUNT(*) AS N FROM COST_EXPORT_RUNS WHERE SOURCE_KEY = %s AND PERIOD_START = %s "
+                "AND PERIOD_END = %s AND STATUS = 'loaded' AND SUBMITTED_AT > %s",
+                (run.source_key, start, end, run.submitted_at),
+            )
+            if newer and int(newer[0]["N"]) > 0:
+                _record_run(wh, parsed, "superseded", 0, now)
+                return LoadOutcome(run.run_id, "superseded", 0, start, end)
+        replaced = wh.query(
+            "SELECT COUNT(*) AS N FROM COST_DAILY WHERE SOURCE_KEY = %s AND USAGE_DATE BETWEEN %s AND %s",
+            (run.source_key, start, end),
+        )
+        wh.execute(
+            "DELETE FROM COST_DAILY WHERE SOURCE_KEY = %s AND USAGE_DATE BETWEEN %s AND %s",
+            (run.source_key, start, end),
+        )
+        frame = parsed.frame.copy()
+        frame.insert(0, "RUN_ID", run.run_id)
+        frame.insert(0, "SOURCE_KEY", run.source_key)
+        rows = wh.write_frame(frame, "COST_DAILY") if len(frame) else 0
+        _record_run(wh, parsed, "loaded", rows, now)
+    return LoadOutcome(run.run_id, "loaded", rows, start, end, int(replaced[0]["N"]) if replaced else 0)
+
+
+def _record_run(wh: WarehouseSession, parsed: ParsedRun, status: str, rows: int, now: datetime) -> None:
+    run = parsed.run
+    wh.execute(
+        "INSERT INTO COST_EXPORT_RUNS (RUN_ID, SOURCE_KEY, PERIOD_START, PERIOD_END, SUBMITTED_AT, SCHEMA_NAME, "
+        "FILES, ROWS_READ, ROWS_LOADED, USAGE_COST, LOADED_AT, STATUS) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            run.run_id,
+            run.source_key,
+            parsed.period_start,
+            parsed.period_end,
+            run.submitted_at,
+            parsed.schema,
+            len(run.files),
+            parsed.rows_read,
+            rows,
+            round(parsed.usage_cost, 6),
+            now,
+            status,
+        ),
+    )
+
+
+def export_runs(wh: WarehouseSession, limit: int = 50) -> list[dict[str, Any]]:
+    return wh.query(
+        "SELECT RUN_ID, SOURCE_KEY, PERIOD_START, PERIOD_END, STATUS, ROWS_LOADED, USAGE_COST, LOADED_AT "
+        "FROM COST_EXPORT_RUNS ORDER BY LOADED_AT DESC LIMIT %s",
+        (limit,),
+    )
+
+
+# -- what the daily job reads ---------------------------------------------------------------------------------
+
+
+def _partition_filter(part: int, parts: int) -> str:
+    return "" if parts <= 1 else f" AND MOD(SERIES_BUCKET, {int(parts)}) = {int(part)}"
+
+
+def _series_expr(kind: str) -> str:
+    column = SERIES_COLUMN[kind]
+    if kind == "resource":
+        return column
+    return f"COALESCE(NULLIF({column}, ''), '{UNOWNED}')"
+
+
+def daily_series(
+    wh: WarehouseSession, kind: str, start: date, end: date, *, part: int = 0, parts: int = 1
+) -> pd.DataFrame:
+    """Daily usage cost per series of `kind` (GROUP BY in the warehouse): columns SERIES_ID, USAGE_DATE, COST."""
+    expr = _series_expr(kind)
+    rows = wh.query(
+        f"SELECT {expr} AS SERIES_ID, USAGE_DATE, SUM(COST) AS COST FROM COST_DAILY "
+        f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s{_partition_filter(part, parts)} "
+        f"GROUP BY {expr}, USAGE_DATE",
+        (start, end),
+    )
+    return _frame(rows, ["SERIES_ID", "USAGE_DATE", "COST"])
+
+
+def member_series(wh: WarehouseSession, kind: str, series_ids: Sequence[str], start: date, end: date) -> pd.DataFrame:
+    """Daily cost of the members of flagged series: meters of a resource, resources of an aggregate.
+
+    Columns SERIES_ID, MEMBER_ID, USAGE_DATE, COST."""
+    if not series_ids:
+        return _frame([], ["SERIES_ID", "MEMBER_ID", "USAGE_DATE", "COST"])
+    expr = _series_expr(kind)
+    member = "METER" if kind == "resource" else "RESOURCE_ID"
+    placeholders = ", ".join(["%s"] * len(series_ids))
+    rows = wh.query(
+        f"SELECT {expr} AS SERIES_ID, {member} AS MEMBER_ID, USAGE_DATE, SUM(COST) AS COST FROM COST_DAILY "
+        f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s AND {expr} IN ({placeholders}) "
+        f"GROUP BY {expr}, {member}, USAGE_DATE",
+        (start, end, *series_ids),
+    )
+    return _frame(rows, ["SERIES_ID", "MEMBER_ID", "USAGE_DATE", "COST"])
+
+
+def resource_attributes(
+    wh: WarehouseSession, start: date, end: date, *, part: int = 0, parts: int = 1
+) -> dict[str, dict[str, str]]:
+    """Owner, subscription and service of each resource, from its most recent day in the window."""
+    rows = wh.query(
+        "SELECT RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME, MAX(USAGE_DATE) AS LAST_SEEN FROM COST_DAILY "
+        f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s{_partition_filter(part, parts)} "
+        "GROUP BY RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME",
+        (start, end),
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["LAST_SEEN"], bool(r["OWNER"]))):
+        out[row["RESOURCE_ID"]] = {
+            "owner": row["OWNER"] or "",
+            "subscription_id": row["SUBSCRIPTION_ID"] or "",
+            "service": row["SERVICE_NAME"] or "",
+        }
+    return out
+
+
+def day_stats(wh: WarehouseSession, start: date, end: date) -> dict[date, tuple[int, float]]:
+    """Per day: (number of resources with usage, total usage cost), for the freshness check."""
+    rows = wh.query(
+        "SELECT USAGE_DATE, COUNT(DISTINCT RESOURCE_ID) AS N, SUM(COST) AS TOTAL FROM COST_DAILY "
+        "WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s GROUP BY USAGE_DATE",
+        (start, end),
+    )
+    return {_as_date(r["USAGE_DATE"]): (int(r["N"]), float(r["TOTAL"] or 0.0)) for r in rows}
+
+
+def series_count(wh: WarehouseSession, start: date, end: date) -> int:
+    rows = wh.query(
+        "SELECT COUNT(DISTINCT RESOURCE_ID) AS N FROM COST_DAILY WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s",
+        (start, end),
+    )
+    return int(rows[0]["N"]) if rows else 0
+
+
+def latest_usage_date(wh: WarehouseSession) -> date | None:
+    rows = wh.query("SELECT MAX(USAGE_DATE) AS D FROM COST_DAILY WHERE IS_USAGE")
+    return _as_date(rows[0]["D"]) if rows and rows[0]["D"] is not None else None
+
+
+# -- episodes -------------------------------------------------------------------------------------------------
+
+_EPISODE_COLUMNS = (
+    "EPISODE_ID", "SERIES_ID", "SERIES_KIND", "SERIES_BUCKET", "START_DATE", "LAST_FLAGGED_DATE",
+    "LAST_SCORED_DATE", "END_DATE", "STATUS", "SEVERITY", "ALERTED_SEVERITY", "REASON", "OWNER",
+    "SUBSCRIPTION_ID", "COST", "EXPECTED", "LOWER_BOUND", "UPPER_BOUND", "EXCESS_USD_PER_DAY",
+    "EXCESS_USD_PER_HOUR", "EXCESS_PCT", "PEAK_EXCESS_USD_PER_DAY", "TOTAL_EXCESS_USD", "CONTRIBUTORS",
+    "SUPPRESSED", "VERDICT", "VERDICT_BY", "VERDICT_WHY", "UPDATED_AT",
+)  # fmt: skip
+
+
+def open_episodes(wh: WarehouseSession, kind: str, *, part: int = 0, parts: int = 1) -> dict[str, CostEpisode]:
+    """Open episodes of one series kind (and partition), by series id."""
+    rows = wh.query(
+        f"SELECT {', '.join(_EPISODE_COLUMNS)} FROM COST_ANOMALIES WHERE STATUS = 'open' AND SERIES_KIND = %s"
+        f"{_partition_filter(part, parts)}",
+        (kind,),
+    )
+    return {r["SERIES_ID"]: _episode_from_row(r) for r in rows}
+
+
+def episodes_of_series(wh: WarehouseSession, series_ids: Iterable[str], kind: str) -> list[CostEpisode]:
+    ids = list(series_ids)
+    if not ids:
+        return []
+    rows = wh.query(
+        f"SELECT {', '.join(_EPISODE_COLUMNS)} FROM COST_ANOMALIES WHERE SERIES_KIND = %s "
+        f"AND SERIES_ID IN ({', '.join(['%s'] * len(ids))})",
+        (kind, *ids),
+    )
+    return [_episode_from_row(r) for r in rows]
+
+
+def query_episodes(wh: WarehouseSession, status: str | None = None) -> list[CostEpisode]:
+    where = " WHERE STATUS = %s" if status else ""
+    rows = wh.query(
+        f"SELECT {', '.join(_EPISODE_COLUMNS)} FROM COST_ANOMALIES{where} ORDER BY START_DATE, SERIES_ID",
+        (status,) if status else None,
+    )
+    return [_episode_from_row(r) for r in rows]
+
+
+def merge_episodes(wh: WarehouseSession, episodes: Iterable[CostEpisode], *, now: datetime | None = None) -> int:
+    """MERGE episodes keyed by (SERIES_ID, START_DATE): whichever instance writes, one row per episode.
+
+    The batch is bulk-loaded into COST_ANOMALIES_STAGE under its own id and merged in one statement."""
+    stamp = (now or datetime.now(UTC)).replace(tzinfo=None)
+    rows = [_episode_row(e, stamp) for e in episodes]
+    if not rows:
+        return 0
+    # a later row for the same key wins (one MERGE source row per target row, as Snowflake requires)
+    by_key = {(r[1], r[4]): r for r in rows}
+    batch = uuid.uuid4().hex
+    frame = pd.DataFrame(list(by_key.values()), columns=list(_EPISODE_COLUMNS))
+    frame.insert(0, "BATCH_ID", batch)
+    for column in ("START_DATE", "LAST_FLAGGED_DATE", "LAST_SCORED_DATE", "END_DATE"):
+        frame[column] = frame[column].astype(object)
+    columns = list(_EPISODE_COLUMNS)
+    updates = ", ".join(f"{c} = src.{c}" for c in columns if c not in ("SERIES_ID", "START_DATE", "EPISODE_ID"))
+    # no explicit transaction: the MERGE is atomic on its own and the batch id keeps writers apart
+    wh.write_frame(frame, "COST_ANOMALIES_STAGE")
+    wh.execute(
+        f"MERGE INTO COST_ANOMALIES AS t USING (SELECT {', '.join(columns)} FROM COST_ANOMALIES_STAGE "
+        "WHERE BATCH_ID = %s) AS src ON t.SERIES_ID = src.SERIES_ID AND t.START_DATE = src.START_DATE "
+        f"WHEN MATCHED THEN UPDATE SET {updates} "
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) VALUES ({', '.join('src.' + c for c in columns)})",
+        (batch,),
+    )
+    wh.execute("DELETE FROM COST_ANOMALIES_STAGE WHERE BATCH_ID = %s", (batch,))
+    return len(by_key)
+
+
+def set_verdict(wh: WarehouseSession, episode_id: str, verdict: str, by: str, why: str, suppressed: bool) -> int:
+    return wh.execute(
+        "UPDATE COST_ANOMALIES SET VERDICT = %s, VERDICT_BY = %s, VERDICT_WHY = %s, SUPPRESSED = %s "
+        "WHERE EPISODE_ID = %s",
+        (verdict, by, why, suppressed, episode_id),
+    )
+
+
+def _episode_row(e: CostEpisode, stamp: datetime) -> tuple[Any, ...]:
+    return (
+        e.episode_id, e.series_id, e.series_kind, e.series_bucket, e.start_date, e.last_flagged_date,
+        e.last_scored_date, e.end_date, e.status, e.severity, e.alerted_severity, e.reason, e.owner,
+        e.subscription_id, e.cost, e.expected, e.lower, e.upper, e.excess_usd_per_day, e.excess_usd_per_hour,
+        e.excess_pct, e.peak_excess_usd_per_day, e.total_excess_usd, json.dumps([list(c) for c in e.contributors]),
+        e.suppressed, e.verdict, e.verdict_by, e.verdict_why, stamp,
+    )  # fmt: skip
+
+
+def _episode_from_row(r: dict[str, Any]) -> CostEpisode:
+    contributors = tuple(tuple(c) for c in json.loads(r["CONTRIBUTORS"] or "[]"))
+    return CostEpisode(
+        episode_id=r["EPISODE_ID"],
+        series_id=r["SERIES_ID"],
+        series_kind=r["SERIES_KIND"],
+        series_bucket=int(r["SERIES_BUCKET"]),
+        start_date=_as_date(r["START_DATE"]),
+        last_flagged_date=_as_date(r["LAST_FLAGGED_DATE"]),
+        last_scored_date=_as_date(r["LAST_SCORED_DATE"]),
+        end_date=_as_date(r["END_DATE"]) if r["END_DATE"] else None,
+        status=r["STATUS"],
+        severity=r["SEVERITY"],
+        alerted_severity=r["ALERTED_SEVERITY"] or None,
+        reason=r["REASON"] or "",
+        owner=r["OWNER"] or "",
+        subscription_id=r["SUBSCRIPTION_ID"] or "",
+        cost=_f(r["COST"]),
+        expected=_f(r["EXPECTED"]),
+        lower=_f(r["LOWER_BOUND"]),
+        upper=_f(r["UPPER_BOUND"]),
+        excess_usd_per_day=_f(r["EXCESS_USD_PER_DAY"]),
+        excess_usd_per_hour=_f(r["EXCESS_USD_PER_HOUR"]),
+        excess_pct=_f(r["EXCESS_PCT"]),
+        peak_excess_usd_per_day=_f(r["PEAK_EXCESS_USD_PER_DAY"]),
+        total_excess_usd=_f(r["TOTAL_EXCESS_USD"]),
+        contributors=contributors,  # type: ignore[arg-type]
+        suppressed=bool(r["SUPPRESSED"]),
+        verdict=r["VERDICT"] or "",
+        verdict_by=r["VERDICT_BY"] or "",
+        verdict_why=r["VERDICT_WHY"] or "",
+    )
+
+
+def _f(value: Any) -> float:
+    return float(value) if value is not None else 0.0
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns)
+    if "COST" in frame:
+        frame["COST"] = frame["COST"].astype(float)
+    return frame
+
+
+def window_start(day: date, days: int) -> date:
+    return day - timedelta(days=days - 1)
+
+
+def get_episode(wh: WarehouseSession, episode_id: str) -> CostEpisode | None:
+    rows = wh.query(f"SELECT {', '.join(_EPISODE_COLUMNS)} FROM COST_ANOMALIES WHERE EPISODE_ID = %s", (episode_id,))
+    return _episode_from_row(rows[0]) if rows else None
+
+
+def last_completed_scan(wh: WarehouseSession, job: str) -> date | None:
+    rows = wh.query(
+        "SELECT MAX(RUN_KEY) AS K FROM JOB_RUNS WHERE JOB = %s AND STATUS IN ('completed', 'partitioned')", (job,)
+    )
+    return _as_date(rows[0]["K"]) if rows and rows[0]["K"] else None
+
+
+def record_job_run(
+    wh: WarehouseSession, job: str, run_key: str, started: datetime, status: str, summary: dict[str, Any]
+) -> None:
+    wh.execute(
+        "INSERT INTO JOB_RUNS (JOB, RUN_KEY, STARTED_AT, FINISHED_AT, STATUS, SUMMARY) VALUES (%s, %s, %s, %s, %s, %s)",
+        (
+            job,
+            run_key,
+            started.replace(tzinfo=None),
+            datetime.now(UTC).replace(tzinfo=None),
+            status,
+            json.dumps(summary, default=str),
+        ),
+    )
