@@ -7,7 +7,7 @@
 - 401/403 -> `UpstreamAuthError`; other 4xx -> `UpstreamError` (not worth retrying);
 - a host outside `TEAMS_WEBHOOK_ALLOWED_HOSTS` (loopback always allowed) -> `ForbiddenActionError`,
   and nothing is sent.
-At most `rate_per_second` (4) requests per webhook URL leave this process (a token bucket per URL),
+At most `rate_per_second` (4) requests per webhook URL leave this process (a sliding one-second window per URL),
 and after a 429 the URL is left alone until its Retry-After has passed. The URL is a secret: logs
 and errors name it by a short hash only. Legacy MessageCards are posted here rather than with
 `pymsteams.connectorcard.send()`, which would lose the status code and the Retry-After header.
@@ -19,6 +19,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -56,28 +57,26 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class TokenBucket:
-    """`rate` tokens per second, bursts up to `rate`; `wait_time()` says how long until one is free."""
+class RateWindow:
+    """At most `rate` requests in any sliding second; `take()` says how long to wait for the next slot."""
 
     def __init__(self, rate: float, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self.tokens = self.capacity
+        self.limit = max(1, int(rate))
         self.clock = clock
-        self.updated = clock()
+        self.sent: deque[float] = deque()
         self.blocked_until = 0.0
 
     def take(self) -> float:
-        """Take a token if one is free (returns 0) or return the seconds to wait (takes nothing)."""
+        """Take a slot if one is free (returns 0) or return the seconds to wait (takes nothing)."""
         now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
         if now < self.blocked_until:
             return self.blocked_until - now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        while self.sent and now - self.sent[0] >= 1.0:
+            self.sent.popleft()
+        if len(self.sent) < self.limit:
+            self.sent.append(now)
             return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return 1.0 - (now - self.sent[0])
 
 
 class TeamsWebhook:
@@ -99,18 +98,18 @@ class TeamsWebhook:
         self.session = session or requests.Session()
         self.clock = clock
         self.sleep = sleep
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[str, RateWindow] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TeamsWebhook:
         return cls(settings.teams_webhook_allowed_hosts, timeout=settings.alert_http_timeout_seconds)
 
-    def _bucket(self, url: str) -> TokenBucket:
+    def _bucket(self, url: str) -> RateWindow:
         with self._lock:
             bucket = self._buckets.get(url)
             if bucket is None:
-                bucket = self._buckets[url] = TokenBucket(self.rate, self.clock)
+                bucket = self._buckets[url] = RateWindow(self.rate, self.clock)
             return bucket
 
     def _acquire(self, url: str) -> None:

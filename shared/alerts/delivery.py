@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import random
 import threading
 from collections.abc import Callable
@@ -63,6 +64,7 @@ class AlertQueue(Protocol):
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None: ...
     def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None: ...
     def delete(self, table: str, partition: str, row: str) -> None: ...
+    def upsert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> None: ...
     def query(self, table: str, filter: str | None = None, **params: Any) -> Any: ...
 
 
@@ -202,8 +204,14 @@ class AlertDelivery:
     def _claim_key(self, alert: Alert, channel: str) -> str:
         return idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint(), channel)
 
-    def _once(self, key: str, channel: str, effect: Callable[[], tuple[str, dict[str, Any]]]) -> ChannelResult:
-        """Run `effect` at most once per key: COMPLETED -> duplicate; held by another worker -> retry later."""
+    def _once(
+        self, key: str, channel: str, effect: Callable[[], tuple[str, dict[str, Any]]], *, checked: bool = False
+    ) -> ChannelResult:
+        """Run `effect` at most once per key: COMPLETED -> duplicate; held by another worker -> retry later.
+
+        A replay (the common repeat) is answered by one read; `checked` says the caller already did it."""
+        if not checked and self._completed(key):
+            return ChannelResult(channel, "duplicate", "delivered before")
         claim = self.claims.claim(key)
         if claim.status == "completed":
             return ChannelResult(channel, "duplicate", "delivered before")
@@ -214,8 +222,28 @@ class AlertDelivery:
         except BaseException:
             self.claims.release(key)
             raise
-        self.claims.complete(key, {"status": status, **result})
+        self._complete(key, {"status": status, **result})
         return ChannelResult(channel, status, str(result.get("detail", "")))
+
+    def _completed(self, key: str) -> bool:
+        record = self.store.get(IDEMPOTENCY_TABLE, self.claims.scope, key)
+        return record is not None and record.get("Status") == COMPLETED
+
+    def _complete(self, key: str, result: dict[str, Any]) -> None:
+        """Mark a claim COMPLETED in one write (the claim is ours: no read-modify-write needed)."""
+        now = datetime.now(UTC)
+        self.store.upsert(
+            IDEMPOTENCY_TABLE,
+            self.claims.scope,
+            key,
+            {
+                "Status": COMPLETED,
+                "Result": json.dumps(result, default=str),
+                "CompletedAt": now.isoformat(),
+                "ExpiresAt": (now + self.claims.expires_after).isoformat(),
+                "PayloadHash": "",
+            },
+        )
 
     # -- Teams --
 
@@ -230,7 +258,7 @@ class AlertDelivery:
                 if decision.schedule_digest:
                     self._schedule_digest(decision.window)
                 detail = f"held for the digest of {decision.window.partition}"
-                self.claims.complete(key, {"status": "digest", "detail": detail})
+                self._complete(key, {"status": "digest", "detail": detail})
                 return ChannelResult("teams", "digest", detail)
         url = route.teams_webhook_url
         if url:
@@ -245,11 +273,7 @@ class AlertDelivery:
             status = self.teams.post(url, cards.teams_payload(content, url))
             return "delivered", {"detail": f"{webhook_ref(url)} HTTP {status}"}
 
-        return self._once(key, "teams", post)
-
-    def _completed(self, key: str) -> bool:
-        record = self.store.get(IDEMPOTENCY_TABLE, self.claims.scope, key)
-        return record is not None and record.get("Status") == COMPLETED
+        return self._once(key, "teams", post, checked=True)
 
     def _schedule_digest(self, window: StormWindow) -> None:
         delay = max(1, math.ceil((window.end - self.clock()).total_seconds()) + 2)
@@ -388,7 +412,7 @@ class AlertDelivery:
             owner="",
             facts=(("Channel", failed.channel), ("Reason", reason), ("Day (UTC)", day)),
             links=(),
-            dedupe_key=f"delivery-failing:{failed.channel}:{reason}:{day}",
+            dedupe_key=f"delivery-failing:{failed.channel}:{re.sub(r'[^a-z0-9]+', '-', reason.lower()).strip('-')}:{day}",
             incident=other == "servicenow",
             summary=f"Alerts that could not be delivered wait in the {POISON} queue: list them with "
             "`python -m shared.cli alerts outbox`, fix the cause, then `alerts replay-poison`.",

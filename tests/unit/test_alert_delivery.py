@@ -3,69 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from shared.alerts.delivery import POISON, QUEUE, AlertDelivery, alert_message, enqueue_alert
 from shared.alerts.model import Alert
 from shared.alerts.routing import parse_routes
-from shared.errors import BadInputError, ConflictError, TransientUpstreamError, UpstreamAuthError
+from shared.errors import BadInputError, TransientUpstreamError, UpstreamAuthError
 from shared.settings import load_settings
 from tests.conftest import load_fixture
+from tests.fixtures.alerts.memory import MemoryStore
 
 HOOK = "https://prod-01.westeurope.logic.azure.com/workflows/test-hook"
-
-
-class MemoryStore:
-    """Tables and queues in memory, with the StateStore semantics delivery relies on."""
-
-    def __init__(self) -> None:
-        self.tables: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.queues: dict[str, list[tuple[dict[str, Any], int | None]]] = {}
-        self._etag = 0
-
-    def insert(self, table, partition, row, fields):
-        if (table, partition, row) in self.tables:
-            return False
-        self._etag += 1
-        self.tables[(table, partition, row)] = {"PartitionKey": partition, "RowKey": row, **fields, "_etag": self._etag}
-        return True
-
-    def get(self, table, partition, row):
-        found = self.tables.get((table, partition, row))
-        return dict(found) if found else None
-
-    def replace_if_unchanged(self, table, entity):
-        key = (table, entity["PartitionKey"], entity["RowKey"])
-        if key not in self.tables or self.tables[key]["_etag"] != entity["_etag"]:
-            raise ConflictError("changed")
-        self._etag += 1
-        self.tables[key] = {**entity, "_etag": self._etag}
-
-    def delete(self, table, partition, row):
-        self.tables.pop((table, partition, row), None)
-
-    def query(self, table, filter=None, **params):
-        m = re.fullmatch(r"PartitionKey eq @pk and Decision eq @d", filter or "")
-        assert m, filter
-        return [
-            dict(v)
-            for (t, p, _), v in self.tables.items()
-            if t == table and p == params["pk"] and v.get("Decision") == params["d"]
-        ]
-
-    def send(self, queue, message, *, visibility_timeout=None):
-        doc = json.loads(message) if isinstance(message, str) else message
-        self.queues.setdefault(queue, []).append((doc, visibility_timeout))
-        return f"m{len(self.queues[queue])}"
-
-    def take(self, queue):
-        items = self.queues.get(queue, [])
-        self.queues[queue] = []
-        return items
 
 
 class RecordingTeams:
