@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
