@@ -19,6 +19,7 @@ from typing import Any
 
 from devhost.azurite import AzuriteError, start_azurite
 from devhost.demo_approvals import step_approvals
+from devhost.demo_policy import step_policy
 
 DEMO_DIR = Path(".valueflow/demo")
 
@@ -59,6 +60,7 @@ def step_foundation(ctx: DemoContext) -> None:
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("Foundation: local host and dependencies", step_foundation),
     ("Approvals: critical anomaly round trip with a Logic App (dry-run)", step_approvals),
+    ("Policy: event burst, coalesced remediation plan and escalations (dry-run)", step_policy),
 ]
 
 

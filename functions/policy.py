@@ -42,7 +42,6 @@ def policy_worker(msg: func.QueueMessage) -> None:
 @bp.function_name("remediation_watch")
 @bp.timer_trigger(arg_name="timer", schedule="%REMEDIATION_WATCH_SCHEDULE%", run_on_startup=False)
 def remediation_watch(timer: func.TimerRequest) -> None:
-    runtime = get_runtime()
-    worker = worker_for(runtime)
-    report = remediation_cycle(runtime.storage, runtime.settings, worker.arm, owner_of=worker.owner_of)
+    worker = worker_for(get_runtime())
+    report = remediation_cycle(worker.store, worker.settings, worker.arm, owner_of=worker.owner_of)
     log.info("remediation watch done", extra={"report": report})

@@ -9,6 +9,7 @@ optimistic replace, so two workers racing on the same key cannot both win.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,13 +58,37 @@ def _fields(event: PolicyStateEvent) -> dict[str, Any]:
 
 
 class PolicyStateLedger:
-    def __init__(self, store: LedgerStore, *, attempts: int = 5) -> None:
+    """The table is the truth; `_seen` remembers what this process committed, so the redeliveries of a
+    storm are dropped without a storage round trip (the ledger only moves forward, except `forget`)."""
+
+    def __init__(self, store: LedgerStore, *, attempts: int = 5, memory: int = 200_000) -> None:
         self.store = store
         self.attempts = attempts
+        self.memory = memory
+        self._seen: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def admit(self, event: PolicyStateEvent) -> Admission:
         """Record the event if it is the newest for its key. In: a parsed event. Out: the Admission."""
         row = state_row_key(event)
+        with self._lock:
+            known = self._seen.get(row)
+        if known is not None and event.timestamp <= known:
+            return Admission(DUPLICATE if event.timestamp == known else STALE)
+        admission = self._admit(event, row)
+        if admission.admitted:
+            with self._lock:
+                if len(self._seen) >= self.memory:
+                    self._seen.clear()  # a bounded cache: forgetting only costs a storage read
+                self._seen[row] = event.timestamp
+        return admission
+
+    def forget(self, event: PolicyStateEvent) -> None:
+        """Drop the process memory of the event's key (after a failed attempt the row is rolled back)."""
+        with self._lock:
+            self._seen.pop(state_row_key(event), None)
+
+    def _admit(self, event: PolicyStateEvent, row: str) -> Admission:
         for _ in range(self.attempts):
             if self.store.insert(TABLE, PARTITION, row, _fields(event)):
                 return Admission(NEW)

@@ -232,6 +232,7 @@ class PolicyWorker:
         return WorkOutcome("resolved", key)
 
     def _forget(self, event: PolicyStateEvent) -> None:
+        self.ledger.forget(event)
         row = state_row_key(event)
         try:
             current = self.store.get(STATE_TABLE, STATE_PARTITION, row)
@@ -332,3 +333,9 @@ def worker_for(runtime: Any) -> PolicyWorker:
             entry = (runtime, PolicyWorker(runtime.storage, runtime.settings, arm))
             _workers[id(runtime)] = entry
         return entry[1]
+
+
+def install_worker(runtime: Any, worker: PolicyWorker) -> None:
+    """Use `worker` for `runtime` from now on (dev tools: the demo points it at a local fake ARM)."""
+    with _arms_lock:
+        _workers[id(runtime)] = (runtime, worker)
