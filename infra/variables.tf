@@ -231,8 +231,8 @@ variable "cost_partition_size" {
   default     = 50000
 
   validation {
-    condition     = var.cost_partition_size >= 100
-    error_message = "cost_partition_size must be at least 100."
+    condition     = var.cost_partition_size >= 10
+    error_message = "cost_partition_size must be at least 10."
   }
 }
 

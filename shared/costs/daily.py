@@ -186,7 +186,7 @@ def handle_partition_message(runtime: Runtime, body: dict[str, Any]) -> ScanRepo
     if not dates or not 0 <= part < parts:
         raise BadInputError(f"cost partition message has no dates or part {part} outside 0..{parts - 1}")
     idem = IdempotencyStore(runtime.storage, "cost-partition", lease=timedelta(minutes=15))
-    key = f"{dates[0]}..{dates[-1]}:{part}/{parts}"
+    key = f"{dates[0]}..{dates[-1]}:{part}-of-{parts}"  # no "/" in a table RowKey
     claim = idem.claim(key)
     if claim.status != "new":
         log.info("cost partition %s already %s", key, claim.status)

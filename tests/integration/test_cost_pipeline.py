@@ -1,0 +1,241 @@
+"""Cost pipeline on Azurite + the embedded warehouse: loading runs, the daily scan, episodes, feedback, partitions."""
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from devhost.demo_costs import demo_costs, export_runs
+from shared.costs import store
+from shared.costs.daily import (
+    PARTITION_QUEUE,
+    handle_partition_message,
+    list_episodes,
+    load_suppressions,
+    record_feedback,
+    run_daily_scan,
+)
+from shared.costs.ingest import CostExportError
+from shared.costs.loader import ingest_paths
+from shared.errors import NotFoundError
+from shared.idempotency import TABLE as IDEMPOTENCY
+from shared.runtime import Runtime
+from shared.settings import load_settings
+
+COSTS = Path(__file__).resolve().parents[1] / "fixtures" / "costs"
+FOCUS_RUN = COSTS / "cost-export-focus" / "20261101-20261130" / "6f2c1a9e-0b7d-4d3e-9a51-0c8e2b4f7a10"
+HEADER = (FOCUS_RUN / "part_0_0001.csv").read_text().splitlines()[0]
+VM = "/subscriptions/00000000-0000-4000-8000-000000000001/resourcegroups/rg-a/providers/microsoft.compute/virtualmachines/vm-a"
+
+
+def _drain(runtime, queue):
+    while batch := runtime.storage.receive(queue, max_messages=32, visibility_timeout=1):
+        for message in batch:
+            runtime.storage.ack(queue, message)
+
+
+@pytest.fixture
+def cost_runtime(runtime):
+    """The runtime with the cost scopes of the shared Azurite emptied (each test has its own warehouse)."""
+    for scope in ("cost-scan", "cost-alerts", "cost-partition", "cost-export"):
+        for row in list(runtime.storage.query(IDEMPOTENCY, "PartitionKey eq @pk", pk=scope)):
+            runtime.storage.delete(IDEMPOTENCY, scope, row["RowKey"])
+    for row in list(runtime.storage.query("episodes")):
+        runtime.storage.delete("episodes", row["PartitionKey"], row["RowKey"])
+    for queue in ("alerts", PARTITION_QUEUE):
+        _drain(runtime, queue)
+    return runtime
+
+
+def _alerts(runtime):
+    out = []
+    while batch := runtime.storage.receive("alerts", max_messages=32, visibility_timeout=1):
+        for message in batch:
+            out.append(json.loads(message.text())["alert"])
+            runtime.storage.ack("alerts", message)
+    return out
+
+
+def _row(day: date, cost: str) -> str:
+    return (
+        f"{cost},USD,Usage,{day + timedelta(days=1)}T00:00:00Z,{day}T00:00:00Z,{cost},{VM},vm-a,Virtual Machines,"
+        '00000000-0000-4000-8000-000000000001,sub,"{""owner"":""squad-a""}",rg-a'
+    )
+
+
+def _write_run(root: Path, run_id: str, days: dict[date, str], submitted: str, extra_file: str | None = None) -> Path:
+    folder = root / "focus" / "focus-daily" / "20261101-20261130" / run_id
+    folder.mkdir(parents=True)
+    (folder / "part_0_0001.csv").write_text("\n".join([HEADER] + [_row(d, c) for d, c in days.items()]) + "\n")
+    blobs = [{"blobName": f"focus/focus-daily/20261101-20261130/{run_id}/part_0_0001.csv"}]
+    if extra_file is not None:
+        (folder / "part_0_0002.csv").write_text(extra_file)
+        blobs.append({"blobName": f"focus/focus-daily/20261101-20261130/{run_id}/part_0_0002.csv"})
+    manifest = {
+        "exportConfig": {"resourceId": "/subscriptions/s/providers/Microsoft.CostManagement/exports/focus-daily"},
+        "runInfo": {"runId": run_id, "submittedTime": submitted},
+        "blobs": blobs,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _usage(runtime) -> dict[date, float]:
+    with runtime.warehouse.session() as wh:
+        rows = wh.query("SELECT USAGE_DATE, SUM(COST) AS C FROM COST_DAILY WHERE IS_USAGE GROUP BY USAGE_DATE")
+    return {r["USAGE_DATE"]: round(float(r["C"]), 2) for r in rows}
+
+
+NOV = [date(2026, 11, d) for d in range(1, 4)]
+
+
+def test_a_run_is_loaded_once_per_run_id(cost_runtime, tmp_path):
+    folder = _write_run(tmp_path, "run-a", {NOV[0]: "10.00", NOV[1]: "11.00"}, "2026-11-03T06:00:00Z")
+    first = ingest_paths(cost_runtime, [str(folder)])
+    again = ingest_paths(cost_runtime, [str(folder)])
+    assert first[0].outcome.status == "loaded" and first[0].outcome.rows == 2
+    assert again[0].outcome.status == "already_loaded"
+    assert _usage(cost_runtime) == {NOV[0]: 10.0, NOV[1]: 11.0}
+
+
+def test_month_to_date_re_export_replaces_the_period_and_never_double_counts(cost_runtime, tmp_path):
+    ingest_paths(
+        cost_runtime, [str(_write_run(tmp_path, "run-a", {NOV[0]: "10.00", NOV[1]: "11.00"}, "2026-11-03T06:00:00Z"))]
+    )
+    # the next day's export restates day 2 and adds day 3
+    result = ingest_paths(
+        cost_runtime,
+        [
+            str(
+                _write_run(
+                    tmp_path, "run-b", {NOV[0]: "10.00", NOV[1]: "12.50", NOV[2]: "9.00"}, "2026-11-04T06:00:00Z"
+                )
+            )
+        ],
+    )
+    assert result[0].outcome.replaced_rows == 2
+    assert _usage(cost_runtime) == {NOV[0]: 10.0, NOV[1]: 12.5, NOV[2]: 9.0}
+
+
+def test_an_older_run_arriving_after_a_newer_one_changes_nothing(cost_runtime, tmp_path):
+    newer = _write_run(tmp_path, "run-new", {NOV[0]: "10.00", NOV[1]: "12.00"}, "2026-11-04T06:00:00Z")
+    older = _write_run(tmp_path, "run-old", {NOV[0]: "99.00"}, "2026-11-02T06:00:00Z")
+    ingest_paths(cost_runtime, [str(newer)])
+    outcome = ingest_paths(cost_runtime, [str(older)])[0].outcome
+    assert outcome.status == "superseded"
+    assert _usage(cost_runtime) == {NOV[0]: 10.0, NOV[1]: 12.0}
+
+
+def test_a_broken_run_loads_nothing_and_keeps_the_earlier_data(cost_runtime, tmp_path):
+    ingest_paths(cost_runtime, [str(_write_run(tmp_path, "run-a", {NOV[0]: "10.00"}, "2026-11-02T06:00:00Z"))])
+    # GIVEN a newer run whose first part is fine and whose second part has a non-numeric cost on line 2
+    bad = HEADER + "\n" + _row(NOV[1], "1.00").replace(",1.00,", ",n/a,", 1) + "\n"
+    broken = _write_run(tmp_path, "run-b", {NOV[0]: "500.00", NOV[1]: "500.00"}, "2026-11-03T06:00:00Z", bad)
+    with pytest.raises(CostExportError) as caught:
+        ingest_paths(cost_runtime, [str(broken)])
+    assert caught.value.errors[0]["file"].endswith("part_0_0002.csv") and caught.value.errors[0]["line"] == 2
+    # THEN nothing of it is in the warehouse and the earlier run is intact
+    assert _usage(cost_runtime) == {NOV[0]: 10.0}
+    with cost_runtime.warehouse.session() as wh:
+        assert [r["RUN_ID"] for r in store.export_runs(wh)] == ["run-a"]
+
+
+# -- the daily job ---------------------------------------------------------------------------------------------
+
+END = date(2026, 10, 20)
+
+
+def _load_demo(runtime, root: Path, end: date = END, drop_last_day: bool = False):
+    frame, injected = demo_costs(n_resources=60, days=70, end=end, seed=11)
+    if drop_last_day:
+        frame = frame[~frame["ChargePeriodStart"].str.startswith(str(end))]
+    for run in export_runs(frame):
+        for name, data in run.blobs:
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    ingest_paths(runtime, [str(root)])
+    return frame, injected
+
+
+def test_daily_scan_alerts_each_anomaly_once_a_rerun_never_re_alerts_and_feedback_silences(cost_runtime, tmp_path):
+    _, injected = _load_demo(cost_runtime, tmp_path / "export")
+    report = run_daily_scan(cost_runtime, END)
+    alerts = _alerts(cost_runtime)
+    opened = {e["series_id"] for e in list_episodes(cost_runtime, "open") if e["series_kind"] == "resource"}
+    # the injected spikes on the last day are found, each with its cause and owner
+    assert set(injected) - opened == set() or len(set(injected) & opened) >= 3, (injected, opened)
+    assert report.dates_scored == [END.isoformat()] and report.alerts_sent == len(alerts) >= 3
+    critical = [
+        a
+        for a in alerts
+        if a["severity"] == "critical"
+        and a["resource_id"].startswith("/subscriptions/")
+        and "/providers/" in a["resource_id"]
+    ]
+    assert critical and any(name == "Top cause" for name, _ in critical[0]["facts"])
+    # WHEN the timer fires again, or catches up the same day
+    again = run_daily_scan(cost_runtime, END)
+    assert again.dates_already_done == [END.isoformat()] and again.alerts_sent == 0
+    assert _alerts(cost_runtime) == []
+    with cost_runtime.warehouse.session() as wh:
+        runs = wh.query(
+            "SELECT STATUS FROM JOB_RUNS WHERE JOB = 'cost_daily_scan' AND RUN_KEY = %s", (END.isoformat(),)
+        )
+    assert [r["STATUS"] for r in runs] == ["completed"]
+    # feedback: planned silences the series and shows on the episode
+    episode = next(e for e in list_episodes(cost_runtime, "open") if e["series_kind"] == "resource")
+    result = record_feedback(cost_runtime, episode["episode_id"], "planned", "ana", "load test")
+    assert result["verdict"] == "planned" and result["suppressed_until"]
+    assert episode["series_id"] in load_suppressions(cost_runtime)
+    owner = episode["owner"] or None
+    shown = next(e for e in list_episodes(cost_runtime, owner=owner) if e["episode_id"] == episode["episode_id"])
+    assert shown["verdict"] == "planned" and shown["verdict_by"] == "ana"
+    with pytest.raises(NotFoundError, match="no cost anomaly episode"):
+        record_feedback(cost_runtime, "ce-nope", "planned", "ana", "x")
+
+
+def test_missing_day_raises_one_data_late_alert_then_scores_when_the_data_lands(cost_runtime, tmp_path):
+    _load_demo(cost_runtime, tmp_path / "partial", drop_last_day=True)
+    first = run_daily_scan(cost_runtime, END)
+    second = run_daily_scan(cost_runtime, END)
+    late = _alerts(cost_runtime)
+    assert first.late.startswith(END.isoformat()) and second.late and not first.dates_scored
+    assert [a["kind"] for a in late] == ["cost_data_late"]  # one alert, not one per timer run
+    # the complete export arrives (a newer run of the same periods)
+    _load_demo(cost_runtime, tmp_path / "complete")
+    done = run_daily_scan(cost_runtime, END)
+    assert done.dates_scored == [END.isoformat()] and done.series_scored > 0
+
+
+def _episode_set(runtime):
+    with runtime.warehouse.session() as wh:
+        return {(e.series_id, e.start_date, e.status, e.severity) for e in store.query_episodes(wh)}
+
+
+def test_partitioned_scoring_gives_the_same_episodes_as_one_invocation(cost_runtime, env, tmp_path):
+    _load_demo(cost_runtime, tmp_path / "one")
+    run_daily_scan(cost_runtime, END)
+    single = _episode_set(cost_runtime)
+    single_alerts = sorted(a["dedupe_key"] for a in _alerts(cost_runtime))
+    # the same data in another warehouse, scored with partitions of 25 series (60 resources -> 3 partitions)
+    for scope in ("cost-scan", "cost-alerts", "cost-partition"):
+        for row in list(cost_runtime.storage.query(IDEMPOTENCY, "PartitionKey eq @pk", pk=scope)):
+            cost_runtime.storage.delete(IDEMPOTENCY, scope, row["RowKey"])
+    settings = load_settings(
+        {**env, "WAREHOUSE_PATH": str(tmp_path / "wh2"), "COST_PARTITION_SIZE": "25"},
+        local_settings=tmp_path / "none.json",
+    )
+    partitioned = Runtime(settings)
+    _load_demo(partitioned, tmp_path / "two")
+    report = run_daily_scan(partitioned, END)
+    assert report.partitions >= 2
+    messages = partitioned.storage.receive(PARTITION_QUEUE, max_messages=32, visibility_timeout=5)
+    assert len(messages) == report.partitions
+    for message in messages:
+        handle_partition_message(partitioned, json.loads(message.text()))
+        handle_partition_message(partitioned, json.loads(message.text()))  # a redelivery is a no-op
+        partitioned.storage.ack(PARTITION_QUEUE, message)
+    assert _episode_set(partitioned) == single
+    assert sorted(a["dedupe_key"] for a in _alerts(partitioned)) == single_alerts
