@@ -79,3 +79,17 @@ def overall(checks: list[DependencyCheck]) -> str:
     if any(c.status == "warn" for c in checks):
         return "degraded"
     return "healthy"
+
+
+def check_alert_routes(settings: Settings) -> DependencyCheck:
+    """ALERT_ROUTES (+ TEAMS_DEFAULT_WEBHOOK_URL) parse and every webhook host is allowed (URLs never shown)."""
+    from shared.alerts.routing import load_routes
+
+    try:
+        routes = load_routes(settings)
+    except ValueFlowError as err:
+        return DependencyCheck("alert routes", "fail", err.detail)
+    return DependencyCheck("alert routes", "ok", f"{len(routes.squads)} squad route(s) and a default route")
+
+
+CONFIG_CHECKS.append(check_alert_routes)

@@ -108,6 +108,10 @@ class Alert:
         for name in ("correlation_id", "action", "summary", "created_at"):
             if name in d and d[name] is not None and not isinstance(d[name], str):
                 problems.append({"field": name, "problem": f"must be a string, got {type(d[name]).__name__}"})
+        for name, allowed in (("kind", KINDS), ("severity", SEVERITIES), ("action", ACTIONS)):
+            value = d.get(name)
+            if isinstance(value, str) and value not in allowed:
+                problems.append({"field": name, "problem": f"expected one of {', '.join(allowed)}; got {value!r}"})
         incident = d.get("incident")
         if incident is not None and not isinstance(incident, bool):
             problems.append({"field": "incident", "problem": "must be true, false or null"})
