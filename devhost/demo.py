@@ -20,6 +20,7 @@ from typing import Any
 from devhost.azurite import AzuriteError, start_azurite
 from devhost.demo_alerts import step_alerts
 from devhost.demo_approvals import step_approvals
+from devhost.demo_costs import step_costs
 from devhost.demo_policy import step_policy
 
 DEMO_DIR = Path(".valueflow/demo")
@@ -62,6 +63,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("Foundation: local host and dependencies", step_foundation),
     ("Approvals: critical anomaly round trip with a Logic App (dry-run)", step_approvals),
     ("Policy: event burst, coalesced remediation plan and escalations (dry-run)", step_policy),
+    ("Cost anomalies: export -> Event Grid ingest -> daily scan -> episodes", step_costs),
     ("Alerts: queue -> Teams cards and incidents (outbox), storm -> digest", step_alerts),
 ]
 

@@ -58,7 +58,7 @@ def demo_costs(
     picks = rng.choice(whole, size=4, replace=False)
     costs[picks[0], -1] = np.nanmedian(costs[picks[0], -15:]) + 36_000.0  # critical: +$1,500/hour
     costs[picks[1], -1] *= 4.0  # a spike
-    costs[picks[2], -3:] *= 2.5  # a level shift three days ago, still running
+    costs[picks[2], -1] *= 0.3  # a drop: recorded, never alerted
     costs[picks[3], -1] = np.nanmedian(costs[picks[3], -15:]) + 400.0
     start = end - timedelta(days=days - 1)
     rows: list[dict[str, Any]] = []
@@ -88,7 +88,9 @@ def demo_costs(
                     "x_SkuMeterName": meter,
                 }
             )
-    ids = [rows_id for rows_id in {r["ResourceId"] for r in rows} if rows_id.endswith(tuple(f"res-{p:04d}" for p in picks))]
+    ids = [
+        rows_id for rows_id in {r["ResourceId"] for r in rows} if rows_id.endswith(tuple(f"res-{p:04d}" for p in picks))
+    ]
     return pd.DataFrame(rows), sorted(ids)
 
 
@@ -225,8 +227,7 @@ def step_costs(ctx: Any) -> None:
     episodes = list_episodes(ctx.runtime, "open")
     ctx.summary.append(f"open episodes: {len(episodes)} (injected anomalies on {len(injected)} resources)")
     ctx.summary.extend("  " + line for line in format_episode_table(episodes).splitlines())
-    alerts = ctx.runtime.storage.peek("alerts", max_messages=32)
-    ctx.summary.append(f"alerts queued for delivery: {len(alerts)} (peeked)")
+    ctx.summary.append("alerts: one per episode opened, on queue `alerts` (alert_delivery -> outbox in the demo)")
     reports = Path(ctx.runtime.settings.state_dir) / "reports"
     with ctx.runtime.warehouse.session() as wh:
         for episode in (e for e in episodes if e["severity"] == "critical" and e["series_kind"] == "resource"):

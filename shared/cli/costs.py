@@ -187,9 +187,14 @@ def format_episode_table(episodes: list[dict[str, Any]]) -> str:
             series = f"{e['series_kind']}:{series}"
         lines.append(
             f"{e['episode_id']:<24} {series[:44]:<44} {(e['owner'] or '-')[:16]:<16} {e['expected']:>10,.2f} "
-            f"{e['cost']:>10,.2f} {e['excess_usd_per_hour']:>8,.2f} {e['severity']:<8} {e.get('top_cause', '')[:60]}"
+            f"{e['cost']:>10,.2f} {e['excess_usd_per_hour']:>8,.2f} {e['severity']:<8} {_short_cause(e.get('top_cause', ''))[:60]}"
         )
     return "\n".join(lines)
+
+
+def _short_cause(cause: str) -> str:
+    # a resource id as cause reads better by its name
+    return cause.split(" ", 1)[0].rsplit("/", 1)[-1] + (" " + cause.split(" ", 1)[1] if " " in cause else "")
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:

@@ -185,13 +185,14 @@ def handle_export_event(runtime: Runtime, event_type: str, data: dict[str, Any])
     raises TransientUpstreamError so that Event Grid retries later."""
     from shared.costs.ingest import CostExportError
     from shared.errors import TransientUpstreamError
-    from shared.idempotency import IdempotencyStore
+    from shared.idempotency import IdempotencyStore, idempotency_key
 
     url = str(data.get("url") or "")
     runs = IdempotencyStore(
         runtime.storage, "cost-export", expires_after=timedelta(days=60), lease=timedelta(minutes=10)
     )
-    claim = runs.claim(url or "(no url)")
+    key = idempotency_key("cost-export", url)  # a URL has '/' that a table RowKey may not
+    claim = runs.claim(key)
     if claim.status == "completed":
         return {"url": url, "status": "duplicate", "earlier": claim.result}
     if claim.status == "in_progress":
@@ -202,7 +203,7 @@ def handle_export_event(runtime: Runtime, event_type: str, data: dict[str, Any])
         log.error("cost export run rejected: %s", err.detail, extra={"url": url, "problems": err.errors})
         result = {"url": url, "status": "rejected", "detail": err.detail, "problems": err.errors}
     except BaseException:
-        runs.release(url or "(no url)")
+        runs.release(key)
         raise
-    runs.complete(url or "(no url)", result)
+    runs.complete(key, result)
     return result
