@@ -15,18 +15,23 @@ from tests.fixtures.alerts.fakes import FakeServiceNow, FakeTeams, start_server
 CARD = {"type": "message", "attachments": []}
 
 
-@pytest.fixture
-def teams():
-    server = start_server()
-    yield FakeTeams(server).install()
-    server.stop()
+@pytest.fixture(scope="module")
+def server():
+    srv = start_server()  # one server for the module: stopping one takes half a second
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture
-def servicenow():
-    server = start_server()
-    yield FakeServiceNow(server).install()
-    server.stop()
+def teams(server):
+    server.clear()
+    return FakeTeams(server).install()
+
+
+@pytest.fixture
+def servicenow(server):
+    server.clear()
+    return FakeServiceNow(server).install()
 
 
 def _client(**kw) -> TeamsWebhook:

@@ -138,8 +138,8 @@ def test_on_azurite_replays_and_redeliveries_deliver_each_alert_once(env, tmp_pa
     _flaky(teams, sn)
     store = runtime.storage
     delivery = _delivery(env, tmp_path, teams, sn, store)
-    _replay_three_times(delivery, _alerts(60), lambda: _drain(delivery, store))
-    _assert_each_delivered_once(teams, sn, 60)
+    _replay_three_times(delivery, _alerts(30), lambda: _drain(delivery, store))
+    _assert_each_delivered_once(teams, sn, 30)
     assert store.queue_length(POISON) == 0
 
 
