@@ -37,6 +37,7 @@ from shared.alerts.storm import DIGEST, StormGate, StormWindow
 from shared.errors import (
     BadInputError,
     ForbiddenActionError,
+    StorageError,
     TransientUpstreamError,
     UpstreamAuthError,
     UpstreamError,
@@ -186,6 +187,8 @@ class AlertDelivery:
                 result = (
                     self.teams_channel(alert, route) if channel == "teams" else self.servicenow_channel(alert, route)
                 )
+            except StorageError:
+                raise  # our own state is unreachable: let the host redeliver (the records make that safe)
             except TransientUpstreamError as err:
                 result = ChannelResult(channel, "retry", err.detail, err.retry_after)
             except (UpstreamError, ForbiddenActionError) as err:
@@ -308,6 +311,8 @@ class AlertDelivery:
                 result = ChannelResult("teams", "skipped", "no alert held back in this window")
             else:
                 result = self._once(idempotency_key("digest", window.partition, "teams"), "teams", post)
+        except StorageError:
+            raise
         except TransientUpstreamError as err:
             result = ChannelResult("teams", "retry", err.detail, err.retry_after)
         except (UpstreamError, ForbiddenActionError) as err:

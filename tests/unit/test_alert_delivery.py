@@ -223,3 +223,17 @@ def test_enqueue_alert_validates_at_the_producer():
     assert message["alert"]["dedupe_key"] == "cost:vm-payments-01:2025-01-31"
     with pytest.raises(BadInputError):
         enqueue_alert(store, {"kind": "cost_anomaly"})  # type: ignore[arg-type]
+
+
+def test_unreachable_state_storage_raises_so_the_host_redelivers_instead_of_poisoning(make):
+    from shared.errors import StorageError
+
+    delivery, store = make()
+
+    def broken(*args, **kwargs):
+        raise StorageError("storage unreachable")
+
+    store.get = broken  # type: ignore[method-assign]
+    with pytest.raises(StorageError):
+        delivery.handle(alert_message(_alert()))
+    assert store.take(POISON) == []
