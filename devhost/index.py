@@ -7,6 +7,7 @@ from the function's own trigger binding.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,10 +64,20 @@ class FunctionInfo:
         return self.trigger_type == "httpTrigger"
 
 
+_built: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def list_functions(app: Any) -> list[Any]:
+    """`app.get_functions()`, built once per app: a second call raises a duplicate-name error in azure-functions."""
+    if app not in _built:
+        _built[app] = app.get_functions()
+    return _built[app]
+
+
 def index_app(app: Any) -> dict[str, FunctionInfo]:
     """Every function of an azure.functions app, by name (case-insensitive lookups use `.lower()`)."""
     out: dict[str, FunctionInfo] = {}
-    for fn in app.get_functions():
+    for fn in list_functions(app):
         trigger = fn.get_trigger()
         ttype = trigger.get_binding_name()
         binding = {k: v for k, v in vars(trigger).items() if not k.startswith("_") and k != "init_params"}

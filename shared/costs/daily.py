@@ -41,7 +41,7 @@ from shared.costs.episodes import (
 from shared.costs.freshness import TRAILING_DAYS, check_freshness
 from shared.costs.ingest import series_bucket
 from shared.costs.scoring import ScoringConfig, score_day, top_contributors
-from shared.errors import BadInputError, NotFoundError
+from shared.errors import BadInputError, NotFoundError, ValueFlowError
 from shared.idempotency import IdempotencyStore
 from shared.observability import correlation_id
 from shared.runtime import Runtime
@@ -356,15 +356,17 @@ def enqueue(runtime: Runtime, fields: dict[str, Any]) -> None:
 
 
 def request_approval(runtime: Runtime, episode: CostEpisode) -> bool:
-    """Hook for issue 6: ask the approval Logic App about a critical episode. Returns True when requested.
+    """Ask the approval Logic App about a critical episode (once per episode). True when it was asked.
 
-    Not implemented here: logs and returns False (a no-op while APPROVAL_LOGIC_APP_URL is empty)."""
-    if not runtime.settings.approval_logic_app_url:
-        log.info("approval not requested: APPROVAL_LOGIC_APP_URL is empty", extra={"episode_id": episode.episode_id})
+    A Logic App outage must not stop the scan: the squad already has the critical alert (and incident),
+    so a failure is logged and the approval can still be decided directly at /api/approvals/{id}/decision."""
+    from shared.approvals.requests import request_approval as ask_logic_app
+
+    try:
+        return ask_logic_app(runtime, episode).state == "requested"
+    except ValueFlowError as err:
+        log.error("approval request failed: %s", err.detail, extra={"episode_id": episode.episode_id})
         return False
-    log.warning("approval request for critical cost episodes is not implemented yet (issue 6)",
-                extra={"episode_id": episode.episode_id})  # fmt: skip
-    return False
 
 
 # -- operational state: episode mirror, feedback, suppressions ------------------------------------------------

@@ -114,9 +114,10 @@ class AppFunction:
 @cache
 def app_functions() -> dict[str, AppFunction]:
     import function_app
+    from devhost.index import list_functions
 
     out = {}
-    for fn in function_app.app.get_functions():
+    for fn in list_functions(function_app.app):
         trigger = fn.get_trigger().get_dict_repr()
         out[fn.get_function_name()] = AppFunction(fn.get_function_name(), trigger["type"], trigger)
     assert out, "function_app.app registers no function"

@@ -13,9 +13,10 @@ from shared.errors import BadInputError
 
 def _http_functions():
     import function_app
+    from devhost.index import list_functions
 
     out = {}
-    for fn in function_app.app.get_functions():
+    for fn in list_functions(function_app.app):
         trigger = fn.get_trigger().get_dict_repr()
         if trigger["type"] == "httpTrigger":
             out[fn.get_function_name()] = trigger
