@@ -4,6 +4,7 @@ import copy
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from werkzeug import Request, Response
@@ -22,8 +23,11 @@ class RecordingArm:
 
     def __init__(self):
         self.puts = []
+        self.broken = False
 
     def __call__(self, request: Request) -> Response:
+        if self.broken and request.path.endswith("/queryResults"):  # a 400 is never retried by the client
+            return _json({"error": {"code": "InvalidQuery", "message": "broken on purpose"}}, 400)
         if request.path.endswith("/queryResults"):
             return _json({"value": [{"policyDefinitionAction": "deployIfNotExists"}]})
         if "/remediations/" in request.path and request.method == "PUT":
@@ -71,6 +75,7 @@ def policy_host(env, tmp_path, httpserver):
     host = start_host(host_env, tmp_path / "host.log", extra=["--host-json", str(host_json)])
     host.arm = arm
     host.store = store
+    host.outbox = Path(env["OUTBOX_DIR"])
     yield host
     stop_host(host)
 
@@ -132,3 +137,19 @@ def test_event_burst_through_the_local_host_becomes_one_remediation_put(policy_h
     # AND a second watch creates nothing new (the task is running)
     host.request("POST", "/admin/functions/remediation_watch", {"input": ""})
     assert len(host.arm.puts) == 1
+
+    # WHEN a work item fails on every attempt (ARM refuses the policy states query)
+    host.arm.broken = True
+    doomed = copy.deepcopy(burst(1, 1)[0])
+    doomed["id"] = "e2e-doomed"
+    doomed["data"]["policyAssignmentId"] = doomed["data"]["policyAssignmentId"].replace("storage-", "doomed-")
+    assert host.request("POST", WEBHOOK, [doomed], headers={"aeg-event-type": "Notification"})[0] == 200
+    # THEN after maxDequeueCount attempts it lands in policy-work-poison, counted (and alerted)
+    assert wait_for(lambda: host.store.queue_length("policy-work-poison") >= 1), host.log()[-3000:]
+    counters = {r["RowKey"]: r["Count"] for r in host.store.query("policystate", "PartitionKey eq @pk", pk="counter")}
+    assert counters.get("poison-work-items") == 1
+
+    def poison_alert_delivered():
+        return any("policy-work-poison" in f.read_text() for f in host.outbox.rglob("*.json"))
+
+    assert wait_for(poison_alert_delivered), "the poison alert reached no channel (outbox)"
