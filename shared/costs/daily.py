@@ -37,11 +37,13 @@ from shared.costs.episodes import (
     anomaly_alert_fields,
     apply_feedback,
     data_late_alert_fields,
+    is_explained,
 )
 from shared.costs.freshness import TRAILING_DAYS, check_freshness
 from shared.costs.ingest import series_bucket
 from shared.costs.scoring import ScoringConfig, score_day, top_contributors
 from shared.errors import BadInputError, NotFoundError, ValueFlowError
+from shared.idempotency import TABLE as IDEMPOTENCY_TABLE
 from shared.idempotency import IdempotencyStore
 from shared.observability import correlation_id
 from shared.runtime import Runtime
@@ -70,6 +72,7 @@ class ScanReport:
     anomalies: int = 0
     events: dict[str, int] = field(default_factory=dict)
     alerts_sent: int = 0
+    alerts_muted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -78,6 +81,7 @@ class ScanReport:
         self.series_scored += other.series_scored
         self.anomalies += other.anomalies
         self.alerts_sent += other.alerts_sent
+        self.alerts_muted += other.alerts_muted
         for k, v in other.events.items():
             self.events[k] = self.events.get(k, 0) + v
 
@@ -151,13 +155,8 @@ def run_daily_scan(runtime: Runtime, day: date | None = None, *, now: datetime |
                 )
         else:
             report.add(score_partition(runtime, pending, 0, 1))
-        for d in pending:
-            changed: list[CostEpisode] = []
-            for kind in store.AGGREGATE_KINDS:
-                scored, kind_changed = _score_kind(runtime, kind, d, 0, 1)
-                report.add(scored)
-                changed.extend(kind_changed)
-            _save_episodes(runtime, changed)
+            report.add(score_aggregates(runtime, pending))
+        # partitioned: the worker that completes the last partition scores the aggregates (fan-in)
     except BaseException:
         for d in pending:
             scans.release(d.isoformat())
@@ -197,6 +196,57 @@ def handle_partition_message(runtime: Runtime, body: dict[str, Any]) -> ScanRepo
         idem.release(key)
         raise
     idem.complete(key, {"series": report.series_scored, "anomalies": report.anomalies})
+    if _all_partitions_done(runtime, dates, parts):
+        report.add(_aggregates_once(runtime, dates, parts))
+    return report
+
+
+def _partition_prefix(dates: list[date]) -> str:
+    return f"{dates[0]}..{dates[-1]}:"
+
+
+def _all_partitions_done(runtime: Runtime, dates: list[date], parts: int) -> bool:
+    prefix = _partition_prefix(dates)
+    rows = runtime.storage.query(
+        IDEMPOTENCY_TABLE,
+        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+        pk="cost-partition",
+        lo=prefix,
+        hi=prefix + "~",
+    )
+    done = {r["RowKey"] for r in rows if r.get("Status") == "COMPLETED" and r["RowKey"].endswith(f"-of-{parts}")}
+    return len(done) >= parts
+
+
+def _aggregates_once(runtime: Runtime, dates: list[date], parts: int) -> ScanReport:
+    """Score the aggregates of a partitioned scan once, whichever worker finished last (or both at once)."""
+    idem = IdempotencyStore(runtime.storage, "cost-aggregates", lease=timedelta(minutes=15))
+    key = f"{_partition_prefix(dates)}{parts}"
+    if idem.claim(key).status != "new":
+        return ScanReport()
+    try:
+        report = score_aggregates(runtime, dates)
+    except BaseException:
+        idem.release(key)
+        raise
+    idem.complete(key, {"anomalies": report.anomalies})
+    now = datetime.now(UTC)
+    with runtime.warehouse.session() as wh:
+        for d in dates:
+            store.record_job_run(wh, JOB, d.isoformat(), now, "completed", {**report.as_dict(), "date": d.isoformat()})
+    return report
+
+
+def score_aggregates(runtime: Runtime, dates: Iterable[date]) -> ScanReport:
+    """Score the squad, subscription and service totals of each date, after all its resources were scored.
+
+    Kind by kind, so that each sees the episodes saved before it (one cause, one alert)."""
+    report = ScanReport()
+    for d in dates:
+        for kind in store.AGGREGATE_KINDS:
+            scored, changed = _score_kind(runtime, kind, d, 0, 1)
+            report.add(scored)
+            _save_episodes(runtime, changed)
     return report
 
 
@@ -267,9 +317,13 @@ def _score_kind(runtime: Runtime, kind: str, day: date, part: int, parts: int) -
         if event is not None:
             events.append(event)
 
+    explained = _explained_members(runtime, kind, start, day) if kind != "resource" and events else set()
     # alerts first (each once), then the MERGE: a crash between them replays the same events, already sent
     for event in events:
         report.events[event.action] = report.events.get(event.action, 0) + 1
+        if _mute(runtime, event, explained):
+            report.alerts_muted += 1
+            continue
         report.alerts_sent += _send_alert(runtime, event.key, anomaly_alert_fields(event, correlation_id()))
         if event.episode.severity == "critical" and event.action in ("open", "update"):
             request_approval(runtime, event.episode)
@@ -284,6 +338,35 @@ def _save_episodes(runtime: Runtime, changed: list[CostEpisode]) -> None:
         store.merge_episodes(wh, changed)
     for episode in changed:
         _mirror(runtime, episode)
+
+
+def _explained_members(runtime: Runtime, kind: str, start: date, day: date) -> set[str]:
+    """Resources whose growth already reached their squad: their own open episode, or (for subscription
+    and service totals) an open episode of their squad's total."""
+    with runtime.warehouse.session() as wh:
+        members = set(store.open_episodes(wh, "resource"))
+        if kind in ("subscription", "service"):
+            squads = set(store.open_episodes(wh, "owner"))
+            if squads:
+                attributes = store.resource_attributes(wh, start, day)
+                members |= {r for r, a in attributes.items() if (a.get("owner") or store.UNOWNED) in squads}
+    return members
+
+
+def _mute(runtime: Runtime, event: EpisodeEvent, explained: set[str]) -> bool:
+    """Hold back an aggregate's alert that would repeat alerts its members already raised (one cause, one alert).
+
+    Its resolve is held back too when its open alert never went out."""
+    episode = event.episode
+    if episode.series_kind == "resource":
+        return False
+    if event.action in ("open", "update"):
+        return is_explained(episode, explained)
+    sent = any(
+        runtime.storage.get(IDEMPOTENCY_TABLE, "cost-alerts", f"{episode.episode_id}:open:{severity}")
+        for severity in ("warning", "critical")
+    )
+    return not sent
 
 
 def _absent_day(series_id: str, kind: str, day: date, owner: str) -> SeriesDay:

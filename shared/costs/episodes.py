@@ -296,3 +296,24 @@ def data_late_alert_fields(day: date, detail: str, correlation_id: str = "") -> 
 
 def _pct(value: float) -> str:
     return "new" if value == float("inf") or value > 1e6 else f"{value:,.0f}%"
+
+
+EXPLAINED_SHARE = 0.6
+
+
+def explained_share(contributors: tuple[Contributor, ...], excess_usd_per_day: float, explained: set[str]) -> float:
+    """Part of an aggregate's excess that members already alerted on their own account for (0..1).
+
+    `contributors` are (member id, increase $, share); `explained` the member ids with their own open
+    episode (a resource, or a resource of a squad whose aggregate already alerted)."""
+    if excess_usd_per_day <= 0:
+        return 0.0
+    covered = sum(max(increase, 0.0) for member, increase, _ in contributors if member in explained)
+    return min(covered / excess_usd_per_day, 1.0)
+
+
+def is_explained(episode: CostEpisode, explained: set[str]) -> bool:
+    """An aggregate anomaly whose growth is mostly that of already-alerted members: one cause, one alert."""
+    return episode.series_kind != "resource" and (
+        explained_share(episode.contributors, episode.excess_usd_per_day, explained) >= EXPLAINED_SHARE
+    )

@@ -38,7 +38,7 @@ def _drain(runtime, queue):
 @pytest.fixture
 def cost_runtime(runtime):
     """The runtime with the cost scopes of the shared Azurite emptied (each test has its own warehouse)."""
-    for scope in ("cost-scan", "cost-alerts", "cost-partition", "cost-export"):
+    for scope in ("cost-scan", "cost-alerts", "cost-partition", "cost-aggregates", "cost-export"):
         for row in list(runtime.storage.query(IDEMPOTENCY, "PartitionKey eq @pk", pk=scope)):
             runtime.storage.delete(IDEMPOTENCY, scope, row["RowKey"])
     for row in list(runtime.storage.query("episodes")):
@@ -220,7 +220,7 @@ def test_partitioned_scoring_gives_the_same_episodes_as_one_invocation(cost_runt
     single = _episode_set(cost_runtime)
     single_alerts = sorted(a["dedupe_key"] for a in _alerts(cost_runtime))
     # the same data in another warehouse, scored with partitions of 25 series (60 resources -> 3 partitions)
-    for scope in ("cost-scan", "cost-alerts", "cost-partition"):
+    for scope in ("cost-scan", "cost-alerts", "cost-partition", "cost-aggregates"):
         for row in list(cost_runtime.storage.query(IDEMPOTENCY, "PartitionKey eq @pk", pk=scope)):
             cost_runtime.storage.delete(IDEMPOTENCY, scope, row["RowKey"])
     settings = load_settings(
@@ -239,3 +239,58 @@ def test_partitioned_scoring_gives_the_same_episodes_as_one_invocation(cost_runt
         partitioned.storage.ack(PARTITION_QUEUE, message)
     assert _episode_set(partitioned) == single
     assert sorted(a["dedupe_key"] for a in _alerts(partitioned)) == single_alerts
+
+
+# -- one cause, one alert ------------------------------------------------------------------------------------
+
+
+def _steady_frame(end: date, squads: dict[str, list[float]], last_day: dict[str, float]) -> "pd.DataFrame":
+    """60 quiet days of FOCUS rows: squad -> daily cost of each of its resources; `last_day` overrides by name."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for squad, levels in squads.items():
+        for n, level in enumerate(levels):
+            name = f"{squad}-vm{n}"
+            rid = f"/subscriptions/00000000-0000-4000-8000-000000000001/resourcegroups/rg-{squad}/providers/microsoft.compute/virtualmachines/{name}"
+            for back in range(60):
+                day = end - timedelta(days=back)
+                cost = last_day.get(name, level) if back == 0 else level * (1 + rng.normal(0, 0.01))
+                rows.append({
+                    "BilledCost": round(cost, 4), "BillingCurrency": "USD", "ChargeCategory": "Usage",
+                    "ChargePeriodEnd": f"{day + timedelta(days=1)}T00:00:00Z", "ChargePeriodStart": f"{day}T00:00:00Z",
+                    "EffectiveCost": round(cost, 4), "ResourceId": rid, "ResourceName": name,
+                    "ServiceName": "Virtual Machines", "SubAccountId": "00000000-0000-4000-8000-000000000001",
+                    "SubAccountName": "sub", "Tags": json.dumps({"owner": squad}), "x_ResourceGroupName": f"rg-{squad}",
+                })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_one_resource_spike_raises_one_alert_not_one_per_total_it_moves(cost_runtime, tmp_path):
+    # GIVEN squad-a whose vm0 jumps by $600/day, and squad-b whose ten VMs each grow $9 (under the $10
+    # resource gate) so that only the squad total shows the $90 increase
+    end = date(2026, 10, 20)
+    frame = _steady_frame(
+        end,
+        {"squad-a": [100.0, 50.0], "squad-b": [40.0] * 10},
+        {"squad-a-vm0": 700.0, **{f"squad-b-vm{n}": 49.0 for n in range(10)}},
+    )
+    root = tmp_path / "export"
+    for run in export_runs(frame):
+        for name, data in run.blobs:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+    ingest_paths(cost_runtime, [str(root)])
+    # WHEN the daily job scores the last day
+    report = run_daily_scan(cost_runtime, end)
+    alerts = _alerts(cost_runtime)
+    # THEN squad-a gets the vm0 alert only: its squad, subscription and service totals moved because of
+    # vm0 and say nothing new; squad-b gets its squad-total alert, which no resource alert explains
+    subjects = sorted(a["resource_id"].rsplit("/", 1)[-1] for a in alerts)
+    assert subjects == ["owner:squad-b", "squad-a-vm0"], alerts
+    assert report.alerts_muted >= 2
+    # and the held-back totals are still recorded as episodes for the API and the demo table
+    kinds = {e["series_kind"] for e in list_episodes(cost_runtime, "open")}
+    assert {"resource", "owner"} <= kinds

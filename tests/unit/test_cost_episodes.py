@@ -124,3 +124,14 @@ def test_freshness_total_far_below_the_same_weekday_is_late_but_a_cheap_weekend_
 def test_freshness_without_any_data_is_no_data_and_short_history_is_accepted():
     assert check_freshness(D0, {}).status == "no_data"
     assert check_freshness(D0, {**_stats(3), D0: (5, 10.0)}).complete
+
+
+def test_aggregate_growth_mostly_from_alerted_members_is_explained():
+    from shared.costs.episodes import explained_share
+
+    contributors = (("vm-a", 600.0, 0.9), ("vm-b", 60.0, 0.09), ("vm-c", 6.0, 0.01))
+    assert explained_share(contributors, 666.0, {"vm-a"}) == pytest.approx(600 / 666)
+    assert explained_share(contributors, 666.0, set()) == 0.0
+    # a decrease or no excess explains nothing, and shares never exceed the whole
+    assert explained_share(contributors, 0.0, {"vm-a"}) == 0.0
+    assert explained_share(contributors, 100.0, {"vm-a", "vm-b"}) == 1.0
