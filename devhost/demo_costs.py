@@ -180,6 +180,23 @@ def upload_and_announce(ctx: Any, runs: list[DemoExport]) -> list[tuple[int, Any
     return answers
 
 
+def wait_for_runs(ctx: Any, expected: int, timeout: float = 180.0) -> int:
+    """Wait until the ingest worker has loaded `expected` export runs; returns how many it loaded."""
+    import time
+
+    from shared.costs import store
+
+    deadline = time.monotonic() + timeout
+    loaded = 0
+    while time.monotonic() < deadline:
+        with ctx.runtime.warehouse.session() as wh:
+            loaded = len(store.export_runs(wh))
+        if loaded >= expected:
+            break
+        time.sleep(0.5)
+    return loaded
+
+
 def chart_episode(episode: dict[str, Any], history: pd.DataFrame, band: tuple[float, float], out: Path) -> Path:
     """A PNG of a series' daily cost with the expected band on the anomaly day (matplotlib, Agg backend)."""
     import matplotlib
@@ -222,6 +239,8 @@ def step_costs(ctx: Any) -> None:
         f"({len(frame)} rows) in {len(runs)} monthly runs; BlobCreated -> cost_export_ingest: "
         f"{len(answers) - len(failed)} ok, {len(failed)} failed"
     )
+    loaded = wait_for_runs(ctx, len(runs))
+    ctx.summary.append(f"cost_ingest_worker (queue cost-ingest) loaded {loaded} of {len(runs)} runs")
     status, body = ctx.call("POST", "/admin/functions/cost_daily_scan", {"input": ""})
     ctx.summary.append(f"cost_daily_scan via admin API: HTTP {status} {body.get('status') if body else ''}")
     episodes = list_episodes(ctx.runtime, "open")

@@ -1,4 +1,5 @@
-"""Cost anomalies: export ingestion (Event Grid), the daily scan (timer) and its partition worker (queue)."""
+"""Cost anomalies: export ingestion (Event Grid, then a queue worker), the daily scan (timer) and its
+partition worker (queue)."""
 
 import json
 import logging
@@ -6,7 +7,7 @@ import logging
 import azure.functions as func
 
 from shared.costs.daily import PARTITION_QUEUE, handle_partition_message, run_daily_scan
-from shared.costs.loader import handle_export_event
+from shared.costs.loader import INGEST_QUEUE, accept_export_event, handle_export_event
 from shared.errors import BadInputError
 from shared.observability import invocation
 from shared.runtime import get_runtime
@@ -18,10 +19,23 @@ log = logging.getLogger(__name__)
 @bp.function_name("cost_export_ingest")
 @bp.event_grid_trigger(arg_name="event")
 def cost_export_ingest(event: func.EventGridEvent) -> None:
-    # BlobCreated of a Cost Management export manifest: load the run it describes (idempotent per run)
+    # BlobCreated of a Cost Management export manifest: queue it (Event Grid waits 30 s at most)
     with invocation("cost_export_ingest", event.id):
-        result = handle_export_event(get_runtime(), event.event_type, event.get_json() or {})
+        result = accept_export_event(get_runtime(), event.event_type, event.get_json() or {})
         log.info("cost export event handled", extra={"event_id": event.id, "result": result})
+
+
+@bp.function_name("cost_ingest_worker")
+@bp.queue_trigger(arg_name="msg", queue_name=INGEST_QUEUE, connection="AzureWebJobsStorage")
+def cost_ingest_worker(msg: func.QueueMessage) -> None:
+    # load the run the manifest describes: idempotent per manifest, all-or-nothing per run
+    with invocation("cost_ingest_worker", msg.id):
+        try:
+            body = json.loads(msg.get_body())
+        except ValueError as exc:
+            raise BadInputError(f"cost ingest message {msg.id} is not JSON") from exc
+        result = handle_export_event(get_runtime(), body.get("event_type", ""), body.get("data") or {})
+        log.info("cost export run handled", extra={"message_id": msg.id, "result": result})
 
 
 @bp.function_name("cost_daily_scan")

@@ -1,6 +1,6 @@
 locals {
   # Names the code uses (shared/ adapters and function bindings); the wiring test checks them.
-  app_queues     = ["alerts", "policy-work", "cost-partitions", "approval-actions"]
+  app_queues     = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions"]
   app_tables     = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms"]
   app_containers = ["reports", "eventgrid-deadletter"]
 

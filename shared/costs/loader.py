@@ -34,6 +34,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+INGEST_QUEUE = "cost-ingest"
 
 
 def tag_keys(settings: Settings) -> TagKeys:
@@ -179,6 +180,25 @@ def _load(runtime: Runtime, run: ExportRun, source: str) -> IngestResult:
     return IngestResult(source, outcome, parsed.schema, parsed.rows_read, warnings=parsed.warnings)
 
 
+def accept_export_event(runtime: Runtime, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Event Grid entry, answered within milliseconds: queue the manifest for `cost_ingest_worker`.
+
+    Event Grid retries anything slower than 30 s, and a large export takes longer to load. Events that
+    announce no manifest, or carry no blob URL, are acknowledged and logged (a retry would not fix them)."""
+    url = str(data.get("url") or "")
+    if event_type != BLOB_CREATED:
+        return {"url": url, "status": "skipped", "reason": f"event type {event_type} is not {BLOB_CREATED}"}
+    try:
+        ref = parse_blob_url(url)
+    except BadInputError as err:
+        log.warning("cost export event ignored: %s", err.detail)
+        return {"url": url, "status": "ignored", "reason": err.detail}
+    if PurePosixPath(ref.name).name.lower() != "manifest.json":
+        return {"url": url, "status": "skipped", "reason": "not a manifest.json blob"}
+    runtime.storage.send(INGEST_QUEUE, {"event_type": event_type, "data": {"url": url}})
+    return {"url": url, "status": "queued"}
+
+
 def handle_export_event(runtime: Runtime, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     """Event Grid entry: load the run once per manifest URL. A broken run is rejected for good (logged with
     every file/line problem, not retried: the files will not change); a run being loaded by another invocation
@@ -202,8 +222,31 @@ def handle_export_event(runtime: Runtime, event_type: str, data: dict[str, Any])
     except CostExportError as err:
         log.error("cost export run rejected: %s", err.detail, extra={"url": url, "problems": err.errors})
         result = {"url": url, "status": "rejected", "detail": err.detail, "problems": err.errors}
+        _alert_rejected_run(runtime, key, url, err)
     except BaseException:
         runs.release(key)
         raise
     runs.complete(key, result)
     return result
+
+
+def _alert_rejected_run(runtime: Runtime, key: str, url: str, err: Any) -> None:
+    """A rejected run leaves its period unscored until a good re-export: tell the platform team once."""
+    from shared.alerts.delivery import enqueue_alert
+    from shared.alerts.model import Alert
+
+    problems = tuple((f"{p.get('file', '')}:{p.get('line', '')}", str(p.get("problem", ""))) for p in err.errors[:10])
+    enqueue_alert(
+        runtime.storage,
+        Alert(
+            kind="cost_data_late",
+            severity="warning",
+            title="Cost export run rejected: nothing of it was loaded",
+            resource_id="cost-data",
+            owner="",
+            facts=(("Manifest", url.split("?")[0]), *problems),
+            links=(),
+            dedupe_key=f"cost-export-rejected:{key}",
+            summary=f"{err.detail}. Earlier data is intact; the period is scored again once a good run lands.",
+        ),
+    )

@@ -19,13 +19,21 @@ def cost_host(env, tmp_path):
     for scope in ("cost-scan", "cost-alerts", "cost-partition", "cost-export"):
         for row in list(store.query(IDEMPOTENCY, "PartitionKey eq @pk", pk=scope)):
             store.delete(IDEMPOTENCY, scope, row["RowKey"])
-    while batch := store.receive("alerts", max_messages=32, visibility_timeout=1):
-        for message in batch:
-            store.ack("alerts", message)
+    for queue in ("alerts", "cost-ingest"):
+        _drain(store, queue)
     # no schedules: the queue poller would deliver (and remove) the alerts this test wants to read
     host = start_host(env, tmp_path / "host.log", extra=["--no-schedules"])
     yield host, store
     stop_host(host)
+
+
+def _drain(store, queue):
+    out = []
+    while batch := store.receive(queue, max_messages=32, visibility_timeout=1):
+        for message in batch:
+            out.append(message.text())
+            store.ack(queue, message)
+    return out
 
 
 def test_blob_created_event_loads_the_export_and_the_timer_queues_alerts(cost_host):
@@ -50,6 +58,12 @@ def test_blob_created_event_loads_the_export_and_the_timer_queues_alerts(cost_ho
     # a redelivery of the same event is acknowledged and loads nothing twice
     status, _, _ = host.request("POST", "/runtime/webhooks/eventgrid?functionName=cost_export_ingest", events[-1:])
     assert status == 200
+    # THEN each manifest is queued for the ingest worker (the data part is not), which loads it once
+    queued = _drain(store, "cost-ingest")
+    assert len(queued) == len(runs) + 1
+    for body_text in queued:
+        status, _, body = host.request("POST", "/admin/functions/cost_ingest_worker", {"input": body_text})
+        assert status == 202, host.log()[-3000:]
     # THEN the timer, invoked through the admin API, scores yesterday and queues the alerts
     status, _, body = host.request("POST", "/admin/functions/cost_daily_scan", {"input": ""})
     assert status == 202 and body["status"] == "completed", host.log()[-3000:]

@@ -294,3 +294,37 @@ def test_one_resource_spike_raises_one_alert_not_one_per_total_it_moves(cost_run
     # and the held-back totals are still recorded as episodes for the API and the demo table
     kinds = {e["series_kind"] for e in list_episodes(cost_runtime, "open")}
     assert {"resource", "owner"} <= kinds
+
+
+def test_a_rejected_export_run_from_event_grid_alerts_once_and_loads_nothing(cost_runtime, tmp_path):
+    from shared.costs.loader import BLOB_CREATED, INGEST_QUEUE, accept_export_event, handle_export_event
+
+    # GIVEN a run whose second part has a non-numeric cost, uploaded as Cost Management writes it
+    folder = _write_run(
+        tmp_path, "run-bad", {NOV[0]: "10.00"}, "2026-11-02T06:00:00Z", extra_file=f"{HEADER}\n{_row(NOV[1], 'abc')}\n"
+    )
+    base = cost_runtime.storage._blobs.url.rstrip("/")
+    for path in folder.iterdir():
+        cost_runtime.storage.put_blob("cost-exports", str(path.relative_to(tmp_path)), path.read_bytes())
+    url = f"{base}/cost-exports/{(folder / 'manifest.json').relative_to(tmp_path)}"
+    _drain(cost_runtime, INGEST_QUEUE)
+    # WHEN Event Grid announces the manifest: the trigger only queues it
+    assert accept_export_event(cost_runtime, BLOB_CREATED, {"url": url})["status"] == "queued"
+    assert (
+        accept_export_event(cost_runtime, BLOB_CREATED, {"url": url.replace("manifest.json", "part_0_0001.csv")})[
+            "status"
+        ]
+        == "skipped"
+    )
+    queued = cost_runtime.storage.receive(INGEST_QUEUE, max_messages=8)
+    assert len(queued) == 1
+    # AND the worker loads it, twice (a redelivery)
+    body = json.loads(queued[0].text())
+    first = handle_export_event(cost_runtime, body["event_type"], body["data"])
+    again = handle_export_event(cost_runtime, body["event_type"], body["data"])
+    # THEN nothing is loaded, the platform team gets one alert naming file and line, the retry is a no-op
+    assert first["status"] == "rejected" and again["status"] == "duplicate"
+    assert _usage(cost_runtime) == {}
+    alerts = _alerts(cost_runtime)
+    assert [a["kind"] for a in alerts] == ["cost_data_late"]
+    assert any("part_0_0002.csv:2" in name for name, _ in alerts[0]["facts"])
