@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from shared.errors import ValueFlowError
-from shared.settings import Settings
+from shared.settings import Settings, is_loopback_host
 
 
 @dataclass(frozen=True)
@@ -93,3 +93,21 @@ def check_alert_routes(settings: Settings) -> DependencyCheck:
 
 
 CONFIG_CHECKS.append(check_alert_routes)
+
+
+def check_policy_remediation(runtime: Any) -> DependencyCheck:
+    """Policy remediation: mode, ARM credential, and work items stuck in policy-work-poison."""
+    from shared.policy.worker import POISON_QUEUE
+
+    s = runtime.settings
+    loopback = is_loopback_host(urlparse(s.arm_endpoint).hostname)
+    cred = "static dev credential (loopback)" if loopback else "DefaultAzureCredential"
+    try:
+        poisoned = runtime.storage.queue_length(POISON_QUEUE)
+    except ValueFlowError as err:
+        return DependencyCheck("policy", "fail", err.detail)
+    detail = f"REMEDIATION_MODE={s.remediation_mode}, ARM {s.arm_endpoint} with {cred}, {poisoned} poison work item(s)"
+    return DependencyCheck("policy", "warn" if poisoned else "ok", detail)
+
+
+LIVE_CHECKS.append(check_policy_remediation)
