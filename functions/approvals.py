@@ -19,7 +19,7 @@ from shared.approvals.anomalies import give_feedback, list_anomalies
 from shared.approvals.arm_client import arm_for
 from shared.approvals.http import Answer, answer_once, request_key
 from shared.approvals.notify import enqueue, incident_alert
-from shared.approvals.openapi import openapi_document
+from shared.approvals.openapi import openapi_document, swagger2_document
 from shared.approvals.workflow import AlreadyDecidedError
 from shared.errors import BadInputError, problem
 from shared.runtime import get_runtime
@@ -127,6 +127,9 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     host = req.headers.get("host") or ""
     if len(host) > 255 or not all(c.isalnum() or c in ".-:[]" for c in host):
         raise BadInputError("the Host header is not a host name")
+    # ?format=swagger2: the same API as Swagger 2.0, which the custom connector import wizard takes
+    if req.params.get("format") == "swagger2":
+        return json_response(swagger2_document(server_host=host))
     return json_response(openapi_document(server_host=host))
 
 

@@ -214,7 +214,16 @@ def paths() -> dict[str, Any]:
             "get": {
                 "operationId": "openapi",
                 "summary": "OpenAPI document",
-                "description": "This document.",
+                "description": "This document; with format=swagger2 the same API as Swagger 2.0 (custom connector import).",
+                "parameters": [
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["openapi3", "swagger2"]},
+                        "x-ms-summary": "Format",
+                    }
+                ],
                 "responses": {
                     "200": {
                         "description": "OpenAPI 3.0 document.",
@@ -249,4 +258,80 @@ def openapi_document(server_host: str = "") -> dict[str, Any]:
                 "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
             },
         },
+    }
+
+
+_PARAM_KEYS = ("type", "format", "pattern", "enum", "maxLength", "minLength", "maximum", "minimum", "items", "default")
+
+
+def _to_swagger_schema(node: Any) -> Any:
+    """An OAS 3.0 schema as a Swagger 2.0 one: refs to #/definitions, `nullable` as `x-nullable`."""
+    if isinstance(node, list):
+        return [_to_swagger_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "$ref" and isinstance(value, str):
+            out[key] = value.replace("#/components/schemas/", "#/definitions/")
+        elif key == "nullable":
+            out["x-nullable"] = value
+        elif key in ("oneOf", "anyOf"):  # Swagger 2.0 has neither: keep the first alternative
+            out.update(_to_swagger_schema(value[0]))
+        else:
+            out[key] = _to_swagger_schema(value)
+    return out
+
+
+def _swagger_operation(op: dict[str, Any]) -> dict[str, Any]:
+    params = []
+    for p in op.get("parameters", []):
+        schema = p.get("schema", {})
+        param = {k: v for k, v in p.items() if k != "schema"}
+        param.update({k: schema[k] for k in _PARAM_KEYS if k in schema})
+        param.setdefault("type", "string")
+        params.append(param)
+    consumes: list[str] = []
+    if "requestBody" in op:
+        content = op["requestBody"]["content"]
+        consumes = list(content)
+        params.append({
+            "name": "body",
+            "in": "body",
+            "required": op["requestBody"].get("required", False),
+            "schema": _to_swagger_schema(next(iter(content.values()))["schema"]),
+        })  # fmt: skip
+    produces: list[str] = []
+    responses = {}
+    for code, resp in op["responses"].items():
+        content = resp.get("content", {})
+        produces += [c for c in content if c not in produces]
+        responses[code] = {"description": resp["description"]}
+        if content:
+            responses[code]["schema"] = _to_swagger_schema(next(iter(content.values()))["schema"])
+    out = {k: v for k, v in op.items() if k not in ("parameters", "requestBody", "responses")}
+    out.update({"parameters": params, "responses": responses, "produces": produces})
+    if consumes:
+        out["consumes"] = consumes
+    return out
+
+
+def swagger2_document(server_host: str = "") -> dict[str, Any]:
+    """The same API as Swagger 2.0: what the Logic Apps / Power Automate custom connector wizard imports."""
+    oas3 = openapi_document(server_host)
+    scheme, _, rest = oas3["servers"][0]["url"].partition("://")
+    host, _, base = rest.partition("/")
+    return {
+        "swagger": "2.0",
+        "info": oas3["info"],
+        "host": host,
+        "basePath": "/" + base,
+        "schemes": [scheme],
+        "securityDefinitions": oas3["components"]["securitySchemes"],
+        "security": oas3["security"],
+        "paths": {
+            path: {method: _swagger_operation(op) for method, op in item.items()}
+            for path, item in oas3["paths"].items()
+        },
+        "definitions": _to_swagger_schema(oas3["components"]["schemas"]),
     }

@@ -74,3 +74,20 @@ def test_bad_bodies_are_refused_with_the_field_that_is_wrong(raw, ctype, status,
     assert err.value.status == status
     if field:
         assert any(e["field"] == field for e in err.value.errors)
+
+
+def test_the_swagger_2_export_validates_and_keeps_every_operation_for_the_connector_wizard():
+    from schemathesis.specs.openapi.definitions import SWAGGER_20
+
+    from shared.approvals.openapi import swagger2_document
+
+    doc = swagger2_document("func-valueflow.azurewebsites.net")
+    jsonschema_rs.Draft4Validator(SWAGGER_20).validate(json.loads(json.dumps(doc)))
+    assert (doc["host"], doc["basePath"], doc["schemes"]) == ("func-valueflow.azurewebsites.net", "/api", ["https"])
+    v3 = openapi_document("func-valueflow.azurewebsites.net")
+    ids = lambda d: {op["operationId"] for item in d["paths"].values() for op in item.values()}  # noqa: E731
+    assert ids(doc) == ids(v3)
+    assert "#/components/" not in json.dumps(doc)
+    body = next(p for p in doc["paths"]["/approvals"]["post"]["parameters"] if p["in"] == "body")
+    assert body["schema"] == {"$ref": "#/definitions/ApprovalCreateIn"}
+    assert doc["definitions"]["ApprovalCreateIn"]["properties"]["callbackUrl"]["x-ms-notification-url"] is True
