@@ -66,11 +66,17 @@ class Azurite:
 
 
 def start_azurite(
-    data_dir: Path, *, free_ports: bool = False, reuse_running: bool = True, timeout: float = 30.0
+    data_dir: Path,
+    *,
+    free_ports: bool = False,
+    reuse_running: bool = True,
+    timeout: float = 30.0,
+    in_memory: bool = False,
 ) -> Azurite:
     """Start Azurite with its data in `data_dir`; with `free_ports` on three unused ports (tests).
 
-    With `reuse_running` and the standard ports already answering, that instance is used as is."""
+    With `reuse_running` and the standard ports already answering, that instance is used as is. With
+    `in_memory` nothing is written to disk (tests and benchmarks: faster, and gone when it stops)."""
     if not free_ports and reuse_running and all(port_open(p) for p in (10000, 10001, 10002)):
         return Azurite(10000, 10001, 10002)
     binary = AZURITE_BIN if AZURITE_BIN.exists() else shutil.which("azurite")
@@ -90,8 +96,7 @@ def start_azurite(
         "--silent",
         "--skipApiVersionCheck",
         "--loose",
-        "--location",
-        str(data_dir),
+        *(["--inMemoryPersistence"] if in_memory else ["--location", str(data_dir)]),
         "--blobHost",
         "127.0.0.1",
         "--blobPort",

@@ -38,7 +38,7 @@ def load_fixture(name: str) -> Any:
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     try:
-        instance = start_azurite(tmp_path_factory.mktemp("azurite"), free_ports=True)
+        instance = start_azurite(tmp_path_factory.mktemp("azurite"), free_ports=True, in_memory=True)
     except AzuriteError as err:
         pytest.fail(f"Azurite is needed for this test and could not start: {err}", pytrace=False)
     yield instance
