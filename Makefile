@@ -4,7 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
-PYTEST_ARGS ?=
+# two workers (this machine has 2 cores); each starts its own Azurite
+PYTEST_ARGS ?= -n 2
 
 .PHONY: help install demo run test test-fast lint lint-infra bench doctor clean
 
