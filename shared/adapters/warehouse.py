@@ -12,6 +12,7 @@ statement so that running it twice is harmless (`IF NOT EXISTS`): DDL commits on
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -130,10 +131,17 @@ class Warehouse:
 
     @contextmanager
     def _embedded(self) -> Iterator[WarehouseSession]:
+        path = Path(self.settings.warehouse_path)
+        # DuckDB lets one database instance of a process attach a file: threads of the local host
+        # (queue pollers, timers, HTTP) take turns; other processes are waited for on the file lock
+        with _process_lock(path), self._embedded_session(path) as sess:
+            yield sess
+
+    @contextmanager
+    def _embedded_session(self, path: Path) -> Iterator[WarehouseSession]:
         from fakesnow.fakes import write_pandas
         from fakesnow.instance import FakeSnow
 
-        path = Path(self.settings.warehouse_path)
         path.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
         while True:
@@ -215,6 +223,16 @@ class Warehouse:
         with self.session() as wh:
             rows = wh.query("SELECT 1 AS OK")
         return "ok" if rows and rows[0].get("OK") == 1 else "unexpected answer"
+
+
+_process_locks: dict[str, threading.RLock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.RLock:
+    key = str(path.resolve())
+    with _process_locks_guard:
+        return _process_locks.setdefault(key, threading.RLock())
 
 
 def split_sql(text: str) -> list[str]:
