@@ -246,7 +246,10 @@ def step_costs(ctx: Any) -> None:
     episodes = list_episodes(ctx.runtime, "open")
     ctx.summary.append(f"open episodes: {len(episodes)} (injected anomalies on {len(injected)} resources)")
     ctx.summary.extend("  " + line for line in format_episode_table(episodes).splitlines())
-    ctx.summary.append("alerts: one per episode opened, on queue `alerts` (alert_delivery -> outbox in the demo)")
+    ctx.summary.append(
+        "alerts: one per cause, on queue `alerts` (alert_delivery -> outbox); totals explained by a resource's "
+        "own episode are recorded above but not alerted"
+    )
     reports = Path(ctx.runtime.settings.state_dir) / "reports"
     with ctx.runtime.warehouse.session() as wh:
         for episode in (e for e in episodes if e["severity"] == "critical" and e["series_kind"] == "resource"):
