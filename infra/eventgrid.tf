@@ -4,7 +4,7 @@
 # Event Grid then authenticates to the app through ARM, so no eventgrid_extension system key is
 # read into Terraform state or stored anywhere, and rotating host keys cannot break delivery.
 # Cost: Event Grid checks that the function exists when the subscription is created, hence
-# var.event_subscriptions_enabled for the first deployment (docs/deploy.md).
+# var.event_subscriptions_enabled for the first deployment (README, Deploy to Azure).
 
 locals {
   function_app_id = azurerm_function_app_flex_consumption.app.id
@@ -85,7 +85,7 @@ resource "azurerm_eventgrid_system_topic_event_subscription" "cost_export_manife
 # A system topic must live in the subscription of its source, and azurerm resources are bound to
 # the provider's subscription; azapi takes a full parent id, so one for_each covers every target
 # subscription without a provider alias per subscription. Only one PolicyStates system topic may
-# exist per subscription: import an existing one (docs/deploy.md).
+# exist per subscription: import an existing one (README, Deploy to Azure).
 # ---------------------------------------------------------------------------------------------
 
 resource "azapi_resource" "policy_events_rg" {

@@ -55,7 +55,7 @@ resource "azurerm_monitor_diagnostic_setting" "key_vault" {
   }
 }
 
-# The deployer writes the two Terraform-managed secrets below (and, in docs/deploy.md, the
+# The deployer writes the two Terraform-managed secrets below (and, in README, Deploy to Azure, the
 # operator secrets). Scoped to this vault only.
 resource "azurerm_role_assignment" "deployer_kv_secrets_officer" {
   scope                = azurerm_key_vault.main.id

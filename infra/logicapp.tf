@@ -48,7 +48,7 @@ resource "azapi_resource_action" "approval_trigger_url" {
   sensitive_response_export_values = ["value"]
 }
 
-# Placeholders the operator overwrites (docs/deploy.md); they exist so the Logic App's role
+# Placeholders the operator overwrites (README, Deploy to Azure); they exist so the Logic App's role
 # assignments can be scoped to exactly these two secrets. Terraform never reads the real values.
 resource "azurerm_key_vault_secret" "logic_app_placeholder" {
   for_each = toset([local.approval_function_key_secret, local.teams_approvals_webhook_secret])

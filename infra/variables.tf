@@ -301,7 +301,7 @@ variable "callback_allowed_hosts" {
 }
 
 variable "secrets_in_key_vault" {
-  description = "Secret app settings whose Key Vault secret you have created (docs/deploy.md). Only these get a Key Vault reference: an unresolved reference would reach the app as a literal string."
+  description = "Secret app settings whose Key Vault secret you have created (README, Deploy to Azure). Only these get a Key Vault reference: an unresolved reference would reach the app as a literal string."
   type        = list(string)
   default     = []
 
