@@ -155,10 +155,7 @@ def per_kind_recall(flags: BoolArray, data: SyntheticCosts, eval_days: int) -> s
         events = [
             e
             for e in data.events
-            if e.kind == kind
-            and e.onset >= first_eval
-            and _windows(e)[2] < n_days
-            and e.developed_excess_usd >= 10
+            if e.kind == kind and e.onset >= first_eval and _windows(e)[2] < n_days and e.developed_excess_usd >= 10
         ]
         hit = sum(bool(flags[e.series, e.onset : _windows(e)[2] + 1].any()) for e in events)
         parts.append(f"{kind} {hit}/{len(events)}")
@@ -199,9 +196,9 @@ def quality(args: argparse.Namespace) -> None:
         traits={k: v[:n_stl] for k, v in data.traits.items()},
     )
     stl_flags, stl_seconds = backtest_flags(baselines.stl_robust, sub.costs, eval_days)
-    sub_rows = [
-        evaluate(name, all_flags[name][:n_stl], sub, eval_days, float("nan")) for name in detectors
-    ] + [evaluate("robust STL per series", stl_flags, sub, eval_days, stl_seconds)]
+    sub_rows = [evaluate(name, all_flags[name][:n_stl], sub, eval_days, float("nan")) for name in detectors] + [
+        evaluate("robust STL per series", stl_flags, sub, eval_days, stl_seconds)
+    ]
     print_quality(sub_rows, f"First {n_stl} series (STL subsample)")
 
 
@@ -223,12 +220,8 @@ def write_cost_csv(path: str, n_series: int, n_days: int, seed: int) -> int:
             rr, cc = np.nonzero(~np.isnan(data.costs))
             table = pa.table(
                 {
-                    "series_id": pa.DictionaryArray.from_arrays(pa.array(rr.astype(np.int32)), ids).cast(
-                        pa.string()
-                    ),
-                    "date": pa.DictionaryArray.from_arrays(pa.array(cc.astype(np.int32)), days).cast(
-                        pa.string()
-                    ),
+                    "series_id": pa.DictionaryArray.from_arrays(pa.array(rr.astype(np.int32)), ids).cast(pa.string()),
+                    "date": pa.DictionaryArray.from_arrays(pa.array(cc.astype(np.int32)), days).cast(pa.string()),
                     "cost": pa.array(data.costs[rr, cc]),
                 }
             )
@@ -280,9 +273,7 @@ def _run_score_csv_in_child(source: str, target: str) -> dict[str, float]:
 def throughput(args: argparse.Namespace) -> None:
     n_series = args.csv_series
     cores = os.cpu_count() or 1
-    print(
-        f"\nThroughput: score_csv on {n_series:,} series x 90 days, end to end (CSV in -> CSV out), {cores} cores"
-    )
+    print(f"\nThroughput: score_csv on {n_series:,} series x 90 days, end to end (CSV in -> CSV out), {cores} cores")
     with tempfile.TemporaryDirectory() as tmp:
         source = os.path.join(tmp, "costs.csv")
         rows = write_cost_csv(source, n_series, 90, args.seed)
@@ -294,12 +285,8 @@ def throughput(args: argparse.Namespace) -> None:
     base_mb = child["base_kb"] / 1024
     per_series_kb = (child["peak_kb"] - child["base_kb"]) / n_series
     print(f"  input: {rows:,} rows, {size_mb:,.0f} MB; output rows: {int(child['rows']):,}")
-    print(
-        f"  score_csv: {seconds:.2f} s  ->  {rate:,.0f} series/s (pure scoring alone: {child['scoring']:.2f} s)"
-    )
-    print(
-        f"  peak RSS: {peak_mb:,.0f} MB (after imports {base_mb:,.0f} MB; ~{per_series_kb:.1f} KB per series)"
-    )
+    print(f"  score_csv: {seconds:.2f} s  ->  {rate:,.0f} series/s (pure scoring alone: {child['scoring']:.2f} s)")
+    print(f"  peak RSS: {peak_mb:,.0f} MB (after imports {base_mb:,.0f} MB; ~{per_series_kb:.1f} KB per series)")
 
     n_stl = args.stl_timing_series
     data = generate_costs(n_series=n_stl, n_days=90, seed=args.seed)
@@ -337,16 +324,12 @@ def throughput(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=2000, help="series in the quality benchmark")
     parser.add_argument("--days", type=int, default=120, help="days of history in the quality benchmark")
     parser.add_argument("--eval-days", type=int, default=60, help="days replayed as the daily job")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--stl-series", type=int, default=300, help="series the slow STL baseline is scored on"
-    )
+    parser.add_argument("--stl-series", type=int, default=300, help="series the slow STL baseline is scored on")
     parser.add_argument("--csv-series", type=int, default=100_000, help="series in the throughput CSV")
     parser.add_argument("--stl-timing-series", type=int, default=500, help="series the STL loop is timed on")
     parser.add_argument("--quick", action="store_true", help="small smoke run (< 60 s)")

@@ -258,9 +258,7 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
     rolling = np.where(rolling_count >= 3, rolling, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         errors = np.where(rolling[:, :-1] > 0, deseason[:, 7:] / rolling[:, :-1] - 1.0, np.nan)
-    sigma_rel = np.fmax(
-        np.nan_to_num(_robust_scale(errors, cfg.noise_quantile), nan=0.0), cfg.relative_noise_floor
-    )
+    sigma_rel = np.fmax(np.nan_to_num(_robust_scale(errors, cfg.noise_quantile), nan=0.0), cfg.relative_noise_floor)
     base_level = rolling[:, -1]
 
     # a level shift up: the trailing run of days above the band of the 7-day median sets the level
@@ -318,9 +316,7 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
     # an increase back to the level of the last weeks (after an outage, say) is a return to normal
     long_expected = np.nan_to_num(long_level * p_today, nan=0.0)
     long_upper = (
-        long_expected
-        + recurring
-        + cfg.z_threshold * np.fmax(sigma_rel * long_expected, cfg.absolute_noise_floor_usd)
+        long_expected + recurring + cfg.z_threshold * np.fmax(sigma_rel * long_expected, cfg.absolute_noise_floor_usd)
     )
     long_upper = np.where(intermittent, 0.0, long_upper)
 
@@ -441,9 +437,7 @@ def score_day_chunked(
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         parts = list(pool.map(lambda block: score_day(block, dates, t, config), blocks))
     merged = {
-        f.name: np.concatenate([getattr(p, f.name) for p in parts])
-        for f in fields(ScoreResult)
-        if f.name != "dates"
+        f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ScoreResult) if f.name != "dates"
     }
     return ScoreResult(dates=parts[0].dates, **merged)
 
@@ -456,9 +450,7 @@ def score_last_day(costs: FloatArray, dates: Any, config: ScoringConfig | None =
     return score_day(costs, dates, costs.shape[1] - 1, config)
 
 
-def score_backtest(
-    costs: FloatArray, dates: Any, days: int, config: ScoringConfig | None = None
-) -> ScoreResult:
+def score_backtest(costs: FloatArray, dates: Any, days: int, config: ScoringConfig | None = None) -> ScoreResult:
     """Replay the daily job for each of the last ``days`` columns, each with only the data up to it.
 
     Returns a :class:`ScoreResult` whose arrays are (n_series, days) and whose ``dates`` are the replayed days.

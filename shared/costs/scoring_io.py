@@ -110,9 +110,7 @@ def _read_columns(
         unique_ids = np.asarray(encoded.chunks[-1].dictionary.to_pylist(), dtype=object)
         day_numbers = dates.cast(pa.int32()).to_numpy().astype(np.int64)
         return series_index.astype(np.intp), unique_ids, day_numbers, cost.to_numpy()
-    frame = pd.read_csv(
-        path, usecols=list(REQUIRED_COLUMNS), dtype={"series_id": str, "date": str, "cost": str}
-    )
+    frame = pd.read_csv(path, usecols=list(REQUIRED_COLUMNS), dtype={"series_id": str, "date": str, "cost": str})
     if frame.empty:
         raise CostInputError(path, None, "no data rows")
     _validate_frame(path, frame)
@@ -187,9 +185,7 @@ def load_cost_matrix(path: str | os.PathLike[str]) -> CostMatrix:
     return CostMatrix(series_ids=unique_ids, dates=dates, costs=costs)
 
 
-def _frame(
-    result: ScoreResult, series_ids: npt.NDArray[Any], dates: npt.NDArray[np.datetime64]
-) -> pd.DataFrame:
+def _frame(result: ScoreResult, series_ids: npt.NDArray[Any], dates: npt.NDArray[np.datetime64]) -> pd.DataFrame:
     data: dict[str, Any] = {"series_id": series_ids, "date": np.datetime_as_string(dates, unit="D")}
     for f in fields(result):
         if f.name == "dates":

@@ -140,9 +140,7 @@ def generate_costs(
 
     # an increase needs some life before it to be an anomaly at all
     kept = [e for e in events if first_day[e.series] + 21 <= e.onset <= last_day[e.series]]
-    ids = [
-        f"/subscriptions/sub-{i % 37:02d}/resourceGroups/rg-{i % 211}/providers/r/{i:07d}" for i in range(n)
-    ]
+    ids = [f"/subscriptions/sub-{i % 37:02d}/resourceGroups/rg-{i % 211}/providers/r/{i:07d}" for i in range(n)]
     traits = {
         "weekend_dip": weekend_factor < 1.0,
         "recurring": recurring,
@@ -152,6 +150,4 @@ def generate_costs(
         "created": created,
         "deleted": deleted,
     }
-    return SyntheticCosts(
-        costs=costs, dates=dates, series_ids=ids, events=kept, noise_sigma=sigma, traits=traits
-    )
+    return SyntheticCosts(costs=costs, dates=dates, series_ids=ids, events=kept, noise_sigma=sigma, traits=traits)

@@ -4,6 +4,8 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from devhost.demo_costs import demo_costs, export_runs
@@ -244,11 +246,8 @@ def test_partitioned_scoring_gives_the_same_episodes_as_one_invocation(cost_runt
 # -- one cause, one alert ------------------------------------------------------------------------------------
 
 
-def _steady_frame(end: date, squads: dict[str, list[float]], last_day: dict[str, float]) -> "pd.DataFrame":
+def _steady_frame(end: date, squads: dict[str, list[float]], last_day: dict[str, float]) -> pd.DataFrame:
     """60 quiet days of FOCUS rows: squad -> daily cost of each of its resources; `last_day` overrides by name."""
-    import numpy as np
-    import pandas as pd
-
     rng = np.random.default_rng(5)
     rows = []
     for squad, levels in squads.items():

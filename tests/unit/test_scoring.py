@@ -21,9 +21,7 @@ DATES = np.arange(START, START + N_DAYS)
 WEEKDAY = (DATES.astype(np.int64) + 3) % 7  # 0 = Monday
 
 
-def series(
-    level: float, noise: float = 0.03, seed: int = 0, weekend: float = 1.0, days: int = N_DAYS
-) -> np.ndarray:
+def series(level: float, noise: float = 0.03, seed: int = 0, weekend: float = 1.0, days: int = N_DAYS) -> np.ndarray:
     """One daily cost series: ``level`` on weekdays, ``level * weekend`` on Saturday and Sunday, noisy."""
     rng = np.random.default_rng(seed)
     season = np.where(WEEKDAY[:days] >= 5, weekend, 1.0)
@@ -175,9 +173,7 @@ def test_outage_days_and_return_to_normal_are_not_alerted() -> None:
 
 def test_intermittent_usage_is_not_an_anomaly() -> None:
     rng = np.random.default_rng(15)
-    costs = matrix(
-        np.where(rng.random(N_DAYS) < 0.3, np.round(80.0 * np.exp(rng.normal(0, 0.05, N_DAYS)), 2), 0.0)
-    )
+    costs = matrix(np.where(rng.random(N_DAYS) < 0.3, np.round(80.0 * np.exp(rng.normal(0, 0.05, N_DAYS)), 2), 0.0))
     assert alert_days(costs) == []
 
 
@@ -249,6 +245,4 @@ def test_costs_must_be_a_dense_daily_matrix() -> None:
     with pytest.raises(ValueError):
         score_last_day(np.ones(10), DATES[:10])
     with pytest.raises(ValueError):
-        score_last_day(
-            np.ones((1, 3)), np.array(["2025-01-01", "2025-01-02", "2025-01-05"], dtype="datetime64[D]")
-        )
+        score_last_day(np.ones((1, 3)), np.array(["2025-01-01", "2025-01-02", "2025-01-05"], dtype="datetime64[D]"))

@@ -24,9 +24,7 @@ def write_costs(path: Path, rows: Sequence[Sequence[object]], header: str = "ser
     return path
 
 
-def daily_rows(
-    series_id: str, costs: list[float] | np.ndarray, first_day: int = 0
-) -> list[tuple[str, str, object]]:
+def daily_rows(series_id: str, costs: list[float] | np.ndarray, first_day: int = 0) -> list[tuple[str, str, object]]:
     return [(series_id, str(START + first_day + i), f"{c:.2f}") for i, c in enumerate(costs)]
 
 
