@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     timeout_s = 1.0
     tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
-    azurite = start_azurite(tmp / "azurite", free_ports=True)
+    azurite = start_azurite(tmp / "azurite", free_ports=True, in_memory=True)
     try:
         store = StateStore.from_connection_string(azurite.connection_string)
         server, state, _ = _fakes(timeout_s)

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     # a `timeout` or Ctrl-C must still stop Azurite and the fake ARM (the finally below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="bench-policy-"))
-    azurite = start_azurite(work / "azurite", free_ports=True)
+    azurite = start_azurite(work / "azurite", free_ports=True, in_memory=True)
     fake = FakeArm(
         effect_of=lambda f: "deployIfNotExists" if "/dine-" in f else "audit",
         owner_of=lambda r: f"squad-{int(r.rsplit('st', 1)[-1]) % 7}" if "/storageAccounts/" in r else "",
