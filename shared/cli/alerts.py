@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
     send = commands.add_parser(
         "send",
         help="validate an alert (JSON file) and deliver it now (smoke test), or only enqueue it with --queue",
-        description="The file holds one alert object (see README 'Alert delivery'). Without --queue the alert "
+        description="The file holds one alert object (see docs/alerts.md). Without --queue the alert "
         "is delivered by this process right away, with the same idempotency as the queue function.",
     )
     send.add_argument("--file", required=True, type=Path, help="JSON file with one alert")

@@ -93,12 +93,12 @@ def test_binding_expression_lookup_falls_back_to_the_declared_default():
     assert lookup("NOT_A_SETTING", {}) is None
 
 
-def test_sample_settings_file_and_readme_list_every_setting():
+def test_sample_settings_file_and_settings_doc_list_every_setting():
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-    readme = (ROOT / "README.md").read_text()
+    table = (ROOT / "docs" / "settings.md").read_text()
     for spec in specs():
         assert spec.name in sample, f"{spec.name} missing from local.settings.sample.json"
-        assert f"`{spec.name}`" in readme, f"{spec.name} missing from the README settings table"
+        assert f"`{spec.name}`" in table, f"{spec.name} missing from the settings table in docs/settings.md"
 
 
 def test_no_module_but_settings_reads_the_environment():
