@@ -37,6 +37,11 @@ locals {
     "SERVICENOW_RESOLVE_MODE" = "resolve"
     "SERVICENOW_CLOSE_CODE"   = "Resolved by caller"
 
+    "AZURE_DEVOPS_ORG_URL" = var.azure_devops.org_url
+    "AZURE_DEVOPS_PROJECT" = var.azure_devops.project
+    "ADO_HOOK_USERNAME"    = var.azure_devops.hook_username
+    "BACKSTAGE_URL"        = var.backstage_url
+
     "TEAMS_WEBHOOK_ALLOWED_HOSTS" = join(",", var.teams_webhook_allowed_hosts)
     "OWNER_TAG_KEYS"              = join(",", var.owner_tag_keys)
 

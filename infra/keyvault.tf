@@ -11,6 +11,10 @@ locals {
     TEAMS_DEFAULT_WEBHOOK_URL             = "teams-default-webhook-url"
     APPLICATIONINSIGHTS_CONNECTION_STRING = "applicationinsights-connection-string"
     APPROVAL_LOGIC_APP_URL                = "approval-logic-app-url"
+    ADO_HOOK_PASSWORD                     = "ado-hook-password"
+    ADO_HOOK_SECRET                       = "ado-hook-secret"
+    AZURE_DEVOPS_PAT                      = "azure-devops-pat"
+    BACKSTAGE_TOKEN                       = "backstage-token"
   }
 
   # Written by Terraform below (values Azure generates); the others by an operator with

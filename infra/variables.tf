@@ -167,6 +167,32 @@ variable "servicenow" {
   }
 }
 
+variable "azure_devops" {
+  description = "Azure DevOps organization and project the app reads and writes (empty org_url: off), and the basic-auth user name the service-hook subscriptions send (its password is the ado-hook-password secret)."
+  type = object({
+    org_url       = optional(string, "")
+    project       = optional(string, "")
+    hook_username = optional(string, "")
+  })
+  default = {}
+
+  validation {
+    condition     = var.azure_devops.org_url == "" || can(regex("^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._-]+)?/?$", var.azure_devops.org_url))
+    error_message = "azure_devops.org_url must be https://dev.azure.com/<org> (or https://<org>.visualstudio.com) or empty."
+  }
+}
+
+variable "backstage_url" {
+  description = "Backstage backend base URL (empty: catalog refresh is off). Its token is the backstage-token secret."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.backstage_url == "" || can(regex("^https://", var.backstage_url))
+    error_message = "backstage_url must be an https URL or empty."
+  }
+}
+
 variable "teams_webhook_allowed_hosts" {
   description = "Host patterns a Teams Workflows webhook may point to."
   type        = list(string)
@@ -308,9 +334,10 @@ variable "secrets_in_key_vault" {
   validation {
     condition = alltrue([for s in var.secrets_in_key_vault : contains([
       "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_PASSWORD", "SERVICENOW_PASSWORD", "SERVICENOW_CLIENT_SECRET",
-      "ALERT_ROUTES", "TEAMS_DEFAULT_WEBHOOK_URL",
+      "ALERT_ROUTES", "TEAMS_DEFAULT_WEBHOOK_URL", "ADO_HOOK_PASSWORD", "ADO_HOOK_SECRET", "AZURE_DEVOPS_PAT",
+      "BACKSTAGE_TOKEN",
     ], s)])
-    error_message = "secrets_in_key_vault may only name SNOWFLAKE_PRIVATE_KEY, SNOWFLAKE_PASSWORD, SERVICENOW_PASSWORD, SERVICENOW_CLIENT_SECRET, ALERT_ROUTES, TEAMS_DEFAULT_WEBHOOK_URL (APPLICATIONINSIGHTS_CONNECTION_STRING and APPROVAL_LOGIC_APP_URL are written by Terraform)."
+    error_message = "secrets_in_key_vault may only name SNOWFLAKE_PRIVATE_KEY, SNOWFLAKE_PASSWORD, SERVICENOW_PASSWORD, SERVICENOW_CLIENT_SECRET, ALERT_ROUTES, TEAMS_DEFAULT_WEBHOOK_URL, ADO_HOOK_PASSWORD, ADO_HOOK_SECRET, AZURE_DEVOPS_PAT, BACKSTAGE_TOKEN (APPLICATIONINSIGHTS_CONNECTION_STRING and APPROVAL_LOGIC_APP_URL are written by Terraform)."
   }
 }
 

@@ -402,6 +402,56 @@ class Settings:
         "Tag key that protects a resource (or its resource group) from cost actions when its value is `true`.",
     )
 
+    # -- Azure DevOps service hooks (POST /api/hooks/azure-devops) --
+    ado_hook_username: str = _setting(
+        "ADO_HOOK_USERNAME",
+        "",
+        _str,
+        "Basic-auth user name the Azure DevOps service-hook subscription sends (empty: not checked).",
+    )
+    ado_hook_password: str = _setting(
+        "ADO_HOOK_PASSWORD",
+        "",
+        _str,
+        "Basic-auth password the service-hook subscription sends (with ADO_HOOK_USERNAME).",
+        secret=True,
+    )
+    ado_hook_secret: str = _setting(
+        "ADO_HOOK_SECRET",
+        "",
+        _str,
+        "Shared secret the subscription sends in the `X-Hook-Secret` header (empty: not checked).",
+        secret=True,
+    )
+
+    # -- Azure DevOps REST (work items, pipelines, repos) and Backstage --
+    azure_devops_org_url: str = _setting(
+        "AZURE_DEVOPS_ORG_URL",
+        "",
+        _url,
+        "Azure DevOps organization URL, e.g. https://dev.azure.com/<org> (empty: Azure DevOps calls are off).",
+    )
+    azure_devops_project: str = _setting(
+        "AZURE_DEVOPS_PROJECT", "", _str, "Azure DevOps project (name or id) the work items and pipelines live in."
+    )
+    azure_devops_pat: str = _setting(
+        "AZURE_DEVOPS_PAT",
+        "",
+        _str,
+        "Personal access token for Azure DevOps (empty: the managed identity's Entra token is used).",
+        secret=True,
+    )
+    backstage_url: str = _setting(
+        "BACKSTAGE_URL", "", _url, "Backstage backend base URL, e.g. https://backstage.example.com (empty: off)."
+    )
+    backstage_token: str = _setting(
+        "BACKSTAGE_TOKEN",
+        "",
+        _str,
+        "Static external-access token for the Backstage backend, sent as `Authorization: Bearer`.",
+        secret=True,
+    )
+
     # -- runtime --
     applicationinsights_connection_string: str = _setting(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",

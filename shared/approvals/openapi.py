@@ -210,6 +210,52 @@ def paths() -> dict[str, Any]:
                 },
             }
         },
+        "/hooks/azure-devops": {
+            "post": {
+                "operationId": "ado_hook",
+                "summary": "Azure DevOps service hook",
+                "description": "The one endpoint for every Azure DevOps service hook (Web Hooks consumer, any eventType): "
+                "basic auth (ADO_HOOK_USERNAME/ADO_HOOK_PASSWORD) and/or the X-Hook-Secret header when configured, "
+                "plus the function key; queued on ado-events and dispatched by eventType.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["id", "eventType", "resource"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "eventType": {"type": "string"},
+                                    "publisherId": {"type": "string"},
+                                    "resource": {"type": "object"},
+                                    "resourceContainers": {"type": "object"},
+                                    "createdDate": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "Queued.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "accepted": {"type": "boolean"},
+                                        "id": {"type": "string"},
+                                        "eventType": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_problems(400, 401, 413, 415),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",

@@ -1,0 +1,11 @@
+"""Where capabilities plug their Azure DevOps service-hook handlers in: one import line each.
+
+Called on the first dispatch, not at app import, so functions that never see a hook never load them.
+"""
+
+from __future__ import annotations
+
+
+def load_handlers() -> None:
+    """Import every module that registers handlers with `shared.devops.hooks.register` (idempotent)."""
+    # e.g. `from shared.demands import ado_events  # noqa: F401  (workitem.*, build/release completed)`
