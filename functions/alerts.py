@@ -2,6 +2,8 @@
 
 Delivery failures are handled inside (backoff re-enqueue, alerts-poison, delivery-failing alert);
 anything unexpected propagates so that the host's maxDequeueCount moves the message to alerts-poison.
+Routes (ALERT_ROUTES) are validated on first use, not at import: a bad routing file fails this
+function's invocations with SettingsError naming the squad and field, and `/api/health` reports it.
 """
 
 import logging
@@ -9,15 +11,10 @@ import logging
 import azure.functions as func
 
 from shared.alerts.delivery import delivery_for
-from shared.alerts.routing import load_routes
 from shared.runtime import get_runtime
-from shared.settings import get_settings
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
-
-# a routing file that does not validate stops start-up here, naming the squad and the field
-load_routes(get_settings())
 
 
 @bp.function_name("alert_delivery")

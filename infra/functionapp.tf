@@ -1,6 +1,6 @@
 resource "azurerm_service_plan" "main" {
   #checkov:skip=CKV_AZURE_212:Flex Consumption (FC1) scales per function; a minimum instance count does not apply.
-  #checkov:skip=CKV_AZURE_225:Flex Consumption (FC1) has no zone-redundancy setting on the plan.
+  #checkov:skip=CKV_AZURE_225:Zone redundancy (zone_balancing_enabled) is supported on Flex Consumption but left off for cost: it needs always-ready instances in several zones; turn it on for production-critical use.
   name                = "asp-${local.name}"
   location            = azurerm_resource_group.main.location
   resource_group_name = azurerm_resource_group.main.name
@@ -13,10 +13,16 @@ locals {
   # Every non-secret app setting the code reads in Azure (names from shared/settings.py).
   # Lists are comma-separated, as the settings module parses them.
   plain_app_settings = {
-    # Identity-based host storage (no connection string, no key).
-    "AzureWebJobsStorage__accountName" = azurerm_storage_account.app.name
-    "AzureWebJobsStorage__credential"  = "managedidentity"
-    "AzureWebJobsStorage__clientId"    = azurerm_user_assigned_identity.app.client_id
+    # Identity-based host storage (no connection string, no key); the endpoints come from the
+    # account, so sovereign clouds work too. The code reads the same settings (storage_connection.py).
+    "AzureWebJobsStorage__accountName"     = azurerm_storage_account.app.name
+    "AzureWebJobsStorage__blobServiceUri"  = trimsuffix(azurerm_storage_account.app.primary_blob_endpoint, "/")
+    "AzureWebJobsStorage__queueServiceUri" = trimsuffix(azurerm_storage_account.app.primary_queue_endpoint, "/")
+    "AzureWebJobsStorage__tableServiceUri" = trimsuffix(azurerm_storage_account.app.primary_table_endpoint, "/")
+    "AzureWebJobsStorage__credential"      = "managedidentity"
+    "AzureWebJobsStorage__clientId"        = azurerm_user_assigned_identity.app.client_id
+    # alerts of a channel that is not configured land here (never a local folder in Azure)
+    "OUTBOX_CONTAINER" = "alerts-outbox"
 
     # DefaultAzureCredential picks the user-assigned identity (ARM, Storage and Table SDKs).
     "AZURE_CLIENT_ID" = azurerm_user_assigned_identity.app.client_id
@@ -57,12 +63,15 @@ locals {
     "COST_MIN_IMPACT_USD_PER_DAY" = tostring(var.cost_min_impact_usd_per_day)
     "COST_SCAN_SCHEDULE"          = var.cost_scan_schedule
     # exports are read with the managed identity (Storage Blob Data Reader on the cost-exports container)
-    "COST_EXPORT_STORAGE__accountName" = azurerm_storage_account.cost_exports.name
-    "COST_CENTER_TAG_KEYS"             = join(",", var.cost_center_tag_keys)
-    "ENVIRONMENT_TAG_KEYS"             = join(",", var.environment_tag_keys)
-    "COST_FEEDBACK_SUPPRESS_DAYS"      = tostring(var.cost_feedback_suppress_days)
-    "COST_PARTITION_SIZE"              = tostring(var.cost_partition_size)
-    "COST_QUERY_SCOPES"                = join(",", var.cost_query_scopes)
+    "COST_EXPORT_STORAGE__accountName"    = azurerm_storage_account.cost_exports.name
+    "COST_EXPORT_STORAGE__blobServiceUri" = trimsuffix(azurerm_storage_account.cost_exports.primary_blob_endpoint, "/")
+    "COST_EXPORT_STORAGE__credential"     = "managedidentity"
+    "COST_EXPORT_STORAGE__clientId"       = azurerm_user_assigned_identity.app.client_id
+    "COST_CENTER_TAG_KEYS"                = join(",", var.cost_center_tag_keys)
+    "ENVIRONMENT_TAG_KEYS"                = join(",", var.environment_tag_keys)
+    "COST_FEEDBACK_SUPPRESS_DAYS"         = tostring(var.cost_feedback_suppress_days)
+    "COST_PARTITION_SIZE"                 = tostring(var.cost_partition_size)
+    "COST_QUERY_SCOPES"                   = join(",", var.cost_query_scopes)
 
     "REMEDIATION_MODE"                = var.remediation_mode
     "REMEDIATION_ALLOWED_ASSIGNMENTS" = join(",", var.remediation_allowed_assignments)
@@ -105,7 +114,7 @@ resource "azurerm_function_app_flex_consumption" "app" {
 
   https_only                                     = true
   webdeploy_publish_basic_authentication_enabled = false
-  key_vault_reference_identity_id                = azurerm_user_assigned_identity.app.id
+  # No key_vault_reference_identity_id on this resource (not in azurerm 5.10): app_kv_identity below.
 
   identity {
     type         = "UserAssigned"
@@ -117,16 +126,93 @@ resource "azurerm_function_app_flex_consumption" "app" {
     scm_minimum_tls_version = "1.2"
     http2_enabled           = true
     # FTP: Flex Consumption exposes no FTP(S) endpoint, and basic-auth publishing is off above.
+    # Here, not in app_settings: the provider moves it here on read (a diff on every plan otherwise).
+    application_insights_connection_string = azurerm_application_insights.main.connection_string
   }
 
-  # Secrets are Key Vault references only (keyvault.tf); everything else is plain.
-  app_settings = merge(local.plain_app_settings, local.key_vault_reference_settings)
+  # Written at creation only; the final settings are app_settings below (azapi), because the
+  # provider always adds an AzureWebJobsStorage connection string with an empty account key on
+  # Flex apps (upstream issues 29693, 29149), which the host prefers over
+  # AzureWebJobsStorage__accountName: queue triggers would fail.
+  app_settings = local.final_app_settings
 
   tags = merge(local.tags, { "azd-service-name" = "api" })
 
+  lifecycle {
+    ignore_changes = [app_settings]
+  }
+
   # The identity must be able to read the package and the secrets before the first start.
+  depends_on = [time_sleep.rbac_propagation]
+}
+
+locals {
+  # Every app setting of the app, exactly: plain ones, Key Vault references, the telemetry
+  # connection string the host reads (also in site_config), and no AzureWebJobsStorage.
+  final_app_settings = merge(
+    local.plain_app_settings,
+    local.key_vault_reference_settings,
+    { "APPLICATIONINSIGHTS_CONNECTION_STRING" = azurerm_application_insights.main.connection_string },
+  )
+}
+
+# Key Vault references resolve with the app's user-assigned identity (the system identity this
+# app does not have otherwise): properties.keyVaultReferenceIdentity, which azurerm cannot set.
+resource "azapi_resource_action" "app_kv_identity" {
+  type        = "Microsoft.Web/sites@2024-11-01"
+  resource_id = azurerm_function_app_flex_consumption.app.id
+  method      = "PATCH"
+  body = {
+    properties = {
+      keyVaultReferenceIdentity = azurerm_user_assigned_identity.app.id
+    }
+  }
+
+  lifecycle {
+    replace_triggered_by = [azurerm_function_app_flex_consumption.app]
+  }
+}
+
+# The final app settings, replacing the whole set (PUT): this removes the provider's
+# AzureWebJobsStorage. Re-applied whenever the app resource changes (the provider writes it back).
+resource "azapi_resource_action" "app_settings" {
+  type        = "Microsoft.Web/sites@2024-11-01"
+  resource_id = azurerm_function_app_flex_consumption.app.id
+  action      = "config/appsettings"
+  method      = "PUT"
+  body = {
+    properties = local.final_app_settings
+  }
+
+  lifecycle {
+    replace_triggered_by = [azurerm_function_app_flex_consumption.app]
+  }
+
+  # References must resolve on the first start: the identity is set and the secrets exist.
   depends_on = [
-    azurerm_role_assignment.app_storage_blob_owner,
-    azurerm_role_assignment.app_kv_secrets_user,
+    azapi_resource_action.app_kv_identity,
+    azurerm_key_vault_secret.approval_logic_app_url,
   ]
+}
+
+# A Key Vault reference is read at start (and refreshed within 24 h): restart once a secret the
+# app reads was written or rotated after the app started, so it never runs on a stale value.
+resource "terraform_data" "late_secrets" {
+  input = {
+    approval_logic_app_url = azurerm_key_vault_secret.approval_logic_app_url.version
+    settings               = sha1(jsonencode(local.final_app_settings))
+  }
+}
+
+resource "azapi_resource_action" "app_restart" {
+  type        = "Microsoft.Web/sites@2024-11-01"
+  resource_id = azurerm_function_app_flex_consumption.app.id
+  action      = "restart"
+  method      = "POST"
+
+  lifecycle {
+    replace_triggered_by = [terraform_data.late_secrets]
+  }
+
+  depends_on = [azapi_resource_action.app_settings]
 }

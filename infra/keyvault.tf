@@ -3,23 +3,24 @@ locals {
   # Setting names come from shared/settings.py (spec.secret == True); the wiring test checks
   # that none is missing. AzureWebJobsStorage is not here: storage access is identity-based.
   secret_settings = {
-    SNOWFLAKE_PRIVATE_KEY                 = "snowflake-private-key"
-    SNOWFLAKE_PASSWORD                    = "snowflake-password"
-    SERVICENOW_PASSWORD                   = "servicenow-password"
-    SERVICENOW_CLIENT_SECRET              = "servicenow-client-secret"
-    ALERT_ROUTES                          = "alert-routes"
-    TEAMS_DEFAULT_WEBHOOK_URL             = "teams-default-webhook-url"
-    APPLICATIONINSIGHTS_CONNECTION_STRING = "applicationinsights-connection-string"
-    APPROVAL_LOGIC_APP_URL                = "approval-logic-app-url"
-    ADO_HOOK_PASSWORD                     = "ado-hook-password"
-    ADO_HOOK_SECRET                       = "ado-hook-secret"
-    AZURE_DEVOPS_PAT                      = "azure-devops-pat"
-    BACKSTAGE_TOKEN                       = "backstage-token"
+    SNOWFLAKE_PRIVATE_KEY     = "snowflake-private-key"
+    SNOWFLAKE_PASSWORD        = "snowflake-password"
+    SERVICENOW_PASSWORD       = "servicenow-password"
+    SERVICENOW_CLIENT_SECRET  = "servicenow-client-secret"
+    ALERT_ROUTES              = "alert-routes"
+    TEAMS_DEFAULT_WEBHOOK_URL = "teams-default-webhook-url"
+    APPROVAL_LOGIC_APP_URL    = "approval-logic-app-url"
+    ADO_HOOK_PASSWORD         = "ado-hook-password"
+    ADO_HOOK_SECRET           = "ado-hook-secret"
+    AZURE_DEVOPS_PAT          = "azure-devops-pat"
+    BACKSTAGE_TOKEN           = "backstage-token"
   }
 
   # Written by Terraform below (values Azure generates); the others by an operator with
   # `az keyvault secret set` and then listed in var.secrets_in_key_vault.
-  terraform_managed_secret_settings = ["APPLICATIONINSIGHTS_CONNECTION_STRING", "APPROVAL_LOGIC_APP_URL"]
+  # APPLICATIONINSIGHTS_CONNECTION_STRING is not a Key Vault secret: the provider keeps it in
+  # site_config (functionapp.tf); with local auth disabled it cannot ingest without the app's token.
+  terraform_managed_secret_settings = ["APPROVAL_LOGIC_APP_URL"]
 
   # Secrets only the Logic App reads (never an app setting).
   approval_function_key_secret   = "approval-function-key"
@@ -38,12 +39,12 @@ resource "azurerm_key_vault" "main" {
   #checkov:skip=CKV_AZURE_109:No VNet in this deployment: Flex Consumption resolves Key Vault references and the Logic App reads secrets over the public endpoint; access is RBAC-only.
   #checkov:skip=CKV_AZURE_189:Same as CKV_AZURE_109: public endpoint needed without VNet integration.
   #checkov:skip=CKV2_AZURE_32:No VNet/private endpoints in this deployment (see CKV_AZURE_109).
-  name                       = "kv-vf-${var.environment_name}-${local.suffix}"
+  name                       = local.key_vault_name
   location                   = azurerm_resource_group.main.location
   resource_group_name        = azurerm_resource_group.main.name
   tenant_id                  = data.azurerm_client_config.current.tenant_id
   sku_name                   = "standard"
-  enable_rbac_authorization  = true
+  rbac_authorization_enabled = true
   purge_protection_enabled   = true
   soft_delete_retention_days = 90
   tags                       = local.tags
@@ -67,17 +68,17 @@ resource "azurerm_role_assignment" "deployer_kv_secrets_officer" {
   principal_id         = data.azurerm_client_config.current.object_id
 }
 
-resource "azurerm_key_vault_secret" "appinsights_connection_string" {
-  name            = local.secret_settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]
-  value           = azurerm_application_insights.main.connection_string
-  key_vault_id    = azurerm_key_vault.main.id
-  content_type    = "text/plain"
-  expiration_date = timeadd(plantimestamp(), "8760h")
-  depends_on      = [azurerm_role_assignment.deployer_kv_secrets_officer]
-
-  lifecycle {
-    ignore_changes = [expiration_date]
-  }
+# Role assignments take minutes to reach the data planes: without this wait the first secret
+# writes answer 403 and the first start cannot resolve Key Vault references or read its package.
+resource "time_sleep" "rbac_propagation" {
+  create_duration = "90s"
+  depends_on = [
+    azurerm_role_assignment.deployer_kv_secrets_officer,
+    azurerm_role_assignment.app_kv_secrets_user,
+    azurerm_role_assignment.app_storage_blob_owner,
+    azurerm_role_assignment.app_storage_queue,
+    azurerm_role_assignment.app_storage_table,
+  ]
 }
 
 # The Logic App HTTP trigger URL carries a SAS signature: a secret for the app, never plain text.
@@ -87,7 +88,7 @@ resource "azurerm_key_vault_secret" "approval_logic_app_url" {
   key_vault_id    = azurerm_key_vault.main.id
   content_type    = "text/uri"
   expiration_date = timeadd(plantimestamp(), "8760h")
-  depends_on      = [azurerm_role_assignment.deployer_kv_secrets_officer]
+  depends_on      = [time_sleep.rbac_propagation]
 
   lifecycle {
     ignore_changes = [expiration_date]

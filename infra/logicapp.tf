@@ -58,7 +58,7 @@ resource "azurerm_key_vault_secret" "logic_app_placeholder" {
   key_vault_id    = azurerm_key_vault.main.id
   content_type    = "text/plain"
   expiration_date = timeadd(plantimestamp(), "8760h")
-  depends_on      = [azurerm_role_assignment.deployer_kv_secrets_officer]
+  depends_on      = [time_sleep.rbac_propagation]
 
   lifecycle {
     ignore_changes = [value, expiration_date, content_type, tags]

@@ -6,6 +6,8 @@ locals {
   name     = "valueflow-${var.environment_name}"
   sa_base  = substr(replace("vf${var.environment_name}${local.suffix}", "-", ""), 0, 20)
   app_name = "func-${local.name}-${local.suffix}"
+  # Key Vault names: 3-24 characters, no "--": at most "kv-" + 11 + "-" + 6 = 21.
+  key_vault_name = "kv-${substr(replace(var.environment_name, "-", ""), 0, 11)}-${local.suffix}"
 
   tags = merge(var.tags, {
     "azd-env-name" = var.environment_name
@@ -47,8 +49,8 @@ resource "azurerm_application_insights" "main" {
   workspace_id        = azurerm_log_analytics_workspace.main.id
   application_type    = "web"
   # Entra-only ingestion: the app sends with its managed identity (Monitoring Metrics Publisher).
-  local_authentication_disabled = true
-  tags                          = local.tags
+  local_authentication_enabled = false
+  tags                         = local.tags
 }
 
 # Budget for the app's own resources: the FinOps tool should not become a cost anomaly itself.

@@ -11,6 +11,18 @@ locals {
     "Microsoft.Consumption/budgets/write",
     "Microsoft.Web/sites/stop/action",
   ]
+
+  # What shared/policy calls on ARM: create remediation tasks, read them and their deployments.
+  policy_remediation_permissions = [
+    "Microsoft.PolicyInsights/remediations/write",
+    "Microsoft.PolicyInsights/remediations/read",
+    "Microsoft.PolicyInsights/remediations/listDeployments/read",
+  ]
+
+  cost_query_extra_scopes = toset([
+    for scope in var.cost_query_scopes : lower(scope)
+    if !contains([for id in local.target_subscriptions : "/subscriptions/${id}"], lower(scope))
+  ])
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -92,14 +104,40 @@ resource "azurerm_role_assignment" "app_cost_management_reader" {
   principal_type       = "ServicePrincipal"
 }
 
-# Remediation tasks (Microsoft.PolicyInsights/remediations/write) only where remediation is
-# enabled; deployIfNotExists/modify assignments deploy with their own identity, not this one.
-resource "azurerm_role_assignment" "app_resource_policy_contributor" {
-  for_each             = local.remediation_subscriptions
-  scope                = "/subscriptions/${each.key}"
-  role_definition_name = "Resource Policy Contributor"
+# Cost Management Query API for the scopes of COST_QUERY_SCOPES that are not target
+# subscriptions (those already have Cost Management Reader above): without it the query answers 403.
+resource "azurerm_role_assignment" "app_cost_query_reader" {
+  for_each             = local.cost_query_extra_scopes
+  scope                = each.key
+  role_definition_name = "Cost Management Reader"
   principal_id         = local.app_principal_id
   principal_type       = "ServicePrincipal"
+}
+
+# Custom role with exactly what remediation needs: create, read and follow remediation tasks.
+# Resource Policy Contributor would also let the app write policy assignments and exemptions.
+resource "azurerm_role_definition" "policy_remediation" {
+  count       = length(local.remediation_subscriptions) > 0 ? 1 : 0
+  name        = "ValueFlow policy remediation (${var.environment_name})"
+  scope       = "/subscriptions/${sort(tolist(local.remediation_subscriptions))[0]}"
+  description = "ValueFlow Automations: create and follow Azure Policy remediation tasks; nothing else."
+
+  permissions {
+    actions     = local.policy_remediation_permissions
+    not_actions = []
+  }
+
+  assignable_scopes = [for id in sort(tolist(local.remediation_subscriptions)) : "/subscriptions/${id}"]
+}
+
+# Remediation tasks only where remediation is enabled; deployIfNotExists/modify assignments
+# deploy with their own identity, not this one.
+resource "azurerm_role_assignment" "app_policy_remediation" {
+  for_each           = local.remediation_subscriptions
+  scope              = "/subscriptions/${each.key}"
+  role_definition_id = azurerm_role_definition.policy_remediation[0].role_definition_resource_id
+  principal_id       = local.app_principal_id
+  principal_type     = "ServicePrincipal"
 }
 
 # Custom role with exactly the approved cost actions, assignable only to the action subscriptions.

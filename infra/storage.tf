@@ -1,8 +1,9 @@
 locals {
   # Names the code uses (shared/ adapters and function bindings); the wiring test checks them.
-  app_queues     = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events"]
-  app_tables     = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms"]
-  app_containers = ["reports", "eventgrid-deadletter", "ado-events"]
+  app_queues = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events"]
+  app_tables = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms"]
+  # alerts-outbox: alerts of a channel that is not configured (OUTBOX_CONTAINER), never delivered
+  app_containers = ["reports", "eventgrid-deadletter", "alerts-outbox", "ado-events"]
 
   # Queue triggers move a message to <queue>-poison after maxDequeueCount (host.json); create them
   # up front so `alerts replay-poison` and alerts on poison depth work from day one.
@@ -43,18 +44,21 @@ resource "azurerm_storage_account" "app" {
     }
   }
 
-  queue_properties {
-    logging {
-      delete                = true
-      read                  = true
-      write                 = true
-      version               = "1.0"
-      retention_policy_days = 10
-    }
-  }
-
   sas_policy {
     expiration_period = "01.00:00:00"
+  }
+}
+
+# Queue logging (azurerm 5 moved it out of the account into its own resource).
+resource "azurerm_storage_account_queue_properties" "app" {
+  storage_account_id = azurerm_storage_account.app.id
+
+  logging {
+    delete                = true
+    read                  = true
+    write                 = true
+    version               = "1.0"
+    retention_policy_days = 10
   }
 }
 

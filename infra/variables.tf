@@ -17,8 +17,8 @@ variable "environment_name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,11}$", var.environment_name))
-    error_message = "environment_name must be 2-12 characters: lowercase letters, digits and '-', starting with a letter (it becomes part of storage account names)."
+    condition     = can(regex("^[a-z](-?[a-z0-9])+$", var.environment_name)) && length(var.environment_name) <= 16
+    error_message = "environment_name must be 2-16 characters: lowercase letters, digits and single '-' between them, starting with a letter (e.g. dev, valueflow-dev); it becomes part of every resource name."
   }
 }
 
@@ -263,9 +263,17 @@ variable "cost_partition_size" {
 }
 
 variable "cost_query_scopes" {
-  description = "Scopes (/subscriptions/<id>) without exports whose daily cost the scan pulls from the Cost Management Query API."
+  description = "Scopes (/subscriptions/<id> or a resource group under one) without exports whose daily cost the scan pulls from the Cost Management Query API; the app gets Cost Management Reader on each."
   type        = list(string)
   default     = []
+
+  validation {
+    condition = alltrue([
+      for s in var.cost_query_scopes :
+      can(regex("^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/resourceGroups/[-\\w._()]+)?$", s))
+    ])
+    error_message = "cost_query_scopes takes /subscriptions/<guid> or /subscriptions/<guid>/resourceGroups/<name> entries only."
+  }
 }
 
 variable "remediation_watch_schedule" {

@@ -5,14 +5,22 @@ terraform {
   required_providers {
     azurerm = {
       source = "hashicorp/azurerm"
-      # 4.40+: azurerm_function_app_flex_consumption and storage_account_id on queues/tables.
-      version = "~> 4.40"
+      # 5.x is the current major; tests/infra/test_provider_schema.py checks every resource,
+      # argument and block against the 5.10 schema (cdktn-provider-azurerm 18.9.0).
+      version = "~> 5.10"
     }
     azapi = {
-      # Only for what azurerm v4 cannot express: FOCUS exports, the Logic App definition file,
-      # and resources that live in the other target subscriptions (see eventgrid.tf).
+      # Only for what azurerm cannot express: FOCUS exports, the Logic App definition file,
+      # resources in the other target subscriptions (eventgrid.tf), and the Flex app's Key Vault
+      # reference identity and final app settings (functionapp.tf). 2.4+ bundles the schemas of
+      # exports@2025-03-01 and systemTopics@2025-02-15.
       source  = "Azure/azapi"
-      version = "~> 2.2"
+      version = "~> 2.4"
+    }
+    time = {
+      # Wait for role assignments to propagate before the first secret writes and app start.
+      source  = "hashicorp/time"
+      version = "~> 0.13"
     }
   }
 }

@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from shared.errors import ValueFlowError
-from shared.settings import Settings, is_loopback_host
+from shared.alerts.outbox import describe_outbox
+from shared.errors import SettingsError, ValueFlowError
+from shared.settings import Settings, is_loopback_host, settings_problems
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ def check_warehouse(runtime: Any) -> DependencyCheck:
 def check_servicenow_config(settings: Settings) -> DependencyCheck:
     if not settings.servicenow_instance_url:
         return DependencyCheck(
-            "servicenow", "warn", f"not configured: incidents go to the outbox {settings.outbox_dir}"
+            "servicenow",
+            "warn",
+            f"not configured (SERVICENOW_INSTANCE_URL empty): incidents {describe_outbox(settings)}",
         )
     auth = "OAuth client credentials" if settings.servicenow_client_id else "basic auth"
     host = urlparse(settings.servicenow_instance_url).hostname
@@ -58,8 +61,38 @@ def check_servicenow_config(settings: Settings) -> DependencyCheck:
 
 def check_teams_config(settings: Settings) -> DependencyCheck:
     if not settings.teams_default_webhook_url and not settings.alert_routes:
-        return DependencyCheck("teams", "warn", f"no webhook configured: cards go to the outbox {settings.outbox_dir}")
-    return DependencyCheck("teams", "ok", "default webhook or squad routes configured (URLs not shown)")
+        return DependencyCheck(
+            "teams",
+            "warn",
+            f"not configured (TEAMS_DEFAULT_WEBHOOK_URL and ALERT_ROUTES empty): cards {describe_outbox(settings)}",
+        )
+    if not settings.teams_default_webhook_url:
+        return DependencyCheck(
+            "teams",
+            "warn",
+            f"squad routes configured, no TEAMS_DEFAULT_WEBHOOK_URL: cards of unrouted alerts {describe_outbox(settings)}",
+        )
+    return DependencyCheck("teams", "ok", "default webhook configured, and squad routes if any (URLs not shown)")
+
+
+def check_settings(settings: Settings) -> list[DependencyCheck]:
+    """One `fail` per bad or unresolved app setting (named, value never shown), or one `ok`.
+
+    The functions that read a bad setting fail their invocations naming it; the others work."""
+    problems = settings_problems(settings)
+    if not problems:
+        where = "in Azure" if settings.in_azure() else "locally"
+        return [DependencyCheck("settings", "ok", f"every app setting is valid (running {where})")]
+    return [DependencyCheck(f"setting {p['setting']}", "fail", p["problem"]) for p in problems]
+
+
+def _guarded(check: Callable[[Any], DependencyCheck], arg: Any) -> DependencyCheck:
+    """A check that needs a bad setting reports it instead of failing the whole health answer."""
+    try:
+        return check(arg)
+    except SettingsError as err:
+        name = check.__name__.removeprefix("check_").removesuffix("_config").replace("_", " ")
+        return DependencyCheck(name, "fail", err.detail)
 
 
 # checks that need live services; capabilities append their own (name, function) pairs
@@ -68,8 +101,9 @@ CONFIG_CHECKS: list[Callable[[Settings], DependencyCheck]] = [check_servicenow_c
 
 
 def run_checks(runtime: Any) -> list[DependencyCheck]:
-    out = [check(runtime) for check in LIVE_CHECKS]
-    out += [check(runtime.settings) for check in CONFIG_CHECKS]
+    out = check_settings(runtime.settings)
+    out += [_guarded(check, runtime) for check in LIVE_CHECKS]
+    out += [_guarded(check, runtime.settings) for check in CONFIG_CHECKS]
     return out
 
 

@@ -1,6 +1,7 @@
-"""Structured logs with a correlation id per invocation, and OpenTelemetry export to App Insights.
+"""Structured logs with a correlation id per invocation; one telemetry path (docs/operations.md).
 
-`configure()` is called once at start (by `functions/__init__.py` and the CLI). Inside an
+`configure()` is called once, on first use of the runtime (functions) or at start (CLI, local
+host). Under the Functions host it adds nothing: the host is the telemetry path. Inside an
 invocation, `invocation(name, correlation_id)` binds the function name and a correlation id that
 every log record of that invocation carries, in JSON (`VALUEFLOW_LOG_FORMAT=json`) or text.
 """
@@ -16,7 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from shared.settings import Settings
+from shared.errors import SettingsError
+from shared.settings import Settings, running_in_azure
 
 _correlation: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
 _function: contextvars.ContextVar[str] = contextvars.ContextVar("function_name", default="")
@@ -81,21 +83,47 @@ class TextFormatter(logging.Formatter):
         return base
 
 
-def configure(settings: Settings, *, level: int = logging.INFO) -> None:
-    """Install the structured handler once; start OpenTelemetry export when a connection string is set."""
+# modules of the Azure Functions Python worker (by worker generation); loaded only under the real host
+_WORKER_MODULES = ("azure_functions_worker", "azure_functions_worker_v2", "proxy_worker")
+
+
+def under_functions_host() -> bool:
+    """True inside the Azure Functions Python worker (in Azure, or under Core Tools' `func start`)."""
+    return running_in_azure() or any(name in sys.modules for name in _WORKER_MODULES)
+
+
+def configure(settings: Settings, *, level: int = logging.INFO, under_host: bool | None = None) -> None:
+    """Set up logging once, with one telemetry path.
+
+    Under the Functions host the worker already forwards every log record to the host, which writes
+    them to its log stream and to Application Insights (with the invocation's operation id, and the
+    `requests` table from the host itself): adding a stderr handler or a second exporter would
+    duplicate every line, so only levels are set. Elsewhere (local host, CLI) a structured stderr
+    handler, plus OpenTelemetry export when APPLICATIONINSIGHTS_CONNECTION_STRING is set."""
     global _configured
     if _configured:
         return
     _configured = True
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
-    handler.addFilter(_ContextFilter())
-    root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("azure", "urllib3", "snowflake", "azure.core.pipeline.policies.http_logging_policy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if settings.applicationinsights_connection_string:
+    if under_host if under_host is not None else under_functions_host():
+        return
+    try:
+        text = settings.log_format == "text"
+    except SettingsError:
+        text = False  # a bad VALUEFLOW_LOG_FORMAT must not stop logging; health reports it
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TextFormatter() if text else JsonFormatter())
+    handler.addFilter(_ContextFilter())
+    root.addHandler(handler)
+    try:
+        connection_string = settings.applicationinsights_connection_string
+    except SettingsError as err:
+        logging.getLogger(__name__).error("no OpenTelemetry export: %s", err.detail)
+        return
+    if connection_string:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
         options = {}
@@ -104,5 +132,5 @@ def configure(settings: Settings, *, level: int = logging.INFO) -> None:
             from azure.identity import DefaultAzureCredential
 
             options["credential"] = DefaultAzureCredential()
-        configure_azure_monitor(connection_string=settings.applicationinsights_connection_string, **options)
+        configure_azure_monitor(connection_string=connection_string, **options)
         logging.getLogger(__name__).info("OpenTelemetry export to Application Insights enabled")

@@ -5,6 +5,14 @@ Resolution order is the Functions host's: the process environment first, then th
 field of `Settings` whose metadata names the app setting, how to parse it and whether it is a
 secret; `load_settings()` validates all of them at once and raises `SettingsError` naming each
 bad setting and what is wrong with it (never echoing a secret's value).
+
+Inside the Functions host nothing is validated at import: `get_settings()` loads leniently, the
+first time a function needs its settings, and keeps each bad setting as an `InvalidSetting`.
+Reading that attribute raises `SettingsError` naming the setting, so only the functions that use
+it fail (a queue message is retried, then poisoned) while every other function keeps working;
+`settings_problems()` lists them for `/api/health` and `doctor`. A Key Vault reference the
+platform could not resolve (`@Microsoft.KeyVault(...)` reaching the code as text) is reported
+as such, for every setting.
 """
 
 from __future__ import annotations
@@ -110,6 +118,18 @@ def _url(raw: str) -> str:
     return value.rstrip("/")
 
 
+_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _container_name(raw: str) -> str:
+    value = raw.strip()
+    if value.lower() == "none":
+        return ""
+    if value and not _CONTAINER.match(value):
+        raise ValueError("expected a blob container name: 3-63 lowercase letters, digits and single hyphens")
+    return value
+
+
 _NCRONTAB = re.compile(r"^\S+(\s+\S+){5}$")
 
 
@@ -129,8 +149,41 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 @dataclass(frozen=True)
+class InvalidSetting:
+    """Stands in for the value of a setting that did not validate (lenient loading)."""
+
+    setting: str
+    problem: str
+
+    def error(self) -> SettingsError:
+        return SettingsError(
+            f"app setting {self.setting}: {self.problem}", errors=[{"setting": self.setting, "problem": self.problem}]
+        )
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Every app setting the code reads. Attribute names are the setting names in snake case."""
+    """Every app setting the code reads. Attribute names are the setting names in snake case.
+
+    Reading a setting that did not validate raises `SettingsError` naming it (see `InvalidSetting`)."""
+
+    def __getattribute__(self, attr: str) -> Any:
+        value = object.__getattribute__(self, attr)
+        if type(value) is InvalidSetting:
+            raise value.error()
+        return value
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = object.__getattribute__(self, f.name)
+            if type(value) is InvalidSetting:
+                shown.append(f"{f.name}=<invalid>")
+            elif f.metadata.get("secret") and value:
+                shown.append(f"{f.name}=[SENSITIVE]")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     # -- warehouse --
     warehouse: str = _setting(
@@ -171,6 +224,42 @@ class Settings:
         "",
         _str,
         "Storage account name for identity-based access (managed identity); wins over the connection string.",
+    )
+    azure_web_jobs_storage_blob_service_uri: str = _setting(
+        "AzureWebJobsStorage__blobServiceUri",
+        "",
+        _url,
+        "Blob endpoint for identity-based access (wins over the one derived from the account name).",
+    )
+    azure_web_jobs_storage_queue_service_uri: str = _setting(
+        "AzureWebJobsStorage__queueServiceUri",
+        "",
+        _url,
+        "Queue endpoint for identity-based access (wins over the one derived from the account name).",
+    )
+    azure_web_jobs_storage_table_service_uri: str = _setting(
+        "AzureWebJobsStorage__tableServiceUri",
+        "",
+        _url,
+        "Table endpoint for identity-based access (wins over the one derived from the account name).",
+    )
+    azure_web_jobs_storage_credential: str = _setting(
+        "AzureWebJobsStorage__credential",
+        "",
+        _choice("", "managedidentity"),
+        "`managedidentity` to use the app's managed identity; empty = DefaultAzureCredential's chain.",
+    )
+    azure_web_jobs_storage_client_id: str = _setting(
+        "AzureWebJobsStorage__clientId",
+        "",
+        _str,
+        "Client id of the user-assigned managed identity used for storage.",
+    )
+    storage_endpoint_suffix: str = _setting(
+        "AZURE_STORAGE_ENDPOINT_SUFFIX",
+        "core.windows.net",
+        _str,
+        "DNS suffix of storage endpoints derived from an account name (sovereign clouds differ).",
     )
     state_dir: str = _setting(
         "VALUEFLOW_STATE_DIR",
@@ -269,6 +358,24 @@ class Settings:
         "",
         _str,
         "Account name of the cost export storage for identity-based access; wins over COST_EXPORT_STORAGE.",
+    )
+    cost_export_storage_blob_service_uri: str = _setting(
+        "COST_EXPORT_STORAGE__blobServiceUri",
+        "",
+        _url,
+        "Blob endpoint of the cost export storage for identity-based access.",
+    )
+    cost_export_storage_credential: str = _setting(
+        "COST_EXPORT_STORAGE__credential",
+        "",
+        _choice("", "managedidentity"),
+        "`managedidentity` to read cost exports with the app's managed identity.",
+    )
+    cost_export_storage_client_id: str = _setting(
+        "COST_EXPORT_STORAGE__clientId",
+        "",
+        _str,
+        "Client id of the user-assigned managed identity used for the cost export storage.",
     )
     cost_center_tag_keys: tuple[str, ...] = _setting(
         "COST_CENTER_TAG_KEYS",
@@ -472,11 +579,40 @@ class Settings:
         secret=True,
     )
     outbox_dir: str = _setting(
-        "OUTBOX_DIR", ".valueflow/outbox", _str, "Where alerts go when Teams/ServiceNow are not configured."
+        "OUTBOX_DIR",
+        ".valueflow/outbox",
+        _str,
+        "Where alerts go when Teams/ServiceNow are not configured (local runs; never used in Azure).",
+    )
+    outbox_container: str = _setting(
+        "OUTBOX_CONTAINER",
+        "alerts-outbox",
+        _container_name,
+        "In Azure: blob container of the app's storage that receives the alerts of unconfigured channels "
+        "(`none` = no outbox: such alerts are reported as not delivered).",
     )
 
     def storage_identity_based(self) -> bool:
-        return bool(self.azure_web_jobs_storage_account_name)
+        return bool(
+            self.azure_web_jobs_storage_account_name
+            or self.azure_web_jobs_storage_blob_service_uri
+            or self.azure_web_jobs_storage_queue_service_uri
+            or self.azure_web_jobs_storage_table_service_uri
+        )
+
+    def connection_values(self, connection: str) -> dict[str, str]:
+        """The settings of one storage connection (`X` and `X__*`) by app setting name, for
+        `shared.adapters.storage_connection` (raises SettingsError for a bad one)."""
+        out = {}
+        for f in fields(self):
+            name = f.metadata["name"]
+            if name == connection or name.startswith(connection + "__"):
+                out[name] = str(getattr(self, f.name))
+        return out
+
+    def in_azure(self) -> bool:
+        """True inside the Azure Functions service (not the local host, Core Tools or the CLI)."""
+        return bool(object.__getattribute__(self, "__dict__").get("_in_azure", False))
 
 
 @dataclass(frozen=True)
@@ -529,47 +665,108 @@ def raw_values(environ: Mapping[str, str] | None = None, local_settings: Path | 
     return merged
 
 
-def load_settings(environ: Mapping[str, str] | None = None, local_settings: Path | None = None) -> Settings:
-    """Parse and validate every setting; raise SettingsError listing every bad one."""
-    raw = raw_values(environ, local_settings)
-    values: dict[str, Any] = {}
+AZURE_HOST_MARKERS = ("WEBSITE_SITE_NAME", "WEBSITE_INSTANCE_ID")
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+
+
+def running_in_azure(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the process runs inside the Azure Functions service: the platform sets these variables
+    (the local host, Core Tools and the CLI do not)."""
+    env = os.environ if environ is None else environ
+    return any(env.get(name) for name in AZURE_HOST_MARKERS)
+
+
+def is_key_vault_reference(raw: str) -> bool:
+    return bool(_KEY_VAULT_REFERENCE.match(raw))
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, local_settings: Path | None = None, *, strict: bool = True
+) -> Settings:
+    """Parse and validate every setting.
+
+    strict (the CLI, tests): raise SettingsError listing every bad one. Not strict (the Functions
+    host): return the settings with each bad one replaced by an `InvalidSetting`, which raises
+    SettingsError naming it when read; `settings_problems()` lists them."""
+    env = os.environ if environ is None else environ
     problems: list[dict[str, Any]] = []
+    try:
+        raw = raw_values(env, local_settings)
+    except SettingsError as err:
+        if strict:
+            raise
+        problems.append({"setting": LOCAL_SETTINGS_FILE, "problem": err.detail})
+        raw = dict(env)
+    values: dict[str, Any] = {}
     for spec in specs():
         text = raw.get(spec.name)
         if text is None or (text.strip() == "" and spec.default not in ("", ())):
             values[spec.attr] = spec.default
+            continue
+        if is_key_vault_reference(text):
+            problems.append(
+                {
+                    "setting": spec.name,
+                    "problem": "unresolved Key Vault reference: the platform could not read the secret "
+                    "(check that it exists and that the app's Key Vault reference identity may read it)",
+                }
+            )
             continue
         try:
             values[spec.attr] = spec.parse(text)
         except ValueError as exc:
             shown = "(value hidden)" if spec.secret else repr(text)
             problems.append({"setting": spec.name, "problem": f"{exc}; got {shown}"})
-    settings = Settings(**values) if not problems else None
-    if settings is not None:
-        problems.extend(_cross_checks(settings))
-    if problems:
+    in_azure = running_in_azure(env)
+    problems.extend(_cross_checks(values, in_azure))
+    if problems and strict:
         lines = "; ".join(f"{p['setting']}: {p['problem']}" for p in problems)
         raise SettingsError(f"invalid app settings: {lines}", errors=problems)
-    assert settings is not None
+    attr_of = {spec.name: spec.attr for spec in specs()}
+    for p in problems:
+        attr = attr_of.get(p["setting"])
+        if attr is not None and type(values.get(attr)) is not InvalidSetting:
+            values[attr] = InvalidSetting(p["setting"], p["problem"])
+    settings = Settings(**values)
+    object.__setattr__(settings, "_problems", tuple(problems))
+    object.__setattr__(settings, "_in_azure", in_azure)
     return settings
 
 
-def _cross_checks(s: Settings) -> list[dict[str, Any]]:
+def settings_problems(settings: Settings) -> list[dict[str, Any]]:
+    """Every bad setting of a leniently loaded Settings: [{"setting", "problem"}] (never a secret value)."""
+    return list(object.__getattribute__(settings, "__dict__").get("_problems", ()))
+
+
+def _cross_checks(v: Mapping[str, Any], in_azure: bool) -> list[dict[str, Any]]:
+    """Rules that involve more than one setting, over the parsed values (a bad value is absent)."""
     out = []
-    if s.warehouse == "snowflake":
-        for spec_name, value in (("SNOWFLAKE_ACCOUNT", s.snowflake_account), ("SNOWFLAKE_USER", s.snowflake_user)):
-            if not value:
+
+    def missing(attr: str) -> bool:
+        return attr in v and not v[attr]
+
+    if v.get("warehouse") == "snowflake":
+        for spec_name, attr in (("SNOWFLAKE_ACCOUNT", "snowflake_account"), ("SNOWFLAKE_USER", "snowflake_user")):
+            if missing(attr):
                 out.append({"setting": spec_name, "problem": "required when WAREHOUSE=snowflake"})
-        if not (s.snowflake_private_key or s.snowflake_password):
+        if missing("snowflake_private_key") and missing("snowflake_password"):
             out.append(
                 {
                     "setting": "SNOWFLAKE_PRIVATE_KEY",
                     "problem": "WAREHOUSE=snowflake needs SNOWFLAKE_PRIVATE_KEY or SNOWFLAKE_PASSWORD",
                 }
             )
-    if s.servicenow_instance_url:
-        basic = bool(s.servicenow_username and s.servicenow_password)
-        oauth = bool(s.servicenow_client_id and s.servicenow_client_secret)
+    elif v.get("warehouse") == "embedded" and in_azure:
+        out.append(
+            {
+                "setting": "WAREHOUSE",
+                "problem": "`embedded` is a local development warehouse (files on the instance disk, which is "
+                "ephemeral in Azure): set WAREHOUSE=snowflake and the SNOWFLAKE_* settings",
+            }
+        )
+    if v.get("servicenow_instance_url"):
+        basic = bool(v.get("servicenow_username") and v.get("servicenow_password"))
+        oauth = bool(v.get("servicenow_client_id") and v.get("servicenow_client_secret"))
         if not (basic or oauth):
             out.append(
                 {
@@ -577,11 +774,26 @@ def _cross_checks(s: Settings) -> list[dict[str, Any]]:
                     "problem": "set SERVICENOW_USERNAME/SERVICENOW_PASSWORD or SERVICENOW_CLIENT_ID/SERVICENOW_CLIENT_SECRET",
                 }
             )
-    if not s.azure_web_jobs_storage and not s.azure_web_jobs_storage_account_name:
+    identity = any(
+        v.get(a)
+        for a in (
+            "azure_web_jobs_storage_account_name",
+            "azure_web_jobs_storage_blob_service_uri",
+            "azure_web_jobs_storage_queue_service_uri",
+            "azure_web_jobs_storage_table_service_uri",
+        )
+    )
+    conn = str(v.get("azure_web_jobs_storage", ""))
+    if missing("azure_web_jobs_storage") and not identity:
+        out.append(
+            {"setting": "AzureWebJobsStorage", "problem": "set a connection string or AzureWebJobsStorage__accountName"}
+        )
+    elif in_azure and not identity and conn.replace(" ", "").lower() == "usedevelopmentstorage=true":
         out.append(
             {
                 "setting": "AzureWebJobsStorage",
-                "problem": "set a connection string or AzureWebJobsStorage__accountName",
+                "problem": "UseDevelopmentStorage=true (Azurite) in Azure: set AzureWebJobsStorage__accountName "
+                "(identity-based) or a real connection string",
             }
         )
     return out
@@ -603,11 +815,12 @@ _cached: Settings | None = None
 
 
 def get_settings() -> Settings:
-    """The process-wide settings, loaded once (call `reset_settings()` after changing the environment)."""
+    """The process-wide settings, loaded once, leniently: never raises for a bad setting (reading that
+    setting does, naming it). Call `reset_settings()` after changing the environment."""
     global _cached
     with _lock:
         if _cached is None:
-            _cached = load_settings()
+            _cached = load_settings(strict=False)
         return _cached
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
-from shared.adapters.storage import StateStore
+from shared.adapters.storage import _CLIENT_OPTIONS, StateStore, identity_credential
+from shared.adapters.storage_connection import resolve_storage_connection
 from shared.errors import BadInputError, NotFoundError
 from shared.settings import Settings, is_loopback_host
 
@@ -44,17 +45,22 @@ class CostExportStorage:
 
     @classmethod
     def from_settings(cls, settings: Settings, app_store: StateStore) -> CostExportStorage:
-        if settings.cost_export_storage_account_name:
-            from azure.identity import DefaultAzureCredential
+        values = settings.connection_values("COST_EXPORT_STORAGE")
+        if not any(
+            values.get(k)
+            for k in ("COST_EXPORT_STORAGE", "COST_EXPORT_STORAGE__accountName", "COST_EXPORT_STORAGE__blobServiceUri")
+        ):
+            return cls(app_store)
+        conn = resolve_storage_connection(
+            "COST_EXPORT_STORAGE", values, endpoint_suffix=settings.storage_endpoint_suffix
+        )
+        if conn.identity_based:
             from azure.storage.blob import BlobServiceClient
 
-            name = settings.cost_export_storage_account_name
-            blobs = BlobServiceClient(f"https://{name}.blob.core.windows.net", credential=DefaultAzureCredential())
+            blobs = BlobServiceClient(conn.endpoint("blob"), credential=identity_credential(conn), **_CLIENT_OPTIONS)
             # tables and queues of the export account are never used: reuse the app's clients
             return cls(StateStore(app_store._tables, app_store._queues, blobs))  # noqa: SLF001
-        if settings.cost_export_storage:
-            return cls(StateStore.from_connection_string(settings.cost_export_storage))
-        return cls(app_store)
+        return cls(StateStore.from_connection_string(conn.connection_string))
 
     def read(self, container: str, name: str) -> bytes:
         data = self.store.get_blob(container, name)

@@ -1,8 +1,8 @@
 """Operational state in Azure Storage: tables, queues and blobs, the same code in Azure and on Azurite.
 
 `StateStore.from_settings()` connects with the `AzureWebJobsStorage` connection string (Azurite
-locally) or, when `AzureWebJobsStorage__accountName` is set, with the managed identity through
-`DefaultAzureCredential`. Failures are wrapped in `StorageError`.
+locally) or with the identity-based settings `AzureWebJobsStorage__*` the Functions runtime uses
+(`shared.adapters.storage_connection`), with the same timeouts either way. Failures are wrapped in `StorageError`.
 
 Queue messages are base64 text, the Functions host's default `messageEncoding`, so a message sent
 here is read by a real queue trigger and by the local host alike.
@@ -30,6 +30,7 @@ from azure.storage.queue import (
     QueueServiceClient,
 )
 
+from shared.adapters.storage_connection import StorageConnection, resolve_storage_connection
 from shared.errors import ConflictError, StorageError
 from shared.settings import Settings
 
@@ -59,6 +60,18 @@ def _resolve_connection_string(value: str) -> str:
     if value.strip().lower().replace(" ", "") == "usedevelopmentstorage=true":
         return azurite_connection_string()
     return value
+
+
+def identity_credential(conn: StorageConnection) -> Any:
+    """The credential an identity-based connection names: the managed identity (user-assigned when
+    `__clientId` is set) or, without `__credential`, the default chain (a developer sign-in locally)."""
+    if conn.credential == "managedidentity":
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=conn.client_id or None)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=conn.client_id or None)
 
 
 # fail within seconds when storage is unreachable instead of the SDK's minute of retries
@@ -94,17 +107,19 @@ class StateStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateStore:
-        if settings.storage_identity_based():
-            from azure.identity import DefaultAzureCredential
-
-            name = settings.azure_web_jobs_storage_account_name
-            cred = DefaultAzureCredential()
+        conn = resolve_storage_connection(
+            "AzureWebJobsStorage",
+            settings.connection_values("AzureWebJobsStorage"),
+            endpoint_suffix=settings.storage_endpoint_suffix,
+        )
+        if conn.identity_based:
+            cred = identity_credential(conn)
             return cls(
-                TableServiceClient(f"https://{name}.table.core.windows.net", credential=cred),
-                QueueServiceClient(f"https://{name}.queue.core.windows.net", credential=cred),
-                BlobServiceClient(f"https://{name}.blob.core.windows.net", credential=cred),
+                TableServiceClient(conn.endpoint("table"), credential=cred, **_CLIENT_OPTIONS),
+                QueueServiceClient(conn.endpoint("queue"), credential=cred, **_CLIENT_OPTIONS),
+                BlobServiceClient(conn.endpoint("blob"), credential=cred, **_CLIENT_OPTIONS),
             )
-        return cls.from_connection_string(settings.azure_web_jobs_storage)
+        return cls.from_connection_string(conn.connection_string)
 
     @classmethod
     def from_connection_string(cls, conn: str) -> StateStore:

@@ -31,7 +31,7 @@ from shared.adapters.servicenow import ServiceNowClient
 from shared.adapters.teams import TeamsWebhook, webhook_ref
 from shared.alerts import cards, incidents
 from shared.alerts.model import Alert
-from shared.alerts.outbox import Outbox
+from shared.alerts.outbox import Outbox, outbox_for
 from shared.alerts.routing import AlertRoute, AlertRoutes, load_routes, route_for
 from shared.alerts.storm import DIGEST, StormGate, StormWindow
 from shared.errors import (
@@ -141,7 +141,7 @@ class AlertDelivery:
         self.routes = routes
         self.teams = teams or TeamsWebhook.from_settings(settings)
         self.servicenow = servicenow
-        self.outbox = outbox or Outbox(settings.outbox_dir)
+        self.outbox = outbox or outbox_for(settings, store)  # a local folder never in Azure
         self.clock = clock
         self.rng = rng
         self.claims = IdempotencyStore(store, "alerts")
@@ -429,6 +429,8 @@ def _reason(err: Exception) -> str:
     """A short, stable reason (no per-alert detail) so one failing cause raises one report a day."""
     if isinstance(err, UpstreamAuthError):
         return "credentials refused (401/403)"
+    if getattr(err, "kind", "") == "channel-not-configured":
+        return "not configured (no outbox in Azure)"
     if isinstance(err, ForbiddenActionError):
         return "webhook host not allowed"
     return "request rejected (4xx)"

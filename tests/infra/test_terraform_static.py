@@ -170,12 +170,17 @@ def test_function_app_is_flex_consumption_python_311_https_only_with_its_own_ide
     assert first(app["site_config"])["minimum_tls_version"] == "1.2"
     assert first(app["identity"])["type"] == "UserAssigned"
     assert app["storage_authentication_type"] == "UserAssignedIdentity"
-    assert app["key_vault_reference_identity_id"] == "${azurerm_user_assigned_identity.app.id}"
+    # Key Vault references resolve with the user-assigned identity: set on the site with azapi
+    # (azurerm_function_app_flex_consumption has no key_vault_reference_identity_id)
+    kv_identity = resources()[("azapi_resource_action", "app_kv_identity")]
+    assert kv_identity["resource_id"] == "${azurerm_function_app_flex_consumption.app.id}"
+    assert kv_identity["method"] == "PATCH"
+    assert kv_identity["body"]["properties"]["keyVaultReferenceIdentity"] == "${azurerm_user_assigned_identity.app.id}"
 
 
 def test_key_vault_uses_rbac_and_purge_protection():
     vault = resources()[("azurerm_key_vault", "main")]
-    assert vault["enable_rbac_authorization"] is True
+    assert vault["rbac_authorization_enabled"] is True
     assert vault["purge_protection_enabled"] is True
     assert "access_policy" not in vault
 

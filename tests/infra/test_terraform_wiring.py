@@ -31,9 +31,13 @@ REPLACED_BY_IDENTITY = {
     "AzureWebJobsStorage",  # connection string replaced by AzureWebJobsStorage__accountName + managed identity
     "COST_EXPORT_STORAGE",  # connection string replaced by COST_EXPORT_STORAGE__accountName + managed identity
 }
-# Settings whose code default is right in Azure, so infra need not set them. Empty today: list a
-# setting here (with why) rather than leaving it silently unset.
-DEFAULT_OK: set[str] = set()
+# Settings whose code default is right in Azure, so infra need not set them (each with why).
+DEFAULT_OK: set[str] = {
+    "AZURE_STORAGE_ENDPOINT_SUFFIX",  # only for an account name without service URIs; infra sets the URIs
+}
+# Set through the provider's site_config (it moves the app setting there on read) and in the final
+# app settings; not a Key Vault secret: with local auth disabled it cannot ingest without a token.
+SITE_CONFIG_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING"}
 
 # App settings infra sets that the settings module does not declare: read by the platform or SDKs.
 PLATFORM_SETTINGS = {
@@ -45,7 +49,7 @@ PLATFORM_SETTINGS = {
 
 # Names in the storage contract of the code (shared/ adapters and function bindings).
 TABLES = {"idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches"}
-CONTAINERS = {"reports", "eventgrid-deadletter"}
+CONTAINERS = {"reports", "eventgrid-deadletter", "alerts-outbox"}
 COST_EXPORT_CONTAINER = "cost-exports"
 
 _OPTIONS = hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True, explicit_blocks=False)
@@ -145,7 +149,7 @@ def key_vault_settings() -> dict[str, str]:
 
 
 def app_settings_in_infra() -> set[str]:
-    return set(plain_app_settings()) | set(key_vault_settings())
+    return set(plain_app_settings()) | set(key_vault_settings()) | SITE_CONFIG_SETTINGS
 
 
 def binding_setting(expression: str) -> str | None:
@@ -305,7 +309,12 @@ def test_azure_runs_on_snowflake():
 
 
 def test_every_secret_setting_is_a_key_vault_reference_never_a_plain_value():
-    secrets = {name for name, spec in setting_specs().items() if spec.secret} - DEV_ONLY - REPLACED_BY_IDENTITY
+    secrets = (
+        {name for name, spec in setting_specs().items() if spec.secret}
+        - DEV_ONLY
+        - REPLACED_BY_IDENTITY
+        - SITE_CONFIG_SETTINGS
+    )
     in_plain = secrets & set(plain_app_settings())
     assert not in_plain, f"secret settings with a plain value in infra/: {sorted(in_plain)}"
     without_secret = secrets - set(key_vault_settings())
@@ -316,8 +325,47 @@ def test_every_secret_setting_is_a_key_vault_reference_never_a_plain_value():
 
 
 def test_function_app_settings_are_the_plain_settings_plus_key_vault_references_only():
-    app = load_infra().one("azurerm_function_app_flex_consumption", "app").body
-    assert app["app_settings"] == "${merge(local.plain_app_settings, local.key_vault_reference_settings)}"
+    infra = load_infra()
+    app = infra.one("azurerm_function_app_flex_consumption", "app").body
+    assert app["app_settings"] == "${local.final_app_settings}"
+    final = infra.locals["final_app_settings"]
+    assert final.startswith("${merge(local.plain_app_settings, local.key_vault_reference_settings, ")
+    extra = re.findall(r'"([A-Za-z0-9_]+)"\s*=', final)
+    assert extra == ["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    site_config = first(app["site_config"])
+    assert site_config["application_insights_connection_string"] == (
+        "${azurerm_application_insights.main.connection_string}"
+    )
+
+
+def test_final_app_settings_replace_the_providers_and_have_no_azure_web_jobs_storage_key():
+    # GIVEN the provider writes AzureWebJobsStorage (with an empty key) on Flex apps
+    infra = load_infra()
+    app = infra.one("azurerm_function_app_flex_consumption", "app").body
+    assert "app_settings" in first(app["lifecycle"])["ignore_changes"][0]
+    # WHEN the final settings are PUT as a whole on config/appsettings, after every app change
+    put = infra.one("azapi_resource_action", "app_settings").body
+    assert (put["action"], put["method"]) == ("config/appsettings", "PUT")
+    assert put["resource_id"] == "${azurerm_function_app_flex_consumption.app.id}"
+    assert put["body"]["properties"] == "${local.final_app_settings}"
+    assert "azurerm_function_app_flex_consumption.app" in str(first(put["lifecycle"])["replace_triggered_by"])
+    # THEN no key of the final settings is AzureWebJobsStorage itself
+    names = set(plain_app_settings()) | set(key_vault_settings()) | SITE_CONFIG_SETTINGS
+    assert "AzureWebJobsStorage" not in names
+    assert {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential"} <= names
+
+
+def test_app_restarts_after_late_secrets_and_starts_after_role_propagation():
+    infra = load_infra()
+    restart = infra.one("azapi_resource_action", "app_restart").body
+    assert restart["action"] == "restart"
+    assert "terraform_data.late_secrets" in str(first(restart["lifecycle"])["replace_triggered_by"])
+    late = infra.one("terraform_data", "late_secrets").body
+    assert "azurerm_key_vault_secret.approval_logic_app_url.version" in str(late["input"])
+    app = infra.one("azurerm_function_app_flex_consumption", "app").body
+    assert "time_sleep.rbac_propagation" in str(app["depends_on"])
+    for secret in infra.of_type("azurerm_key_vault_secret"):
+        assert "time_sleep.rbac_propagation" in str(secret.body["depends_on"]), secret.address
 
 
 def test_operator_secrets_accepted_by_the_variable_are_exactly_the_non_terraform_secrets():
@@ -362,6 +410,10 @@ def test_every_role_assignment_scope_is_narrower_than_a_management_group():
     for res in assignments:
         scope = res.body["scope"]
         assert "managementGroups" not in scope and "tenant" not in scope.lower(), f"{res.address}: {scope}"
+        if scope == "${each.key}":
+            # only the validated COST_QUERY_SCOPES (subscriptions or resource groups)
+            assert res.body["for_each"] == "${local.cost_query_extra_scopes}", res.address
+            continue
         if _SUBSCRIPTION_SCOPE.fullmatch(scope):
             assert res.body["for_each"] in _SUBSCRIPTION_SETS, f"{res.address}: subscriptions must come from a list"
             continue
@@ -384,10 +436,22 @@ def test_custom_role_is_assignable_only_to_action_subscriptions_with_exactly_the
 
 
 def test_remediation_rights_only_on_subscriptions_where_remediation_is_enabled():
-    res = load_infra().one("azurerm_role_assignment", "app_resource_policy_contributor").body
-    assert res["role_definition_name"] == "Resource Policy Contributor"
+    res = load_infra().one("azurerm_role_assignment", "app_policy_remediation").body
+    assert res["role_definition_id"] == "${azurerm_role_definition.policy_remediation[0].role_definition_resource_id}"
     assert res["for_each"] == "${local.remediation_subscriptions}"
-    broad = {"Owner", "Contributor", "User Access Administrator", "Role Based Access Control Administrator"}
+    # a custom role: remediation tasks only (Resource Policy Contributor could write assignments and exemptions)
+    assert set(load_infra().locals["policy_remediation_permissions"]) == {
+        "Microsoft.PolicyInsights/remediations/write",
+        "Microsoft.PolicyInsights/remediations/read",
+        "Microsoft.PolicyInsights/remediations/listDeployments/read",
+    }
+    broad = {
+        "Owner",
+        "Contributor",
+        "User Access Administrator",
+        "Role Based Access Control Administrator",
+        "Resource Policy Contributor",
+    }
     for assignment in load_infra().of_type("azurerm_role_assignment"):
         assert assignment.body.get("role_definition_name") not in broad, f"{assignment.address}: too broad"
 
