@@ -124,3 +124,46 @@ def test_health_in_azure_names_every_bad_setting_and_is_honest_about_channels(en
     # AND checks that need a broken setting report it instead of failing the answer
     assert checks["warehouse"]["status"] == "fail"
     assert "SNOWFLAKE" in checks["warehouse"]["detail"]
+
+
+def _azure_settings(env, tmp_path, **extra):
+    from shared.settings import load_settings
+
+    azure_env = {**env, "WEBSITE_SITE_NAME": "func-valueflow-dev-abc123", **extra}
+    return load_settings(azure_env, local_settings=tmp_path / "absent.json", strict=False)
+
+
+def test_in_azure_an_unconfigured_channel_writes_the_blob_outbox_never_delivered(env, tmp_path):
+    from shared.adapters.storage import StateStore
+    from shared.alerts.delivery import AlertDelivery, alert_message
+    from shared.alerts.model import Alert
+    from tests.conftest import load_fixture
+
+    # GIVEN the app in Azure with neither Teams nor ServiceNow configured
+    settings = _azure_settings(env, tmp_path)
+    store = StateStore.from_settings(settings)
+    alert = Alert.from_dict({**load_fixture("alerts/cost_anomaly.json"), "dedupe_key": "cost:azure-outbox"})
+    # WHEN an alert is delivered
+    outcome = AlertDelivery.from_settings(settings, store).handle(alert_message(alert))
+    # THEN it is in the blob container the operator reads, reported as outbox (never delivered)
+    statuses = {r.channel: r.status for r in outcome.results}
+    assert statuses["teams"] == "outbox" and "delivered" not in statuses.values()
+    blobs = store.list_blobs("alerts-outbox")
+    assert any(name.startswith("teams-open-") for name in blobs), blobs
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_in_azure_without_an_outbox_container_the_alert_fails_as_not_configured(env, tmp_path):
+    from shared.adapters.storage import StateStore
+    from shared.alerts.delivery import AlertDelivery, alert_message
+    from shared.alerts.model import Alert
+    from tests.conftest import load_fixture
+
+    settings = _azure_settings(env, tmp_path, OUTBOX_CONTAINER="none")
+    store = StateStore.from_settings(settings)
+    alert = Alert.from_dict({**load_fixture("alerts/cost_anomaly.json"), "dedupe_key": "cost:azure-none"})
+    outcome = AlertDelivery.from_settings(settings, store).handle(alert_message(alert))
+    teams = next(r for r in outcome.results if r.channel == "teams")
+    assert teams.status == "failed" and "not configured" in teams.detail
+    assert teams.reason == "not configured (no outbox in Azure)"
+    assert "teams" in outcome.poisoned
