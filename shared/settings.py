@@ -270,7 +270,10 @@ class Settings:
 
     # -- ServiceNow --
     servicenow_instance_url: str = _setting(
-        "SERVICENOW_INSTANCE_URL", "", _url, "https://<instance>.service-now.com; empty = local outbox."
+        "SERVICENOW_INSTANCE_URL",
+        "",
+        _url,
+        "https://<instance>.service-now.com; empty = the outbox (OUTBOX_DIR locally, OUTBOX_CONTAINER in Azure).",
     )
     servicenow_username: str = _setting("SERVICENOW_USERNAME", "", _str, "Basic-auth user.")
     servicenow_password: str = _setting("SERVICENOW_PASSWORD", "", _str, "Basic-auth password.", secret=True)
@@ -294,7 +297,7 @@ class Settings:
         "TEAMS_DEFAULT_WEBHOOK_URL",
         "",
         _url,
-        "Workflows webhook for unrouted alerts; empty = local outbox.",
+        "Workflows webhook for unrouted alerts; empty = the outbox (OUTBOX_DIR locally, OUTBOX_CONTAINER in Azure).",
         secret=True,
     )
     teams_webhook_allowed_hosts: tuple[str, ...] = _setting(
@@ -666,7 +669,8 @@ def raw_values(environ: Mapping[str, str] | None = None, local_settings: Path | 
 
 
 AZURE_HOST_MARKERS = ("WEBSITE_SITE_NAME", "WEBSITE_INSTANCE_ID")
-_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+# platform references that reach the code as text when the platform could not resolve them
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.(KeyVault|AppConfiguration)\(", re.IGNORECASE)
 
 
 def running_in_azure(environ: Mapping[str, str] | None = None) -> bool:
@@ -678,6 +682,10 @@ def running_in_azure(environ: Mapping[str, str] | None = None) -> bool:
 
 def is_key_vault_reference(raw: str) -> bool:
     return bool(_KEY_VAULT_REFERENCE.match(raw))
+
+
+def _reference_kind(raw: str) -> str:
+    return "App Configuration" if "appconfiguration" in raw.lower()[:40] else "Key Vault"
 
 
 def load_settings(
@@ -707,7 +715,7 @@ def load_settings(
             problems.append(
                 {
                     "setting": spec.name,
-                    "problem": "unresolved Key Vault reference: the platform could not read the secret "
+                    "problem": f"unresolved {_reference_kind(text)} reference: the platform could not read the value "
                     "(check that it exists and that the app's Key Vault reference identity may read it)",
                 }
             )

@@ -119,7 +119,6 @@ class NoOutbox:
         )
 
 
-
 def outbox_for(settings: Settings, store: Any) -> Any:
     """The outbox where this process runs: local folder, blob container (Azure) or none (Azure)."""
     if not settings.in_azure():

@@ -290,3 +290,70 @@ def test_the_package_keeps_what_the_host_runs(needed):
     ignored = [line for line in (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines() if line]
     assert needed not in ignored
     assert needed.rstrip("/") not in ignored
+
+
+# ------------------------------------------------------------------------------------------------
+# Names derived from environment_name are always valid
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["dev-", "a--b", "Dev", "1dev", "abcdefghijklmnopq"])
+def test_environment_names_that_would_break_resource_names_fail(variables_module, name):
+    assert "environment_name must be 2-16 characters" in plan_error(variables_module(environment_name=name))
+
+
+def test_the_readme_environment_name_is_accepted(variables_module):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"azd env new (\S+)", readme)
+    assert example, "README shows `azd env new <name>`"
+    result = variables_module(environment_name=example.group(1))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def derived_names(tmp_path_factory):
+    """Evaluate main.tf's name locals for an environment name with `terraform console` (offline)."""
+    terraform = shutil.which("terraform")
+    assert terraform
+    workdir = tmp_path_factory.mktemp("names")
+    shutil.copy(INFRA / "variables.tf", workdir / "variables.tf")
+    main = (INFRA / "main.tf").read_text(encoding="utf-8")
+    start = main.index("locals {")
+    end = main.index("\n}\n", start) + 3
+    (workdir / "names.tf").write_text(main[start:end], encoding="utf-8")
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
+    init = subprocess.run(
+        [terraform, "init", "-backend=false", "-no-color"], cwd=workdir, env=env, capture_output=True, text=True
+    )
+    assert init.returncode == 0, init.stderr
+
+    def names(environment_name: str) -> dict[str, str]:
+        values = {**VALID_VARS, "environment_name": environment_name}
+        (workdir / "t.tfvars.json").write_text(json.dumps(values), encoding="utf-8")
+        expr = "jsonencode({kv = local.key_vault_name, sa = local.sa_base, app = local.app_name})\n"
+        out = subprocess.run(
+            [terraform, "console", "-var-file=t.tfvars.json"],
+            cwd=workdir,
+            env=env,
+            input=expr,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(json.loads(out.stdout.strip()))
+
+    return names
+
+
+@pytest.mark.parametrize(
+    "environment_name", ["dev", "valueflow-dev", "abcdefghijklmnop", "a1-b2-c3-d4-e5-f6"[:16].rstrip("-")]
+)
+def test_key_vault_storage_and_app_names_fit_azure_rules(derived_names, environment_name):
+    names = derived_names(environment_name)
+    kv = names["kv"]
+    assert 3 <= len(kv) <= 24 and re.fullmatch(r"[a-z][a-z0-9-]*[a-z0-9]", kv) and "--" not in kv, kv
+    for suffix in ("app", "cost"):
+        account = names["sa"] + suffix
+        assert re.fullmatch(r"[a-z0-9]{3,24}", account), account
+    assert len(names["app"]) <= 60 and "--" not in names["app"], names["app"]
