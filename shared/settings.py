@@ -151,7 +151,9 @@ def _state_map(raw: str) -> tuple[tuple[str, str], ...]:
             continue
         source, sep, target = part.partition("=")
         if not sep or not source.strip() or not target.strip():
-            raise ValueError(f"expected 'Work item state=Demand state' pairs separated by commas; {part.strip()!r} is not one")
+            raise ValueError(
+                f"expected 'Work item state=Demand state' pairs separated by commas; {part.strip()!r} is not one"
+            )
         pairs.append((source.strip(), target.strip()))
     return tuple(pairs)
 

@@ -101,17 +101,25 @@ class PushedBranch:
 
 def default_branch_update(resource: Mapping[str, Any]) -> PushedBranch | None:
     """The push's update of the repository's default branch (what Backstage reads), or None."""
-    repo = resource.get("repository") or {}
+    repo = resource.get("repository")
+    updates = resource.get("refUpdates")
+    if not isinstance(repo, dict) or not isinstance(updates, list):
+        return None
     default = str(repo.get("defaultBranch") or "")
-    for update in resource.get("refUpdates") or []:
+    for update in updates:
+        if not isinstance(update, dict):
+            continue
         name = str(update.get("name") or "")
         head = str(update.get("newObjectId") or "")
         if not name.startswith("refs/heads/") or not head or head == ZERO_OBJECT:
             continue
         if default and name != default:
             continue
+        listed = resource.get("commits")
         commits = tuple(
-            str(c.get("commitId")) for c in resource.get("commits") or [] if isinstance(c, dict) and c.get("commitId")
+            str(c["commitId"])
+            for c in (listed if isinstance(listed, list) else [])
+            if isinstance(c, dict) and c.get("commitId")
         )
         push_id = resource.get("pushId")
         return PushedBranch(

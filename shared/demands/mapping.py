@@ -189,16 +189,24 @@ class WorkItemChange:
         return ""
 
 
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def work_item_change(resource: Mapping[str, Any]) -> WorkItemChange:
     """Read the `resource` of a `workitem.updated` event; ValueError names what is missing."""
-    work_item_id = resource.get("workItemId") or (resource.get("revision") or {}).get("id")
-    if not isinstance(work_item_id, int):
+    revision = _dict(resource.get("revision"))
+    work_item_id = resource.get("workItemId") or revision.get("id")
+    if not isinstance(work_item_id, int) or isinstance(work_item_id, bool):
         raise ValueError("resource.workItemId: missing (not a work item update)")
-    revision = resource.get("revision") or {}
     rev = resource.get("rev") or revision.get("rev") or 0
-    fields = resource.get("fields") or {}
-    state = fields.get(STATE) or {}
-    current = revision.get("fields") or {}
+    fields = _dict(resource.get("fields"))
+    state = _dict(fields.get(STATE))
+    current = _dict(revision.get("fields"))
     who = resource.get("revisedBy") or {}
     changed_by = (
         str(who.get("displayName") or who.get("uniqueName") or "someone") if isinstance(who, dict) else str(who)
@@ -256,12 +264,13 @@ def audit_note(event_type: str, resource: Mapping[str, Any], message: str) -> st
     """The work note for a completed build or release deployment; the worker fills in the linked
     work item where `{work_item}` stands."""
     if event_type == "build.complete":
-        definition = (resource.get("definition") or {}).get("name") or "build"
+        definition = _dict(resource.get("definition")).get("name") or "build"
         what = f"Build {definition} {resource.get('buildNumber') or resource.get('id')}: {resource.get('result') or resource.get('status') or 'completed'}"
     else:
-        environment = resource.get("environment") or (resource.get("deployment") or {}).get("releaseEnvironment") or {}
-        release = resource.get("release") or (resource.get("deployment") or {}).get("release") or {}
-        status = environment.get("status") or (resource.get("deployment") or {}).get("deploymentStatus") or "completed"
+        deployment = _dict(resource.get("deployment"))
+        environment = _dict(resource.get("environment") or deployment.get("releaseEnvironment"))
+        release = _dict(resource.get("release") or deployment.get("release"))
+        status = environment.get("status") or deployment.get("deploymentStatus") or "completed"
         what = f"Release {release.get('name') or '?'} to {environment.get('name') or '?'}: {status}"
     text = f"Azure DevOps audit (work item {WORK_ITEM_PLACEHOLDER}): {what}."
     if message:
@@ -271,12 +280,12 @@ def audit_note(event_type: str, resource: Mapping[str, Any], message: str) -> st
 
 def build_ids_of_release(resource: Mapping[str, Any]) -> list[int]:
     """Build ids among a release deployment's artifacts (their work items are the release's)."""
-    release = resource.get("release") or (resource.get("deployment") or {}).get("release") or {}
+    release = _dict(resource.get("release") or _dict(resource.get("deployment")).get("release"))
     ids = []
-    for artifact in release.get("artifacts") or []:
+    for artifact in _list(release.get("artifacts")):
         if not isinstance(artifact, dict) or artifact.get("type") != "Build":
             continue
-        version = ((artifact.get("definitionReference") or {}).get("version") or {}).get("id")
+        version = _dict(_dict(artifact.get("definitionReference")).get("version")).get("id")
         if isinstance(version, str) and version.isdigit():
             ids.append(int(version))
         elif isinstance(version, int):
