@@ -42,7 +42,7 @@ def on_work_item_updated(event: HookEvent, runtime: Runtime) -> str:
 @register("build.complete")
 def on_build_complete(event: HookEvent, runtime: Runtime) -> str:
     build_id = event.resource.get("id")
-    if not isinstance(build_id, int):
+    if not isinstance(build_id, int) or isinstance(build_id, bool):
         return "ignored: resource.id is not a build id"
     note = mapping.audit_note(event.event_type, event.resource, _text(event))
     runtime.storage.send(
