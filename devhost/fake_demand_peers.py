@@ -247,10 +247,10 @@ class FakeAzureDevOps(FakePeer):
             ]
             return _json(200, {"queryType": "flat", "workItems": found})
         if m := re.fullmatch(r"build/builds/(\d+)/workitems", rest):
-            ids = self.build_work_items.get(int(m.group(1)))
-            if ids is None:
+            linked = self.build_work_items.get(int(m.group(1)))
+            if linked is None:
                 return _json(404, {"message": f"TF215076: Build {m.group(1)} does not exist."})
-            return _json(200, {"count": len(ids), "value": [{"id": str(i), "url": ""} for i in ids]})
+            return _json(200, {"count": len(linked), "value": [{"id": str(i), "url": ""} for i in linked]})
         if m := re.fullmatch(r"git/repositories/([^/]+)/commits", rest):
             commits = self.push_commits.get(int(query.get("pushId") or -1), [])
             return _json(200, {"count": len(commits), "value": [{"commitId": c} for c in commits]})
@@ -293,14 +293,14 @@ class FakeAzureDevOps(FakePeer):
         if work_item_type not in ("Feature", "Epic", "User Story"):
             return _json(404, {"message": f"VS402323: Work item type {work_item_type} does not exist in project."})
         self.next_id += 1
-        item = {
+        item: dict[str, Any] = {
             "id": self.next_id,
             "rev": 1,
             "fields": {"System.WorkItemType": work_item_type, "System.State": "New"},
             "relations": [],
         }
         self._apply(item, doc)
-        self.work_items[item["id"]] = item
+        self.work_items[self.next_id] = item
         return _json(200, self._view(item, relations=True))
 
     def _patch(self, item: dict[str, Any], doc: Any, headers: dict[str, str]) -> Answer:
