@@ -132,8 +132,21 @@ def _table_name(raw: str) -> str:
 
 def _field_name(raw: str) -> str:
     value = raw.strip()
-    if value and not _IDENTIFIER.match(value):
-        raise ValueError("expected a ServiceNow field name such as u_azure_devops_work_item, or empty")
+    if value == "-":  # an empty setting means the default: '-' switches the field off
+        return ""
+    if not _IDENTIFIER.match(value):
+        raise ValueError("expected a ServiceNow field name such as u_azure_devops_work_item, or '-' for none")
+    return value
+
+
+def _work_item_field(raw: str) -> str:
+    value = raw.strip()
+    if value == "-":
+        return ""
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$", value):
+        raise ValueError(
+            "expected a work item field reference name such as Microsoft.VSTS.Common.AcceptanceCriteria, or '-'"
+        )
     return value
 
 
@@ -500,8 +513,8 @@ class Settings:
     azure_devops_acceptance_criteria_field: str = _setting(
         "AZURE_DEVOPS_ACCEPTANCE_CRITERIA_FIELD",
         "Microsoft.VSTS.Common.AcceptanceCriteria",
-        _str,
-        "Work item field for a demand's acceptance criteria (empty: appended to the description instead).",
+        _work_item_field,
+        "Work item field for a demand's acceptance criteria (`-`: appended to the description instead).",
     )
     servicenow_demand_table: str = _setting(
         "SERVICENOW_DEMAND_TABLE", "dmn_demand", _table_name, "ServiceNow table of the demands (Table API name)."
@@ -510,13 +523,13 @@ class Settings:
         "SERVICENOW_DEMAND_WORK_ITEM_FIELD",
         "u_azure_devops_work_item",
         _field_name,
-        "Demand field that receives the Azure Boards work item id (empty: work note only).",
+        "Demand field that receives the Azure Boards work item id (`-`: work note only).",
     )
     servicenow_demand_work_item_url_field: str = _setting(
         "SERVICENOW_DEMAND_WORK_ITEM_URL_FIELD",
         "u_azure_devops_url",
         _field_name,
-        "Demand field that receives the work item URL (empty: work note only).",
+        "Demand field that receives the work item URL (`-`: work note only).",
     )
     servicenow_demand_approved_query: str = _setting(
         "SERVICENOW_DEMAND_APPROVED_QUERY",

@@ -155,6 +155,13 @@ def test_demand_settings_are_parsed_and_bad_ones_named(tmp_path):
     )
     assert settings.demands_state_map == (("Doing", "In progress"), ("Done", "Completed"))
     assert settings.azure_devops_work_item_type == "Epic" and settings.servicenow_demand_table == "dmn_demand"
+    # an empty setting means its default, so '-' is how a field is switched off
+    off = load_settings(
+        {"SERVICENOW_DEMAND_WORK_ITEM_URL_FIELD": "-", "AZURE_DEVOPS_ACCEPTANCE_CRITERIA_FIELD": "-"},
+        local_settings=tmp_path / "absent.json",
+    )
+    assert off.servicenow_demand_work_item_url_field == "" and off.azure_devops_acceptance_criteria_field == ""
+    assert off.servicenow_demand_work_item_field == "u_azure_devops_work_item"
     with pytest.raises(SettingsError) as err:
         load_settings(
             {
