@@ -335,3 +335,14 @@ def test_reconcile_cli_reports_what_it_fixed(peers, rt, monkeypatch, capsys):
     report = json.loads(capsys.readouterr().out)
     assert [f["number"] for f in report["fixed"]] == ["DMND0001300"] and len(peers.ado.work_items) == 1
     assert main(["demands", "reconcile", "--since", "yesterday"]) == 2
+
+
+def test_servicenow_throttling_the_write_back_retries_it_without_a_second_work_item(peers, sync):
+    doc = approved(peers)
+    peers.servicenow.fail("PATCH", rf"/dmn_demand/{SYS_ID}$", 429, headers={"Retry-After": "12"})
+    first = sync.handle(demand_message(Demand.from_payload(doc)))
+    assert first.status == "retry" and first.delay_seconds >= 12 and len(peers.ado.work_items) == 1
+    assert peers.servicenow.notes(SYS_ID) == []
+    second = sync.handle({**demand_message(Demand.from_payload(doc)), "attempt": 2})
+    assert second.status == "done" and len(peers.ado.work_items) == 1
+    assert len(peers.servicenow.notes(SYS_ID)) == 1
