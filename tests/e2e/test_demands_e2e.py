@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import FIXTURES, load_fixture, start_host, stop_host
-from tests.fixtures.demands.peers import start_peers
+from tests.fixtures.demands.peers import reset_demand_state, start_peers
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +32,14 @@ def peers(httpserver):
 
 @pytest.fixture
 def host(env, peers, tmp_path):
+    reset_demand_state(env["AzureWebJobsStorage"])
     host = start_host(
         {**env, **peers.env(), "ADO_HOOK_USERNAME": "svc-hooks", "ADO_HOOK_PASSWORD": "pw-for-tests"},
         tmp_path / "host.log",
     )
     yield host
     stop_host(host)
+    reset_demand_state(env["AzureWebJobsStorage"])
 
 
 def test_demand_approved_work_item_created_moved_to_done_demand_completed(peers, host):

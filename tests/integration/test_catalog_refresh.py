@@ -12,7 +12,7 @@ from shared.errors import TransientUpstreamError
 from shared.runtime import Runtime
 from shared.settings import load_settings
 from tests.conftest import FIXTURES, load_fixture
-from tests.fixtures.demands.peers import start_peers
+from tests.fixtures.demands.peers import reset_demand_state, start_peers
 
 REPO = "278d5cd2-584d-4b63-824a-2ba458937249"
 OLDER, HEAD = "a" * 40, "b" * 40
@@ -42,11 +42,8 @@ def peers(httpserver):
 
 @pytest.fixture
 def rt(env, peers, tmp_path):
-    runtime = Runtime(load_settings({**env, **peers.env()}, local_settings=tmp_path / "absent.json"))
-    while batch := runtime.storage.receive("alerts", max_messages=32):
-        for message in batch:
-            runtime.storage.ack("alerts", message)
-    return runtime
+    reset_demand_state(env["AzureWebJobsStorage"])
+    return Runtime(load_settings({**env, **peers.env()}, local_settings=tmp_path / "absent.json"))
 
 
 def alerts(rt):

@@ -18,7 +18,7 @@ from shared.devops.hooks import dispatch, event_from_dict
 from shared.runtime import Runtime
 from shared.settings import load_settings
 from tests.conftest import load_fixture
-from tests.fixtures.demands.peers import start_peers
+from tests.fixtures.demands.peers import reset_demand_state, start_peers
 
 SYS_ID = "5f3c0a7e1b2d4c6e8f9a0b1c2d3e4f50"
 
@@ -31,19 +31,9 @@ def peers(httpserver):
 @pytest.fixture
 def rt(env, peers, tmp_path):
     settings = load_settings({**env, **peers.env()}, local_settings=tmp_path / "absent.json")
-    runtime = Runtime(settings)
-    for queue in (QUEUE, POISON, "alerts"):
-        drain(runtime, queue)
-    forget_demand_state(runtime)
-    return runtime
-
-
-def forget_demand_state(runtime):
-    """Azurite lives for the session: start each test without the links and claims of the last one."""
-    for row in list(runtime.storage.query("demands")):
-        runtime.storage.delete("demands", row["PartitionKey"], row["RowKey"])
-    for row in list(runtime.storage.query("idempotency", "PartitionKey eq @pk", pk="demands")):
-        runtime.storage.delete("idempotency", "demands", row["RowKey"])
+    reset_demand_state(env["AzureWebJobsStorage"])
+    yield Runtime(settings)
+    reset_demand_state(env["AzureWebJobsStorage"])  # delayed retries must not reach a later test
 
 
 @pytest.fixture
