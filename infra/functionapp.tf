@@ -48,6 +48,20 @@ locals {
     "ADO_HOOK_USERNAME"    = var.azure_devops.hook_username
     "BACKSTAGE_URL"        = var.backstage_url
 
+    # Demand sync (shared/demands): ServiceNow demands <-> Azure Boards; the code defaults are the production values.
+    "AZURE_DEVOPS_WORK_ITEM_TYPE"            = "Feature"
+    "AZURE_DEVOPS_ACCEPTANCE_CRITERIA_FIELD" = "Microsoft.VSTS.Common.AcceptanceCriteria"
+    "SERVICENOW_DEMAND_TABLE"                = "dmn_demand"
+    "SERVICENOW_DEMAND_WORK_ITEM_FIELD"      = "u_azure_devops_work_item"
+    "SERVICENOW_DEMAND_WORK_ITEM_URL_FIELD"  = "u_azure_devops_url"
+    "SERVICENOW_DEMAND_APPROVED_QUERY"       = "approval=approved"
+    "DEMANDS_STATE_MAP"                      = "Doing=In progress,Active=In progress,Done=Completed,Closed=Completed"
+    "DEMANDS_RECONCILE_SCHEDULE"             = "0 15 2 * * *"
+    "DEMANDS_RECONCILE_LOOKBACK_DAYS"        = "30"
+    "DEMANDS_MAX_ATTEMPTS"                   = "8"
+    "DEMANDS_RETRY_BASE_SECONDS"             = "10"
+    "DEMANDS_RETRY_MAX_SECONDS"              = "1800"
+
     "TEAMS_WEBHOOK_ALLOWED_HOSTS" = join(",", var.teams_webhook_allowed_hosts)
     "OWNER_TAG_KEYS"              = join(",", var.owner_tag_keys)
 

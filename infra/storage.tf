@@ -1,7 +1,7 @@
 locals {
   # Names the code uses (shared/ adapters and function bindings); the wiring test checks them.
-  app_queues = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events"]
-  app_tables = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms"]
+  app_queues = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events", "demands"]
+  app_tables = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms", "demands"]
   # alerts-outbox: alerts of a channel that is not configured (OUTBOX_CONTAINER), never delivered
   app_containers = ["reports", "eventgrid-deadletter", "alerts-outbox", "ado-events"]
 

@@ -140,6 +140,57 @@ def _schedule(raw: str) -> str:
     return value
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,79}$")
+
+
+def _table_name(raw: str) -> str:
+    value = raw.strip()
+    if not _IDENTIFIER.match(value):
+        raise ValueError("expected a ServiceNow table name such as dmn_demand")
+    return value
+
+
+def _field_name(raw: str) -> str:
+    value = raw.strip()
+    if value == "-":  # an empty setting means the default: '-' switches the field off
+        return ""
+    if not _IDENTIFIER.match(value):
+        raise ValueError("expected a ServiceNow field name such as u_azure_devops_work_item, or '-' for none")
+    return value
+
+
+def _work_item_field(raw: str) -> str:
+    value = raw.strip()
+    if value == "-":
+        return ""
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$", value):
+        raise ValueError(
+            "expected a work item field reference name such as Microsoft.VSTS.Common.AcceptanceCriteria, or '-'"
+        )
+    return value
+
+
+def _work_item_type(raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 128 or any(c in value for c in "/\\?#%$"):
+        raise ValueError("expected a work item type name such as Feature or Epic")
+    return value
+
+
+def _state_map(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        source, sep, target = part.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ValueError(
+                f"expected 'Work item state=Demand state' pairs separated by commas; {part.strip()!r} is not one"
+            )
+        pairs.append((source.strip(), target.strip()))
+    return tuple(pairs)
+
+
 def is_loopback_host(host: str | None) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost: hosts where plain http and dev credentials are allowed."""
     if not host:
@@ -560,6 +611,75 @@ class Settings:
         _str,
         "Static external-access token for the Backstage backend, sent as `Authorization: Bearer`.",
         secret=True,
+    )
+
+    # -- demand sync: ServiceNow demands <-> Azure Boards work items (shared/demands) --
+    azure_devops_work_item_type: str = _setting(
+        "AZURE_DEVOPS_WORK_ITEM_TYPE",
+        "Feature",
+        _work_item_type,
+        "Work item type an approved ServiceNow demand becomes in Azure Boards (`Feature` or `Epic`, or another type).",
+    )
+    azure_devops_acceptance_criteria_field: str = _setting(
+        "AZURE_DEVOPS_ACCEPTANCE_CRITERIA_FIELD",
+        "Microsoft.VSTS.Common.AcceptanceCriteria",
+        _work_item_field,
+        "Work item field for a demand's acceptance criteria (`-`: appended to the description instead).",
+    )
+    servicenow_demand_table: str = _setting(
+        "SERVICENOW_DEMAND_TABLE", "dmn_demand", _table_name, "ServiceNow table of the demands (Table API name)."
+    )
+    servicenow_demand_work_item_field: str = _setting(
+        "SERVICENOW_DEMAND_WORK_ITEM_FIELD",
+        "u_azure_devops_work_item",
+        _field_name,
+        "Demand field that receives the Azure Boards work item id (`-`: work note only).",
+    )
+    servicenow_demand_work_item_url_field: str = _setting(
+        "SERVICENOW_DEMAND_WORK_ITEM_URL_FIELD",
+        "u_azure_devops_url",
+        _field_name,
+        "Demand field that receives the work item URL (`-`: work note only).",
+    )
+    servicenow_demand_approved_query: str = _setting(
+        "SERVICENOW_DEMAND_APPROVED_QUERY",
+        "approval=approved",
+        _str,
+        "Encoded query selecting approved demands for reconciliation (`field=value` parts joined by `^`).",
+    )
+    demands_state_map: tuple[tuple[str, str], ...] = _setting(
+        "DEMANDS_STATE_MAP",
+        (("Doing", "In progress"), ("Active", "In progress"), ("Done", "Completed"), ("Closed", "Completed")),
+        _state_map,
+        "Work item state = demand state pairs (display values), comma-separated; other states add a work note only.",
+        sample="Doing=In progress,Active=In progress,Done=Completed,Closed=Completed",
+    )
+    demands_reconcile_schedule: str = _setting(
+        "DEMANDS_RECONCILE_SCHEDULE",
+        "0 15 2 * * *",
+        _schedule,
+        "NCRONTAB of the nightly demand reconciliation (UTC).",
+    )
+    demands_reconcile_lookback_days: int = _setting(
+        "DEMANDS_RECONCILE_LOOKBACK_DAYS",
+        30,
+        _int_range(1, 3650),
+        "The nightly reconciliation checks demands updated in ServiceNow within this many days.",
+    )
+    demands_max_attempts: int = _setting(
+        "DEMANDS_MAX_ATTEMPTS",
+        8,
+        _int_range(1, 100),
+        "Attempts of one demand sync step before it goes to demands-poison and raises an alert.",
+    )
+    demands_retry_base_seconds: float = _setting(
+        "DEMANDS_RETRY_BASE_SECONDS", 10.0, _positive_float, "First retry delay of a demand step; doubles per attempt."
+    )
+    demands_retry_max_seconds: float = _setting(
+        "DEMANDS_RETRY_MAX_SECONDS",
+        1800.0,
+        _positive_float,
+        "Cap of the demand retry delay (a longer Retry-After still wins).",
     )
 
     # -- runtime --

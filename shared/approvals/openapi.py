@@ -256,6 +256,62 @@ def paths() -> dict[str, Any]:
                 },
             }
         },
+        "/demands": {
+            "post": {
+                "operationId": "demand_intake",
+                "summary": "Approved ServiceNow demand",
+                "description": "Called by a ServiceNow Business Rule or Flow Designer REST step when a demand is "
+                "approved: validated, acknowledged at once (202) and queued; the worker creates or updates the "
+                "Azure Boards work item and writes its id and URL back. Idempotent per sysId (docs/demands.md).",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["sysId", "number", "title"],
+                                "properties": {
+                                    "sysId": {"type": "string", "pattern": "^[0-9a-f]{32}$", "x-ms-summary": "sys_id"},
+                                    "number": {"type": "string", "maxLength": 40, "x-ms-summary": "Number"},
+                                    "title": {"type": "string", "maxLength": 4000, "x-ms-summary": "Title"},
+                                    "description": {"type": "string", "maxLength": 30000},
+                                    "priority": {
+                                        "oneOf": [
+                                            {"type": "integer", "minimum": 1, "maximum": 5},
+                                            {"type": "string", "pattern": "^[1-5]"},
+                                        ],
+                                        "description": 'ServiceNow priority 1-5 (a number, "2" or "2 - High")',
+                                    },
+                                    "costCenter": {"type": "string", "maxLength": 200},
+                                    "acceptanceCriteria": {"type": "string", "maxLength": 15000},
+                                    "requestedBy": {"type": "string", "maxLength": 200},
+                                    "portfolio": {"type": "string", "maxLength": 200},
+                                    "url": {"type": "string", "description": "the demand record's URL"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "Queued.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "accepted": {"type": "boolean"},
+                                        "sysId": {"type": "string"},
+                                        "number": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_problems(400, 401, 413, 415),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",

@@ -9,3 +9,5 @@ from __future__ import annotations
 def load_handlers() -> None:
     """Import every module that registers handlers with `shared.devops.hooks.register` (idempotent)."""
     # e.g. `from shared.demands import ado_events  # noqa: F401  (workitem.*, build/release completed)`
+    from shared.catalog import refresh  # noqa: F401  (git.push -> Backstage refresh)
+    from shared.demands import ado_events  # noqa: F401  (workitem.updated, build/release completed)

@@ -1,0 +1,1 @@
+"""ServiceNow demands <-> Azure Boards work items: intake, sync worker, hook handlers, reconciliation."""
