@@ -121,11 +121,11 @@ def _schedule(raw: str) -> str:
 
 
 def is_loopback_host(host: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: hosts where plain http and dev credentials are allowed."""
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    return host == "localhost" or host == "::1" or host.startswith("127.")
+    """True for `localhost` and literal 127.0.0.0/8 or ::1 addresses: where plain http and dev credentials
+    are allowed (`127.attacker.example` is not loopback; see shared.urls)."""
+    from shared.urls import is_loopback_host as _is_loopback
+
+    return _is_loopback(host)
 
 
 @dataclass(frozen=True)
