@@ -62,7 +62,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_") and value not in ("", None):
                 doc[key] = value
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
 
 
@@ -77,7 +77,7 @@ class TextFormatter(logging.Formatter):
         if extras:
             base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
         if record.exc_info:
-            base += "\n" + self.formatException(record.exc_info)
+            base += "\n" + (record.exc_text or self.formatException(record.exc_info))
         return base
 
 
@@ -91,6 +91,9 @@ def configure(settings: Settings, *, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     handler.addFilter(_ContextFilter())
+    from shared.urls import SecretMaskingFilter
+
+    handler.addFilter(SecretMaskingFilter())  # `?code=`, `sig=`, ... never reach a log line
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("azure", "urllib3", "snowflake", "azure.core.pipeline.policies.http_logging_policy"):

@@ -297,3 +297,24 @@ def pinned_session(allowed_hosts: Iterable[str], *, loopback_always: bool = Fals
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+class SecretMaskingFilter:
+    """A logging filter (on a handler) masking key and SAS query parameters in every record's message,
+    whoever logged it: access lines, urllib3 debug lines, exception texts that quote a URL."""
+
+    def filter(self, record: Any) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is the logging module's problem, not ours
+            return True
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            import logging
+
+            record.exc_text = mask_secrets(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = mask_secrets(record.exc_text)
+        return True
