@@ -35,7 +35,9 @@ APP_KEY_PREFIXES = ("approval-escalation:", "approval-audit:", "cost-", "policy-
 
 
 def test_a_caller_cannot_address_the_escalation_incident_the_app_opened():
-    approval = Approval(EPISODE_ID, EPISODE_ID, "deallocate_vm", "/subscriptions/s/x", "squad", "critical", 1, 1, "s", "t")
+    approval = Approval(
+        EPISODE_ID, EPISODE_ID, "deallocate_vm", "/subscriptions/s/x", "squad", "critical", 1, 1, "s", "t"
+    )
     ours = escalation_alert(approval, "refused: protected").dedupe_key
     theirs = incident_alert(
         title="close it",
@@ -148,7 +150,9 @@ def test_two_incidents_from_one_logic_app_run_do_not_collide_and_a_retry_replays
     s2, _, a2 = _call(host, "POST", "/api/incidents", second, {**run, "x-ms-workflow-operation-name": "Open_cpu"})
     s3, h3, a3 = _call(host, "POST", "/api/incidents", first, {**run, "x-ms-workflow-operation-name": "Open_disk"})
     # a run without the action header (not a Logic App action): told apart by its body
-    s4, _, a4 = _call(host, "POST", "/api/incidents", {"title": "mem", "resourceId": "/r", "dedupeKey": f"mem-{tag}"}, run)
+    s4, _, a4 = _call(
+        host, "POST", "/api/incidents", {"title": "mem", "resourceId": "/r", "dedupeKey": f"mem-{tag}"}, run
+    )
     assert (s1, s2, s3, s4) == (202, 202, 202, 202)
     assert a1["messageId"] != a2["messageId"] and a3 == a1 and h3.get("Idempotent-Replayed") == "true"
     mine = sorted(k for k in _queued_keys(runtime) if k.endswith(tag))
