@@ -107,6 +107,11 @@ def _url(raw: str) -> str:
         raise ValueError("expected an http(s) URL")
     if parsed.scheme == "http" and not is_loopback_host(parsed.hostname):
         raise ValueError("plain http is allowed only for loopback hosts (127.0.0.1, localhost, ::1)")
+    from shared.urls import url_shape_problem
+
+    problem = url_shape_problem(value)  # what urllib3 would send must be what the URL says
+    if problem:
+        raise ValueError(f"the URL {problem}")
     return value.rstrip("/")
 
 

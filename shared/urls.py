@@ -115,11 +115,12 @@ def listed_verbatim(host: str, patterns: Iterable[str]) -> bool:
 
 
 def parse_outbound(
-    url: Any, allowed_hosts: Iterable[str], *, setting: str, loopback_always: bool = False
+    url: Any, allowed_hosts: Iterable[str] | None, *, setting: str, loopback_always: bool = False
 ) -> OutboundUrl | str:
     """The checked URL, or a string saying why it may not be called (never echoes the URL: it may hold a secret).
 
-    `setting` names the allow-list in messages. `loopback_always` lets loopback hosts through without
+    `allowed_hosts=None` checks the shape only (URL settings an operator writes: any plainly written
+    host, IP literals included). `setting` names the allow-list in messages. `loopback_always` lets loopback hosts through without
     being listed (Teams routes from configuration: the local fakes); a caller-supplied URL never gets it."""
     from urllib.parse import urlsplit
 
@@ -159,9 +160,10 @@ def parse_outbound(
     loopback = is_loopback_host(host)
     if scheme == "http" and not loopback:
         return "must use https"
-    allowed = tuple(allowed_hosts)
-    if not (host_allowed(host, allowed) or (loopback_always and loopback)):
-        return f"host {host} is not in {setting}"
+    if allowed_hosts is not None:
+        allowed = tuple(allowed_hosts)
+        if not (host_allowed(host, allowed) or (loopback_always and loopback)):
+            return f"host {host} is not in {setting}"
     port = parsed.port or (443 if scheme == "https" else 80)
     prepared_problem = _prepared_host_problem(url, scheme, host, port)
     if prepared_problem:
@@ -191,6 +193,12 @@ def outbound_problem(
 ) -> str | None:
     """Why this URL may not be called, or None when it may (see `parse_outbound`)."""
     result = parse_outbound(url, allowed_hosts, setting=setting, loopback_always=loopback_always)
+    return result if isinstance(result, str) else None
+
+
+def url_shape_problem(url: Any) -> str | None:
+    """Why a configured URL is not plainly written (backslash, userinfo, odd host spelling...), or None."""
+    result = parse_outbound(url, None, setting="")
     return result if isinstance(result, str) else None
 
 
