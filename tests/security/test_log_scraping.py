@@ -9,6 +9,7 @@ import re
 import secrets
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from werkzeug import Response
@@ -84,5 +85,14 @@ def test_a_full_run_logs_the_key_once_and_no_sas_signature(env, runtime, httpser
     lines_with_key = [line for line in log.splitlines() if key in line]
     assert len(lines_with_key) == 1 and lines_with_key[0].startswith("Function key"), lines_with_key
     assert sig not in log
+    # nor in the audit trail (operational state and warehouse) or the Teams messages of the outbox
+    from shared.approvals.audit import read_audit
+
+    assert read_audit(runtime.storage, EPISODE["EPISODE_ID"])
+    assert sig not in json.dumps(read_audit(runtime.storage, EPISODE["EPISODE_ID"]), default=str)
+    with runtime.warehouse.session() as wh:
+        assert sig not in json.dumps(wh.query("SELECT * FROM APPROVAL_AUDIT"), default=str)
+    outbox = Path(env["OUTBOX_DIR"])
+    assert all(sig not in p.read_text() for p in outbox.rglob("*.json"))
     # and the access lines are there, masked (the run did log the requests)
     assert re.search(r"code=\*\*\*", log) and re.search(r"sig=\*\*\*", log), log[-3000:]
