@@ -120,8 +120,9 @@ def parse_outbound(
     """The checked URL, or a string saying why it may not be called (never echoes the URL: it may hold a secret).
 
     `allowed_hosts=None` checks the shape only (URL settings an operator writes: any plainly written
-    host, IP literals included). `setting` names the allow-list in messages. `loopback_always` lets loopback hosts through without
-    being listed (Teams routes from configuration: the local fakes); a caller-supplied URL never gets it."""
+    host, IP literals included). `setting` names the allow-list in messages. `loopback_always` lets
+    loopback hosts through without being listed (Teams routes from configuration: the local fakes);
+    a caller-supplied URL never gets it."""
     from urllib.parse import urlsplit
 
     from urllib3.exceptions import LocationParseError
