@@ -94,6 +94,12 @@ def app_host(env: dict[str, str], tmp_path: Path, httpserver) -> Iterator[tuple[
     host.episode_id = episode_id  # type: ignore[attr-defined]
     yield host, runtime
     host.stop()
+    # this host runs no queue workers: take back what the test queued, so that no later test's worker
+    # (Azurite is shared by the session) runs these approvals' actions or delivers these incidents
+    for queue in ("alerts", "approval-actions"):
+        while batch := runtime.storage.receive(queue, max_messages=32, visibility_timeout=1):
+            for message in batch:
+                runtime.storage.ack(queue, message)
     set_runtime(None)
 
 

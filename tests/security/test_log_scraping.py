@@ -48,7 +48,9 @@ def test_a_full_run_logs_the_key_once_and_no_sas_signature(env, runtime, httpser
         "ARM_ENDPOINT": base,
         "CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
     }
-    seed_episode(runtime)
+    # Azurite lives for the whole session: an episode (and approval) id of this test only
+    episode_id = "ce-" + secrets.token_hex(10)
+    seed_episode(runtime, {**EPISODE, "EPISODE_ID": episode_id})
     host = start_host(host_env, tmp_path / "host.log")
     host.key = key
     code = "code=" + urllib.parse.quote(key)
@@ -69,12 +71,17 @@ def test_a_full_run_logs_the_key_once_and_no_sas_signature(env, runtime, httpser
         assert host.request("POST", f"/api/nowhere?{code}&sig={sig}", {}, key=False)[0] == 404
         # a Logic App subscribes with a SAS callback, a manager approves, the worker calls it back
         callback = f"{base}/cb/run-1?api-version=2016-06-01&sp=%2Fruns%2F&sv=1.0&sig={sig}"
-        subscribe = {**load("logic-app-subscribe.json"), "callbackUrl": callback, "runId": "run-1"}
+        subscribe = {
+            **load("logic-app-subscribe.json"),
+            "episodeId": episode_id,
+            "callbackUrl": callback,
+            "runId": "run-1",
+        }
         assert host.request("POST", f"/api/approvals?{code}", subscribe, key=False)[0] == 202
         refused = {**subscribe, "callbackUrl": f"https://attacker.example\\.logic.azure.com/cb?sig={sig}"}
         assert host.request("POST", "/api/approvals", refused)[0] == 400
         decision = {"decision": "approve", "approver": "manager@example.test", "reason": "runaway"}
-        assert host.request("POST", f"/api/approvals/{EPISODE['EPISODE_ID']}/decision", decision)[0] == 202
+        assert host.request("POST", f"/api/approvals/{episode_id}/decision", decision)[0] == 202
         called = lambda: any(r.path == "/cb/run-1" for r, _ in httpserver.log)  # noqa: E731
         assert _wait(called), host.log()[-3000:]
         time.sleep(0.5)  # let the worker write its last lines
@@ -88,8 +95,8 @@ def test_a_full_run_logs_the_key_once_and_no_sas_signature(env, runtime, httpser
     # nor in the audit trail (operational state and warehouse) or the Teams messages of the outbox
     from shared.approvals.audit import read_audit
 
-    assert read_audit(runtime.storage, EPISODE["EPISODE_ID"])
-    assert sig not in json.dumps(read_audit(runtime.storage, EPISODE["EPISODE_ID"]), default=str)
+    assert read_audit(runtime.storage, episode_id)
+    assert sig not in json.dumps(read_audit(runtime.storage, episode_id), default=str)
     with runtime.warehouse.session() as wh:
         assert sig not in json.dumps(wh.query("SELECT * FROM APPROVAL_AUDIT"), default=str)
     outbox = Path(env["OUTBOX_DIR"])
