@@ -10,6 +10,12 @@ where they are installed). It serves:
 - timers on their NCRONTAB schedule and queue triggers polling Azure Storage (Azurite), with
   host.json's `maxDequeueCount` and a `<queue>-poison` queue.
 Every error reaches the client as a JSON problem body; the host never prints a traceback to it.
+
+Hardening (docs/security.md): every request body is read (or the connection closed) before the
+answer, so a rejected request's body is never parsed as the next request; a listen backlog, a
+bounded number of handler threads (503 when all are busy), a per-read timeout and a deadline for
+reading a whole request; `code`, `sig`, `sv` and the other key/SAS query parameters are masked in
+every access log line.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import inspect
 import json
 import logging
 import secrets
+import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,10 +55,16 @@ from shared.errors import (
 )
 from shared.observability import invocation
 from shared.settings import Settings
+from shared.urls import host_problem, mask_secrets
 
 log = logging.getLogger("devhost")
 
 MAX_BODY_BYTES = 1024 * 1024
+DRAIN_LIMIT_BYTES = 16 * MAX_BODY_BYTES  # a larger body is not read at all: the connection is closed
+LISTEN_BACKLOG = 128
+MAX_HANDLER_THREADS = 64
+READ_TIMEOUT_SECONDS = 10.0  # one recv on a connection (idle keep-alive included)
+REQUEST_READ_DEADLINE_SECONDS = 30.0  # the request line, headers and body of one request, in total
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 
@@ -58,6 +72,91 @@ class FunctionFailed(ValueFlowError):
     status = 500
     kind = "function-failed"
     title = "Function invocation failed"
+
+
+class RequestTimeoutError(BadInputError):
+    status = 408
+    kind = "request-timeout"
+    title = "Request timeout"
+
+
+class ReadWatchdog:
+    """Shuts the reading side of connections whose current request is not fully read by its deadline
+    (slow headers or bodies, one byte at a time): the handler thread gets EOF and is freed."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._deadlines: dict[int, tuple[float, socket.socket]] = {}
+
+    def arm(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._deadlines[id(sock)] = (time.monotonic() + self.limit, sock)
+
+    def disarm(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(id(sock), None)
+
+    def sweep(self) -> int:
+        """Shut the reading side of every connection past its deadline; how many."""
+        now = time.monotonic()
+        with self._lock:
+            expired = [(k, s) for k, (d, s) in self._deadlines.items() if d <= now]
+            for k, _ in expired:
+                del self._deadlines[k]
+        for _, sock in expired:
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        return len(expired)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(0.25):
+            self.sweep()
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a listen backlog and at most `max_threads` handler threads; when all
+    are busy for `busy_wait` seconds a new connection gets 503 with Retry-After instead of a thread."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, *, max_threads: int, busy_wait: float = 2.0) -> None:
+        self._slots = threading.BoundedSemaphore(max_threads)
+        self.busy_wait = busy_wait
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(timeout=self.busy_wait):
+            _answer_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _answer_busy(sock: socket.socket) -> None:
+    body = json.dumps(problem(ValueFlowError("the local host is busy; retry"))).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+        f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(head.encode() + body)
+    except OSError:
+        pass
 
 
 @dataclass
@@ -100,6 +199,9 @@ class LocalHost:
         storage: Any = None,
         queue_options: QueueOptions | None = None,
         run_schedules: bool = True,
+        max_threads: int = MAX_HANDLER_THREADS,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+        read_deadline: float = REQUEST_READ_DEADLINE_SECONDS,
     ) -> None:
         self.settings = settings
         self.functions = index_app(app)
@@ -111,6 +213,9 @@ class LocalHost:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.run_schedules = run_schedules
+        self.max_threads = max_threads
+        self.read_timeout = read_timeout
+        self.watchdog = ReadWatchdog(read_deadline)
         self.timers = [
             TimerRunner(info, resolve_binding_expression(str(info.binding.get("schedule", ""))), self)
             for info in self.functions.values()
@@ -144,11 +249,11 @@ class LocalHost:
     # -- serving --
 
     def start(self) -> None:
-        handler = type("BoundHandler", (_Handler,), {"host": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
+        handler = type("BoundHandler", (_Handler,), {"host": self, "timeout": self.read_timeout})
+        self._server = BoundedHTTPServer(("127.0.0.1", self.port), handler, max_threads=self.max_threads)
         self.port = self._server.server_address[1]
         self._spawn(self._server.serve_forever, "http")
+        self._spawn(lambda: self.watchdog.run(self._stop), "read-watchdog")
         if self.run_schedules:
             for timer in self.timers:
                 self._spawn(lambda t=timer: t.run(self._stop), f"timer-{timer.info.name}")
@@ -198,8 +303,16 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "ValueFlowLocalHost/1.0"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # route access logs to our logger
-        log.info("http %s", format % args)
+    def log_message(self, format: str, *args: Any) -> None:  # route access logs to our logger, keys masked
+        log.info("http %s", mask_secrets(format % args))
+
+    def handle_one_request(self) -> None:
+        # the deadline covers reading the request line, the headers and the body (see _dispatch)
+        self.host.watchdog.arm(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.host.watchdog.disarm(self.connection)
 
     # every verb goes through one dispatcher
     def do_GET(self) -> None:
@@ -208,10 +321,19 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
+        self._raw_body = b""
         try:
+            try:
+                # read the whole body first: whatever the answer, the next request on a kept-alive
+                # connection starts where this one ends (or the connection is closed)
+                self._raw_body = self._read_body()
+            finally:
+                self.host.watchdog.disarm(self.connection)
             self._route()
         except ValueFlowError as err:
             self._send_json(err.status, problem(err))
+        except RecursionError:
+            self._send_json(400, problem(BadInputError("the JSON document is nested too deeply")))
         except Exception:
             log.exception("local host error")
             self._send_json(500, problem(ValueFlowError("the local host failed; see its log")))
@@ -239,17 +361,49 @@ class _Handler(BaseHTTPRequestHandler):
     # -- helpers --
 
     def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        return self._raw_body
+
+    def _read_body(self) -> bytes:
+        """The request body (Content-Length bytes), read to the end; on any problem the connection is
+        closed after the answer, so unread bytes can never be taken for the next request."""
+        if self.headers.get("Transfer-Encoding") is not None:
             self.close_connection = True
-            raise BadInputError("chunked request bodies are not supported; send Content-Length")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise BadInputError("Content-Length is not a number") from None
+            raise BadInputError("chunked (Transfer-Encoding) request bodies are not supported; send Content-Length")
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if len(lengths) > 1:
+            self.close_connection = True
+            raise BadInputError("conflicting Content-Length headers")
+        raw = lengths.pop() if lengths else "0"
+        if not raw.isdigit() or len(raw) > 12:
+            self.close_connection = True
+            raise BadInputError("Content-Length is not a non-negative number")
+        length = int(raw)
         if length > MAX_BODY_BYTES:
             self.close_connection = True
+            if length <= DRAIN_LIMIT_BYTES:  # read and drop it, so the client is reading when the 413 comes
+                self._read_exactly(length, keep=False)
             raise PayloadTooLargeError(f"request body is {length} bytes; the limit is {MAX_BODY_BYTES} (1 MiB)")
-        return self.rfile.read(length) if length > 0 else b""
+        return self._read_exactly(length, keep=True)
+
+    def _read_exactly(self, length: int, *, keep: bool) -> bytes:
+        chunks: list[bytes] = []
+        remaining = length
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                if keep:
+                    chunks.append(chunk)
+                remaining -= len(chunk)
+        except (TimeoutError, OSError):
+            remaining = remaining or 1
+        if remaining > 0:
+            self.close_connection = True
+            raise RequestTimeoutError(
+                f"the request body ended or stalled after {length - remaining} of {length} bytes; connection closed"
+            )
+        return b"".join(chunks)
 
     def _json_body(self, *, allowed_types: tuple[str, ...]) -> Any:
         body = self._body()
@@ -262,6 +416,8 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadInputError(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadInputError("the request body is nested too deeply") from None
 
     def _has_key(self, query: dict[str, str]) -> bool:
         given = self.headers.get("x-functions-key") or query.get("code") or ""
@@ -275,6 +431,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
+        if self.close_connection and not any(k.lower() == "connection" for k in headers):
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD" and body:
@@ -326,9 +484,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event_grid(self, query: dict[str, str]) -> None:
         if self.command == "OPTIONS":  # CloudEvents 1.0 abuse-protection handshake
-            origin = self.headers.get("WebHook-Request-Origin")
-            if not origin:
+            origins = self.headers.get_all("WebHook-Request-Origin") or []
+            if not origins:
                 raise BadInputError("OPTIONS needs a WebHook-Request-Origin header (CloudEvents webhook validation)")
+            origin = origins[0].strip().lower()
+            # reflected into a response header: a plain host name only (no folding, CR/LF, lists or ports)
+            if len(origins) > 1 or host_problem(origin) or origin.replace(".", "").isdigit():
+                raise BadInputError("WebHook-Request-Origin must be one host name (like eventgrid.azure.net)")
             self._send(
                 200, b"", {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST, OPTIONS"}
             )
@@ -358,9 +520,10 @@ class _Handler(BaseHTTPRequestHandler):
         kind = (self.headers.get("aeg-event-type") or "").lower()
         first_type = events[0].get("eventType") or events[0].get("type")
         if kind == "subscriptionvalidation" or first_type == VALIDATION_EVENT:
-            code = (events[0].get("data") or {}).get("validationCode")
-            if not code:
-                raise BadInputError("a SubscriptionValidation event must carry data.validationCode")
+            data = events[0].get("data")
+            code = data.get("validationCode") if isinstance(data, dict) else None
+            if not isinstance(code, str) or not code or len(code) > 256:
+                raise BadInputError("a SubscriptionValidation event must carry data.validationCode (a string)")
             log.info("event grid subscription validated", extra={"function_name": info.name})
             self._send_json(200, {"validationResponse": code})
             return
@@ -369,12 +532,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         triggers = [to_event_grid_event(e, i) for i, e in enumerate(events)]
         failures = []
+        permanent = 0
         for i, ev in enumerate(triggers):
             try:
                 self.host.invoke(info, ev, ev.id)
+            except (BadInputError, RecursionError) as exc:  # the event itself is wrong: a retry cannot help
+                log.warning("function %s rejected event %s: %s", info.name, ev.id, getattr(exc, "detail", "too deep"))
+                failures.append({"index": i, "id": ev.id, "error": type(exc).__name__})
+                permanent += 1
             except Exception as exc:
                 log.exception("function %s failed on event %s", info.name, ev.id)
                 failures.append({"index": i, "id": ev.id, "error": type(exc).__name__})
+        if failures and permanent == len(failures):
+            # Event Grid does not retry 400: every failure was the event's fault
+            rejected = BadInputError(f"{len(failures)} of {len(triggers)} event(s) were rejected", errors=failures)
+            self._send_json(400, problem(rejected))
+            return
         if failures:
             # Event Grid retries the delivery when the endpoint does not answer 2xx
             err = FunctionFailed(f"{len(failures)} of {len(triggers)} event(s) failed", errors=failures)
@@ -424,9 +597,14 @@ def to_event_grid_event(event: dict[str, Any], index: int) -> func.EventGridEven
     missing = [f for f in required if event.get(f) in (None, "") and not (f == "subject" and f in event)]
     if missing:
         raise BadInputError(f"event [{index}] is missing {', '.join(missing)}")
-    data = event.get("data")
+    data: Any = event.get("data")
     if data is None and "data_base64" in event:
         data = event["data_base64"]
+        if not isinstance(data, str):
+            raise BadInputError(f"event [{index}].data_base64 must be a base64 string")
+    elif data is not None and not isinstance(data, dict):
+        # our functions read data as an object; anything else would fail them and Event Grid would retry for 24 h
+        raise BadInputError(f"event [{index}].data must be a JSON object, not {type(data).__name__}")
     return func.EventGridEvent(
         id=str(event["id"]),
         data=data if data is not None else {},

@@ -10,7 +10,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.errors import ValueFlowError, problem
+from shared.errors import BadInputError, ValueFlowError, problem
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def http_errors(
             if err.status >= 500:
                 log.error("request failed: %s", err.detail)
             return problem_response(err)
+        except RecursionError:  # json.loads of a deeply nested body: the input's fault, not ours
+            return problem_response(BadInputError("the request body is nested too deeply"))
         except Exception:
             log.exception("unhandled error in %s", handler.__name__)
             return problem_response(ValueFlowError("internal error; the function log has the details"))

@@ -64,7 +64,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_") and value not in ("", None):
                 doc[key] = value
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
 
 
@@ -79,7 +79,7 @@ class TextFormatter(logging.Formatter):
         if extras:
             base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
         if record.exc_info:
-            base += "\n" + self.formatException(record.exc_info)
+            base += "\n" + (record.exc_text or self.formatException(record.exc_info))
         return base
 
 
@@ -117,6 +117,9 @@ def configure(settings: Settings, *, level: int = logging.INFO, under_host: bool
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if text else JsonFormatter())
     handler.addFilter(_ContextFilter())
+    from shared.urls import SecretMaskingFilter
+
+    handler.addFilter(SecretMaskingFilter())  # `?code=`, `sig=`, ... never reach a log line
     root.addHandler(handler)
     try:
         connection_string = settings.applicationinsights_connection_string

@@ -115,6 +115,11 @@ def _url(raw: str) -> str:
         raise ValueError("expected an http(s) URL")
     if parsed.scheme == "http" and not is_loopback_host(parsed.hostname):
         raise ValueError("plain http is allowed only for loopback hosts (127.0.0.1, localhost, ::1)")
+    from shared.urls import url_shape_problem
+
+    problem = url_shape_problem(value)  # what urllib3 would send must be what the URL says
+    if problem:
+        raise ValueError(f"the URL {problem}")
     return value.rstrip("/")
 
 
@@ -192,11 +197,11 @@ def _state_map(raw: str) -> tuple[tuple[str, str], ...]:
 
 
 def is_loopback_host(host: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: hosts where plain http and dev credentials are allowed."""
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    return host == "localhost" or host == "::1" or host.startswith("127.")
+    """True for `localhost` and literal 127.0.0.0/8 or ::1 addresses: where plain http and dev credentials
+    are allowed (`127.attacker.example` is not loopback; see shared.urls)."""
+    from shared.urls import is_loopback_host as _is_loopback
+
+    return _is_loopback(host)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from azure.core import PipelineClient
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
@@ -46,6 +46,7 @@ from shared.errors import (
     UpstreamAuthError,
     UpstreamError,
 )
+from shared.resource_ids import encode_resource_path
 from shared.settings import Settings, is_loopback_host
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class Arm:
         UpstreamError otherwise."""
         method = method.upper()
         is_write = method in _WRITE_METHODS if write is None else write
-        url = self.endpoint + quote(path, safe="/:@!$&'()*+,;=-._~")
+        url = self.endpoint + encode_resource_path(path)  # no '..', '.' or empty segments: BadInputError
         query = {"api-version": api_version, **(params or {})}
 
         def attempt() -> Any:
@@ -338,6 +339,7 @@ class Arm:
         state for the assignment (and definition reference), through azure-mgmt-policyinsights; "" if none."""
         from azure.mgmt.policyinsights.models import QueryOptions
 
+        encode_resource_path(resource_id)  # refuse dot and empty segments before the SDK builds a URL
         subscription = subscription_of(resource_id)
         client = self._policy_client(subscription)
         query = f"policyAssignmentId eq '{_odata(assignment_id.lower())}'"

@@ -29,6 +29,7 @@ import requests
 from shared.alerts.routing import host_allowed
 from shared.errors import ForbiddenActionError, TransientUpstreamError, UpstreamAuthError, UpstreamError
 from shared.settings import Settings
+from shared.urls import pinned_session
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class TeamsWebhook:
         self.timeout = timeout
         self.rate = rate_per_second
         self.max_wait = max_wait
-        self.session = session or requests.Session()
+        self.session = session or pinned_session(allowed_hosts, loopback_always=True)
         self.clock = clock
         self.sleep = sleep
         self._buckets: dict[str, RateWindow] = {}
@@ -144,7 +145,7 @@ class TeamsWebhook:
         self._acquire(url)
         ref = webhook_ref(url)
         try:
-            resp = self.session.post(url, json=payload, timeout=self.timeout)
+            resp = self.session.post(url, json=payload, timeout=self.timeout, allow_redirects=False)
         except requests.Timeout:
             raise TransientUpstreamError(f"Teams {ref} timed out after {self.timeout:g}s") from None
         except requests.RequestException as exc:

@@ -13,7 +13,6 @@ Pure apart from reading the routing file named by the setting.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,8 @@ from urllib.parse import urlparse
 
 from shared.alerts.model import Alert
 from shared.errors import SettingsError
-from shared.settings import Settings, is_loopback_host
+from shared.settings import Settings
+from shared.urls import outbound_problem
 
 ROUTE_FIELDS = ("teams_webhook_url", "servicenow_assignment_group", "cmdb_ci", "servicenow_category")
 DEFAULT_CATEGORY = "software"
@@ -61,15 +61,17 @@ def owner_from_tags(tags: dict[str, str] | None, keys: tuple[str, ...]) -> str:
 
 
 def host_allowed(url: str, patterns: tuple[str, ...]) -> bool:
-    """True when the URL's host matches an allow-list pattern (`*.logic.azure.com`) or is loopback.
+    """True when the URL may be posted to: its host matches an allow-list pattern (`*.logic.azure.com`)
+    or is loopback, checked by `shared.urls` (the parser that sends, plainly written hosts, IP
+    literals only verbatim).
 
     Loopback is always allowed: it is where tests and the local fakes listen, and it cannot leak data."""
-    host = (urlparse(url).hostname or "").lower()
-    if not host:
-        return False
-    if is_loopback_host(host):
-        return True
-    return any(fnmatch.fnmatchcase(host, p.strip().lower()) for p in patterns if p.strip())
+    return url_problem(url, patterns) is None
+
+
+def url_problem(url: str, patterns: tuple[str, ...]) -> str | None:
+    """Why a Teams webhook URL may not be posted to, or None (never echoes the URL: it is a secret)."""
+    return outbound_problem(url, patterns, setting="TEAMS_WEBHOOK_ALLOWED_HOSTS", loopback_always=True)
 
 
 def _check_url(url: Any, where: str, allowed: tuple[str, ...]) -> str:
@@ -79,15 +81,13 @@ def _check_url(url: Any, where: str, allowed: tuple[str, ...]) -> str:
     if not url:
         return ""
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise SettingsError(f"ALERT_ROUTES: {where}.teams_webhook_url is not an http(s) URL (value hidden)")
-    if parsed.scheme == "http" and not is_loopback_host(parsed.hostname):
-        raise SettingsError(f"ALERT_ROUTES: {where}.teams_webhook_url must be https (plain http only for loopback)")
-    if not host_allowed(url, allowed):
-        raise SettingsError(
-            f"ALERT_ROUTES: {where}.teams_webhook_url points to host {parsed.hostname!r}, "
-            "which TEAMS_WEBHOOK_ALLOWED_HOSTS does not allow"
-        )
+    problem = url_problem(url, allowed)
+    if problem:
+        if problem == "must use https":
+            problem = "must be https (plain http only for loopback)"
+        raise SettingsError(f"ALERT_ROUTES: {where}.teams_webhook_url {problem} (value hidden)")
     return url
 
 

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 from shared.approvals.workflow import ActionOutcome
 from shared.errors import BadInputError, NotFoundError, TransientUpstreamError, UpstreamError, ValueFlowError
+from shared.resource_ids import encode_resource_path
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +376,7 @@ def run_action(
     permanent ARM failure is an outcome; only TransientUpstreamError (429, 5xx) is raised, to retry."""
     mode = rails.mode
     try:
+        encode_resource_path(target.resource_id)  # '..', '.' or empty segments would redirect the ARM calls
         action = resolve_action(action_name, target.resource_id)
         action.validate(target)
     except BadInputError as err:

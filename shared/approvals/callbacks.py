@@ -1,67 +1,41 @@
 """Calling a Logic App back, and only where it is allowed (no SSRF).
 
 A `callbackUrl` arrives in a request body, so it is attacker-controlled until proven otherwise. It
-is called only if `callback_problem()` finds nothing wrong:
-- https, no user:password, no fragment;
+is called only if `callback_problem()` finds nothing wrong (the rules are `shared.urls`):
+- https, no user:password, no fragment, a plainly written host (`[a-z0-9.-]`, no backslash or
+  percent tricks), parsed the same by urllib3 (the parser that sends) and the standard library,
+  and the same host in the request requests prepares;
 - its host matches one of `CALLBACK_ALLOWED_HOSTS` (shell-style patterns: `*.logic.azure.com`);
-- plain http and loopback hosts only when a loopback host is listed explicitly (local runs and
-  tests set `CALLBACK_ALLOWED_HOSTS=127.0.0.1`); an IP literal otherwise never matches a pattern.
-The check runs when the URL is stored and again just before it is called; redirects are not
-followed, and the URL (it carries a SAS signature) is never logged or returned.
+- IP literals and loopback hosts only when listed verbatim (local runs and tests set
+  `CALLBACK_ALLOWED_HOSTS=127.0.0.1`), never through a wildcard; plain http only for loopback.
+The check runs when the URL is stored and again just before it is called; the connection itself
+refuses a non-public address unless the host is listed verbatim (resolve-and-pin, per connection),
+redirects are not followed, and the URL (it carries a SAS signature) is never logged or returned.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import ipaddress
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
-from shared.errors import TransientUpstreamError, UpstreamError
-from shared.settings import is_loopback_host
+from shared.errors import ForbiddenActionError, TransientUpstreamError, UpstreamError
+from shared.urls import outbound_problem, pinned_session, redact_url
 
 log = logging.getLogger(__name__)
+
+SETTING = "CALLBACK_ALLOWED_HOSTS"
 
 
 def callback_problem(url: str, allowed_hosts: tuple[str, ...]) -> str | None:
     """Why this URL may not be called, or None when it may."""
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("https", "http") or not host:
-        return "must be an absolute https URL"
-    if parts.username or parts.password:
-        return "must not carry credentials"
-    patterns = tuple(p.strip().lower() for p in allowed_hosts if p.strip())
-    loopback = is_loopback_host(host)
-    if parts.scheme == "http" and not loopback:
-        return "must use https"
-    if _is_ip(host) or loopback:
-        # IP literals and loopback only when listed verbatim, never through a wildcard
-        return None if host in patterns else f"host {host} is not in CALLBACK_ALLOWED_HOSTS"
-    if any(fnmatch.fnmatchcase(host, p) for p in patterns):
-        return None
-    return f"host {host} is not in CALLBACK_ALLOWED_HOSTS"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    return outbound_problem(url, allowed_hosts, setting=SETTING)
 
 
 def redacted(url: str) -> str:
     """scheme://host/path without the query (where the SAS signature is): safe for logs."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{parts.path}"
+    return redact_url(url)
 
 
 class LogicAppCallback:
@@ -70,7 +44,7 @@ class LogicAppCallback:
     def __init__(self, allowed_hosts: tuple[str, ...], *, timeout: float = 10.0, session: Any = None) -> None:
         self.allowed_hosts = allowed_hosts
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or pinned_session(allowed_hosts)
 
     def post(self, url: str, body: dict[str, Any], *, what: str) -> int:
         """POST once; returns the status. TransientUpstreamError on 429/5xx/timeouts, UpstreamError on 4xx."""
@@ -79,6 +53,8 @@ class LogicAppCallback:
             raise UpstreamError(f"{what}: refusing to call {redacted(url)}: {problem}")
         try:
             resp = self.session.post(url, json=body, timeout=self.timeout, allow_redirects=False)
+        except ForbiddenActionError as err:  # the name resolved to a private address: permanent
+            raise UpstreamError(f"{what}: refusing to call {redacted(url)}: {err.detail}") from None
         except requests.RequestException as exc:
             raise TransientUpstreamError(f"{what}: {redacted(url)} unreachable: {type(exc).__name__}") from None
         if resp.status_code == 429 or resp.status_code >= 500:

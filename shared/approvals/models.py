@@ -227,6 +227,8 @@ def parse_body(raw: bytes, content_type: str | None, model: type[M]) -> M:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadInputError("the request body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise BadInputError(f"the request body must be a JSON object, not {type(doc).__name__}")
     return validate(doc, model)

@@ -14,6 +14,19 @@ from shared.alerts.model import Alert
 from shared.approvals.workflow import ActionOutcome, Approval
 
 ALERTS_QUEUE = "alerts"
+CALLER_NAMESPACE = "logicapp:"
+
+
+def caller_dedupe_key(dedupe_key: str, title: str, resource_id: str) -> str:
+    """The dedupe key of a caller's incident, always inside the `logicapp:` namespace.
+
+    `foo` becomes `logicapp:foo` (and `logicapp:foo` stays itself, so the key an answer returned can be
+    sent back); empty derives one from title and resource. The app's own keys (`approval-escalation:`,
+    `approval-audit:`, `cost-...`, `policy-...`) are outside the namespace, so no caller can address them."""
+    key = (dedupe_key or "").strip()
+    if not key:
+        return CALLER_NAMESPACE + hashlib.sha256(f"{title}|{resource_id}".encode()).hexdigest()[:32]
+    return key if key.startswith(CALLER_NAMESPACE) else CALLER_NAMESPACE + key
 
 
 def enqueue(store: Any, alert: Alert) -> str:
@@ -92,8 +105,11 @@ def incident_alert(
     facts: dict[str, str],
     correlation_id: str = "",
 ) -> Alert:
-    """An alert that must become a ServiceNow incident (POST /api/incidents from a Logic App)."""
-    key = dedupe_key or "logicapp:" + hashlib.sha256(f"{title}|{resource_id}".encode()).hexdigest()[:32]
+    """An alert that must become a ServiceNow incident (POST /api/incidents from a Logic App).
+
+    The caller's `dedupe_key` is namespaced (`caller_dedupe_key`): a caller can update and resolve
+    the incidents it opened, never the ones the app opened itself (`approval-escalation:<id>`, ...)."""
+    key = caller_dedupe_key(dedupe_key, title, resource_id)
     return Alert(
         kind="approval",
         severity=severity,

@@ -162,7 +162,8 @@ def paths() -> dict[str, Any]:
                 "operationId": "approvals_create",
                 "summary": "Wait for an approval decision",
                 "description": "Subscribe (HTTP Webhook action): stores the pending approval and the callbackUrl, "
-                "answers 202 at once; the decision is POSTed to callbackUrl later.",
+                "answers 202 at once; the decision is POSTed to callbackUrl later. Once decided, only the run "
+                "that was waiting may subscribe again: another run gets 409 with the earlier decision.",
                 "parameters": _idempotency_params(),
                 "requestBody": _body("ApprovalCreateIn"),
                 "responses": {

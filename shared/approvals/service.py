@@ -128,6 +128,9 @@ def subscribe(runtime: Any, body: ApprovalCreateIn, now: datetime | None = None)
                 f"approval {approval.approval_id} is pending for action {approval.action}, not {body.action}",
                 errors=[{"field": "action", "problem": f"pending approval is for {approval.action}"}],
             )
+        if approval.status != PENDING and not _same_run(approval, body):
+            # decided, and another run already waits for it: a late subscriber must not redirect the callback
+            raise AlreadyDecidedError(approval)
         updated = attach_callback(approval, body.callbackUrl, body.runId)
         try:
             save(store, updated, entity)
@@ -138,6 +141,16 @@ def subscribe(runtime: Any, body: ApprovalCreateIn, now: datetime | None = None)
             store.send(QUEUE, {"approvalId": updated.approval_id})
         return updated.as_wire()
     raise ConflictError(f"approval {body.episodeId} is being changed by other requests; retry")
+
+
+def _same_run(approval: Approval, body: ApprovalCreateIn) -> bool:
+    """May this subscriber (re)attach to a decided approval? Only the run that subscribed before it was
+    decided (same run id, or the very same callback when no run id is known), or the first one if none did."""
+    if not approval.callback_url:
+        return True
+    if approval.run_id or body.runId:
+        return bool(body.runId) and body.runId == approval.run_id
+    return body.callbackUrl == approval.callback_url
 
 
 def _check_action_fits(action: str, resource_id: str) -> None:
