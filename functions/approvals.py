@@ -96,6 +96,16 @@ def approval_decision(req: func.HttpRequest) -> func.HttpResponse:
     return _answer(req, "approval_decision", (approval_id,), body.model_dump(), run)
 
 
+@bp.function_name("approval_unsubscribe")
+@bp.route(route="approvals/{id}/unsubscribe", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@logic_app_http
+def approval_unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
+    # idempotent by nature: a second call finds nothing to cancel
+    approval_id = models.path_id(req.route_params.get("id"), "approval")
+    body = _body(req, models.UnsubscribeIn)
+    return json_response(service.unsubscribe(get_runtime(), approval_id, body))
+
+
 @bp.function_name("incidents_create")
 @bp.route(route="incidents", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @logic_app_http

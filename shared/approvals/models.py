@@ -153,7 +153,7 @@ class ActionOutcomeOut(_Out):
 class ApprovalOut(_Out):
     approvalId: str = Field(json_schema_extra={"x-ms-summary": "Approval ID"})
     episodeId: str
-    status: Literal["pending", "approved", "rejected", "escalated"] = Field(
+    status: Literal["pending", "approved", "rejected", "escalated", "cancelled"] = Field(
         json_schema_extra={"x-ms-summary": "Status"}
     )
     action: str
@@ -163,8 +163,27 @@ class ApprovalOut(_Out):
     impactUsdPerHour: float
     requestedAt: str
     callbackRegistered: bool = Field(description="True once a Logic App run waits for this decision.")
+    cancelledAt: str | None = Field(
+        default=None, description="When the waiting Logic App run unsubscribed (status cancelled)."
+    )
     decision: DecisionRecord | None = None
     outcome: ActionOutcomeOut | None = None
+
+
+class UnsubscribeIn(_In):
+    """What the Logic App's HTTP Webhook action sends when it stops waiting (run cancelled or timed out)."""
+
+    runId: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="workflow()['run']['name'] of the run that subscribed.",
+        json_schema_extra={"x-ms-summary": "Run ID", "x-ms-visibility": "internal"},
+    )
+
+
+class UnsubscribeOut(ApprovalOut):
+    unsubscribed: bool = Field(description="True when this run was waiting and the approval is now cancelled.")
 
 
 class DecisionIn(_In):

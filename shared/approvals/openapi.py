@@ -28,6 +28,8 @@ _MODELS: list[type[Any]] = [
     models.ApprovalCreateIn,
     models.ApprovalOut,
     models.DecisionIn,
+    models.UnsubscribeIn,
+    models.UnsubscribeOut,
     models.IncidentIn,
     models.IncidentAccepted,
     models.HealthOut,
@@ -182,6 +184,21 @@ def paths() -> dict[str, Any]:
                 "requestBody": _body("DecisionIn"),
                 "responses": {
                     "202": _json("ApprovalOut", "Decision recorded; the action is queued."),
+                    **_problems(400, 401, 404, 409, 413, 415),
+                },
+            }
+        },
+        "/approvals/{id}/unsubscribe": {
+            "post": {
+                "operationId": "approval_unsubscribe",
+                "summary": "Stop waiting for an approval",
+                "description": "Called by the Logic App's HTTP Webhook action when its run is cancelled, times out "
+                "or finishes: a pending approval that this run waits for is cancelled (no callback to a run that "
+                "is gone); otherwise nothing changes. A new run's subscription reopens it.",
+                "parameters": [_id_param("approval")],
+                "requestBody": _body("UnsubscribeIn"),
+                "responses": {
+                    "200": _json("UnsubscribeOut", "The approval, and whether this call cancelled it."),
                     **_problems(400, 401, 404, 409, 413, 415),
                 },
             }

@@ -30,14 +30,16 @@ from shared.approvals.actions import (
 from shared.approvals.anomalies import EpisodeView, get_episode
 from shared.approvals.audit import audit_record, write_audit
 from shared.approvals.callbacks import LogicAppCallback, callback_problem
-from shared.approvals.models import ID_PATTERN, ApprovalCreateIn, DecisionIn
+from shared.approvals.models import ID_PATTERN, ApprovalCreateIn, DecisionIn, UnsubscribeIn
 from shared.approvals.workflow import (
+    CANCELLED,
     PENDING,
     ActionOutcome,
     AlreadyDecidedError,
     Approval,
     attach_callback,
     callback_body,
+    cancel_wait,
     decide,
     with_outcome,
 )
@@ -128,7 +130,7 @@ def subscribe(runtime: Any, body: ApprovalCreateIn, now: datetime | None = None)
                 f"approval {approval.approval_id} is pending for action {approval.action}, not {body.action}",
                 errors=[{"field": "action", "problem": f"pending approval is for {approval.action}"}],
             )
-        if approval.status != PENDING and not _same_run(approval, body):
+        if approval.status not in (PENDING, CANCELLED) and not _same_run(approval, body):
             # decided, and another run already waits for it: a late subscriber must not redirect the callback
             raise AlreadyDecidedError(approval)
         updated = attach_callback(approval, body.callbackUrl, body.runId)
@@ -183,6 +185,25 @@ def record_decision(runtime: Any, approval_id: str, body: DecisionIn, now: datet
     approval, _ = load(store, approval_id)
     if approval.decision is not None:
         raise AlreadyDecidedError(approval)
+    raise ConflictError(f"approval {approval_id} is being changed by other requests; retry")
+
+
+def unsubscribe(runtime: Any, approval_id: str, body: UnsubscribeIn, now: datetime | None = None) -> dict[str, Any]:
+    """The Logic App's HTTP Webhook action stopped waiting (run cancelled, timed out, or finished):
+    cancel the approval if that run was the one waiting; `unsubscribed` says whether anything changed."""
+    now = now or _now()
+    store = runtime.storage
+    for _ in range(5):
+        approval, entity = load(store, approval_id)
+        cancelled = cancel_wait(approval, body.runId, now)
+        if cancelled is None:
+            return {**approval.as_wire(), "unsubscribed": False}
+        try:
+            save(store, cancelled, entity)
+        except ConflictError:
+            continue
+        log.info("approval wait cancelled", extra={"approval_id": approval_id, "run_id": body.runId})
+        return {**cancelled.as_wire(), "unsubscribed": True}
     raise ConflictError(f"approval {approval_id} is being changed by other requests; retry")
 
 

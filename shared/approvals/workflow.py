@@ -17,6 +17,9 @@ from typing import Any
 from shared.errors import ConflictError
 
 PENDING = "pending"
+# the Logic App run that waited for the decision ended (timed out or cancelled) and unsubscribed;
+# a new run's subscription reopens it, a decision before that is refused
+CANCELLED = "cancelled"
 DECISION_TO_STATUS = {"approve": "approved", "reject": "rejected", "escalate": "escalated"}
 
 
@@ -75,6 +78,7 @@ class Approval:
     run_id: str = ""
     decision: Decision | None = None
     outcome: ActionOutcome | None = None
+    cancelled_at: str = ""
 
     @property
     def subscription_id(self) -> str:
@@ -94,6 +98,7 @@ class Approval:
             "impactUsdPerHour": self.impact_usd_per_hour,
             "requestedAt": self.requested_at,
             "callbackRegistered": bool(self.callback_url),
+            "cancelledAt": self.cancelled_at or None,
             "decision": self.decision.as_wire() if self.decision else None,
             "outcome": self.outcome.as_wire() if self.outcome else None,
         }
@@ -131,6 +136,11 @@ def decide(approval: Approval, decision: str, approver: str, reason: str, now: d
     """Move a pending approval to approved/rejected/escalated; AlreadyDecidedError when it is not pending."""
     if decision not in DECISION_TO_STATUS:
         raise ValueError(f"unknown decision {decision!r}")
+    if approval.status == CANCELLED:
+        raise ConflictError(
+            f"approval {approval.approval_id} was cancelled at {approval.cancelled_at}: the Logic App run that "
+            "waited for it ended; a new run must subscribe before a decision is taken"
+        )
     if approval.status != PENDING or approval.decision is not None:
         raise AlreadyDecidedError(approval)
     made = Decision(decision, approver, reason, now.isoformat())
@@ -138,8 +148,22 @@ def decide(approval: Approval, decision: str, approver: str, reason: str, now: d
 
 
 def attach_callback(approval: Approval, callback_url: str, run_id: str) -> Approval:
-    """Remember which Logic App run waits for the decision (the latest subscriber wins)."""
-    return replace(approval, callback_url=callback_url, run_id=run_id)
+    """Remember which Logic App run waits for the decision (the latest subscriber wins); a cancelled
+    approval is pending again."""
+    status = PENDING if approval.status == CANCELLED else approval.status
+    return replace(approval, callback_url=callback_url, run_id=run_id, status=status, cancelled_at="")
+
+
+def cancel_wait(approval: Approval, run_id: str, now: datetime) -> Approval | None:
+    """The Logic App run `run_id` stopped waiting (its webhook action unsubscribed): a pending approval
+    that this run waits for is cancelled and forgets the callback. None when there is nothing to do —
+    Logic Apps also unsubscribes after a successful callback, and another run's wait is not this run's
+    to cancel."""
+    if approval.status != PENDING or not approval.callback_url:
+        return None
+    if approval.run_id != run_id:
+        return None
+    return replace(approval, status=CANCELLED, callback_url="", cancelled_at=now.isoformat())
 
 
 def with_outcome(approval: Approval, outcome: ActionOutcome) -> Approval:
