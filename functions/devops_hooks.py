@@ -11,7 +11,7 @@ import logging
 import azure.functions as func
 
 from functions.http_common import http_errors, json_response
-from shared.devops.hooks import EVENTS_QUEUE, authenticate, dispatch, enqueue_event, load_queued, parse_event
+from shared.devops.hooks import EVENTS_QUEUE, authenticate, enqueue_event, parse_event, process_message
 from shared.runtime import get_runtime
 
 bp = func.Blueprint()
@@ -34,6 +34,10 @@ def ado_hook(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("ado_events_worker")
 @bp.queue_trigger(arg_name="msg", queue_name=EVENTS_QUEUE, connection="AzureWebJobsStorage")
 def ado_events_worker(msg: func.QueueMessage) -> None:
-    runtime = get_runtime()
-    outcome = dispatch(load_queued(runtime.storage, msg.get_body()), runtime)
+    outcome = process_message(
+        get_runtime(), msg.get_body(), dequeue_count=msg.dequeue_count or 1, message_id=msg.id or ""
+    )
+    if outcome is None:
+        log.error("azure devops message unreadable: moved to ado-events-poison", extra={"message_id": msg.id})
+        return
     log.info("azure devops event dispatched", extra={"message_id": msg.id, **outcome.summary()})

@@ -26,20 +26,25 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import BadInputError, UnauthorizedError
+from shared.errors import BadInputError, UnauthorizedError, ValueFlowError
 
 if TYPE_CHECKING:
     from shared.adapters.storage import StateStore
     from shared.runtime import Runtime
     from shared.settings import Settings
 
+log = logging.getLogger(__name__)
+
 EVENTS_QUEUE = "ado-events"
+POISON_QUEUE = "ado-events-poison"
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a test keeps them equal)
 # payloads larger than this go to a blob (a queue message holds 64 KiB of base64, ~48 KiB of text)
 PAYLOAD_CONTAINER = "ado-events"
 INLINE_LIMIT = 40_000
@@ -256,3 +261,57 @@ def dispatch(event: HookEvent, runtime: Runtime) -> DispatchOutcome:
     for registration in handlers_for(event.event_type):
         handled[registration.name] = registration.handler(event, runtime)
     return DispatchOutcome(event.id, event.event_type, handled)
+
+
+def process_message(
+    runtime: Runtime, body: bytes | str, *, dequeue_count: int, message_id: str
+) -> DispatchOutcome | None:
+    """The `ado-events` worker: load and dispatch one message.
+
+    A message that cannot be read (not ours, blob gone) will never succeed: it is moved to
+    `ado-events-poison` at once and the platform team is alerted. A handler failure propagates so
+    that the host retries it; on the last attempt the alert is raised before the host moves it to
+    `ado-events-poison`."""
+    storage = runtime.storage
+    try:
+        event = load_queued(storage, body)
+    except BadInputError as err:
+        storage.send(POISON_QUEUE, body if isinstance(body, str) else body.decode("utf-8", "replace"))
+        _poison_alert(storage, message_id, "", err.detail)
+        return None
+    try:
+        return dispatch(event, runtime)
+    except Exception as exc:
+        if dequeue_count >= MAX_DEQUEUE_COUNT:
+            detail = exc.detail if isinstance(exc, ValueFlowError) else type(exc).__name__
+            _poison_alert(storage, message_id, event.event_type, detail)
+        raise
+
+
+def _poison_alert(storage: StateStore, message_id: str, event_type: str, detail: str) -> None:
+    from shared.alerts.delivery import enqueue_alert
+    from shared.alerts.model import Alert
+
+    try:
+        enqueue_alert(
+            storage,
+            Alert(
+                kind="delivery_failing",
+                severity="warning",
+                title=f"An Azure DevOps service hook event could not be processed and is in {POISON_QUEUE}",
+                resource_id="azure-devops/service-hooks",
+                owner="",
+                facts=(
+                    ("Queue", POISON_QUEUE),
+                    ("Message", message_id or "-"),
+                    ("Event type", event_type or "-"),
+                    ("Last error", detail[:300]),
+                ),
+                links=(),
+                dedupe_key=f"ado-events-poison:{message_id}",
+                correlation_id=message_id,
+                summary="Fix the cause, then move the message back to ado-events.",
+            ),
+        )
+    except Exception:
+        log.exception("could not alert about the poison hook message %s", message_id)

@@ -125,3 +125,45 @@ def test_dispatch_runs_exact_and_prefix_handlers_and_acknowledges_unknown_types(
 def test_a_pattern_with_a_star_inside_is_refused():
     with pytest.raises(ValueError, match="prefix ending"):
         register("work*item")
+
+
+def test_max_dequeue_count_matches_host_json():
+    from tests.conftest import ROOT
+
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["extensions"]["queues"]["maxDequeueCount"] == hooks.MAX_DEQUEUE_COUNT
+
+
+def _drain(runtime, queue):
+    out = []
+    while batch := runtime.storage.receive(queue, max_messages=32, visibility_timeout=1):
+        for message in batch:
+            out.append(message.text())
+            runtime.storage.ack(queue, message)
+    return out
+
+
+def test_an_unreadable_message_goes_to_poison_at_once_with_one_alert(runtime):
+    _drain(runtime, hooks.POISON_QUEUE)
+    assert hooks.process_message(runtime, b'{"neither": 1}', dequeue_count=1, message_id="m-unreadable") is None
+    assert _drain(runtime, hooks.POISON_QUEUE) == ['{"neither": 1}']
+    alerts = [a for a in _drain(runtime, "alerts") if "m-unreadable" in a]
+    assert len(alerts) == 1 and "ado-events-poison" in alerts[0]
+
+
+def test_a_failing_handler_is_retried_and_alerts_on_the_last_attempt(runtime, monkeypatch):
+    monkeypatch.setattr(hooks, "_registry", [])
+    monkeypatch.setattr("shared.devops.handlers.load_handlers", lambda: None)
+
+    @register("git.push")
+    def broken(event, rt):
+        raise RuntimeError("boom")
+
+    doc = {**load_fixture("devops/workitem-updated.json"), "eventType": "git.push"}
+    body = json.dumps({"id": doc["id"], "eventType": "git.push", "payload": doc})
+    _drain(runtime, "alerts")
+    for attempt in range(1, hooks.MAX_DEQUEUE_COUNT + 1):
+        with pytest.raises(RuntimeError):
+            hooks.process_message(runtime, body, dequeue_count=attempt, message_id="m-failing")
+    alerts = [a for a in _drain(runtime, "alerts") if "m-failing" in a]
+    assert len(alerts) == 1 and "RuntimeError" in alerts[0]
