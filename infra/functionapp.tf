@@ -42,6 +42,13 @@ locals {
     "ADO_HOOK_USERNAME"    = var.azure_devops.hook_username
     "BACKSTAGE_URL"        = var.backstage_url
 
+    # DORA metrics (shared/dora): what counts as production, the problem priority rule, identity, digest.
+    "DORA_PRODUCTION_ENVIRONMENTS" = join(",", var.dora.production_environments)
+    "DORA_PRIORITY_RULES"          = var.dora.priority_rules
+    "DORA_SERVICE_MAP"             = var.dora.service_map
+    "DORA_COMPONENT_TAG"           = var.dora.component_tag
+    "DORA_DIGEST_SCHEDULE"         = var.dora.digest_schedule
+
     "TEAMS_WEBHOOK_ALLOWED_HOSTS" = join(",", var.teams_webhook_allowed_hosts)
     "OWNER_TAG_KEYS"              = join(",", var.owner_tag_keys)
 

@@ -1,8 +1,8 @@
 locals {
   # Names the code uses (shared/ adapters and function bindings); the wiring test checks them.
-  app_queues     = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events"]
+  app_queues     = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events", "dora-events"]
   app_tables     = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms"]
-  app_containers = ["reports", "eventgrid-deadletter", "ado-events"]
+  app_containers = ["reports", "eventgrid-deadletter", "ado-events", "dora-events"]
 
   # Queue triggers move a message to <queue>-poison after maxDequeueCount (host.json); create them
   # up front so `alerts replay-poison` and alerts on poison depth work from day one.

@@ -9,3 +9,4 @@ from __future__ import annotations
 def load_handlers() -> None:
     """Import every module that registers handlers with `shared.devops.hooks.register` (idempotent)."""
     # e.g. `from shared.demands import ado_events  # noqa: F401  (workitem.*, build/release completed)`
+    from shared.dora import ado_events  # noqa: F401  (pipeline run/stage, release deployment completed)
