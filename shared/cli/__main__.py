@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from shared.cli import alerts, core, costs, policy
+from shared.cli import alerts, core, costs, dora, policy
 from shared.errors import ValueFlowError
 
 # one module per capability, each with register(subparsers)
-COMMAND_MODULES = [core, alerts, costs, policy]
+COMMAND_MODULES = [core, alerts, costs, policy, dora]
 
 
 def build_parser() -> argparse.ArgumentParser:

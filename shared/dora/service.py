@@ -342,3 +342,32 @@ def refresh_and_digest(runtime: Runtime, *, today: date | None = None) -> dict[s
         log.warning("component tag sync failed: %s", getattr(exc, "detail", type(exc).__name__))
     report["digest"] = send_digests(runtime, today=today)
     return report
+
+
+def backfill(runtime: Runtime, since: datetime, *, batch: int = 200) -> dict[str, Any]:
+    """Past pipeline runs since `since` (Azure DevOps builds + timelines) into DEPLOYS; idempotent with the
+    hook events (same ids). Commit times are looked up once per commit."""
+    from shared.dora.ado_events import devops_client
+    from shared.dora.azure_pipelines import backfill_deployments, with_commit_time
+
+    settings = runtime.settings
+    client = devops_client(settings)
+    seen_commits: dict[str, datetime | None] = {}
+    pending: list[Deployment] = []
+    report = {"deployments": 0, "production": 0, "withCommitTime": 0}
+    prod = {p.lower() for p in settings.dora_production_environments}
+    for deploy in backfill_deployments(client, since, settings.dora_production_environments):
+        key = f"{deploy.extra.get('repositoryId')}|{deploy.commit_id}"
+        if deploy.commit_id and key not in seen_commits:
+            seen_commits[key] = with_commit_time(client, deploy).commit_time
+        deploy = replace(deploy, commit_time=deploy.commit_time or seen_commits.get(key))
+        pending.append(deploy)
+        report["deployments"] += 1
+        report["production"] += deploy.environment in prod
+        report["withCommitTime"] += deploy.commit_time is not None
+        if len(pending) >= batch:
+            write(runtime, deploys=pending)
+            pending = []
+    if pending:
+        write(runtime, deploys=pending)
+    return report
