@@ -8,7 +8,9 @@ a redelivered message rewrites the same rows.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -17,55 +19,62 @@ from shared.dora.metrics import Window, service_entry
 from shared.dora.model import Deployment, Problem, iso
 from shared.dora.services import ServiceMap
 
-# Upsert = UPDATE then INSERT-if-absent in the caller's transaction. (Not MERGE: the embedded warehouse
-# cannot run MERGE inside a transaction; in Snowflake the UPDATE locks the table, so concurrent writers of
-# one id serialize and the second one updates.)
+# A batch is bulk-loaded into a *_STAGE table under its own BATCH_ID, then folded in with one UPDATE and
+# one INSERT-if-absent per table, all in the caller's transaction. (Not MERGE: the embedded warehouse cannot
+# run MERGE inside a transaction. In Snowflake the UPDATE locks the table, so concurrent batches carrying
+# the same id serialize and the second one updates.)
+_DEPLOY_COLUMNS = (
+    "DEPLOY_ID", "SERVICE", "SOURCE_SERVICE", "ENVIRONMENT", "RESULT", "STARTED_AT", "FINISHED_AT", "COMMIT_ID",
+    "COMMIT_TIME", "PIPELINE", "RUN_ID", "URL", "REQUESTED_BY", "SOURCE", "EXTRA", "UPDATED_AT",
+)  # fmt: skip
+_PROBLEM_COLUMNS = (
+    "PROBLEM_ID", "PRIORITY", "STATE", "STARTED_AT", "RESOLVED_AT", "TITLE", "URL", "SOURCE", "ROOT_CAUSE",
+    "SEVERITY", "EXTRA", "UPDATED_AT",
+)  # fmt: skip
+
 _DEPLOY_UPDATE = """
-UPDATE DEPLOYS SET
-    SERVICE = %s, SOURCE_SERVICE = %s, ENVIRONMENT = %s, RESULT = %s,
-    STARTED_AT = COALESCE(CAST(%s AS TIMESTAMP_NTZ), STARTED_AT), FINISHED_AT = CAST(%s AS TIMESTAMP_NTZ),
-    COMMIT_ID = COALESCE(%s, COMMIT_ID), COMMIT_TIME = COALESCE(CAST(%s AS TIMESTAMP_NTZ), COMMIT_TIME),
-    PIPELINE = COALESCE(%s, PIPELINE), RUN_ID = COALESCE(%s, RUN_ID), URL = COALESCE(%s, URL),
-    REQUESTED_BY = COALESCE(%s, REQUESTED_BY), SOURCE = %s, EXTRA = COALESCE(%s, EXTRA),
-    UPDATED_AT = CAST(%s AS TIMESTAMP_NTZ)
-WHERE DEPLOY_ID = %s
+UPDATE DEPLOYS t SET
+    SERVICE = s.SERVICE, SOURCE_SERVICE = s.SOURCE_SERVICE, ENVIRONMENT = s.ENVIRONMENT, RESULT = s.RESULT,
+    STARTED_AT = COALESCE(s.STARTED_AT, t.STARTED_AT), FINISHED_AT = s.FINISHED_AT,
+    COMMIT_ID = COALESCE(s.COMMIT_ID, t.COMMIT_ID), COMMIT_TIME = COALESCE(s.COMMIT_TIME, t.COMMIT_TIME),
+    PIPELINE = COALESCE(s.PIPELINE, t.PIPELINE), RUN_ID = COALESCE(s.RUN_ID, t.RUN_ID), URL = COALESCE(s.URL, t.URL),
+    REQUESTED_BY = COALESCE(s.REQUESTED_BY, t.REQUESTED_BY), SOURCE = s.SOURCE, EXTRA = COALESCE(s.EXTRA, t.EXTRA),
+    UPDATED_AT = s.UPDATED_AT
+FROM DEPLOYS_STAGE s
+WHERE s.BATCH_ID = %s AND t.DEPLOY_ID = s.DEPLOY_ID
 """
 
-_DEPLOY_INSERT = """
-INSERT INTO DEPLOYS (
-    SERVICE, SOURCE_SERVICE, ENVIRONMENT, RESULT, STARTED_AT, FINISHED_AT, COMMIT_ID, COMMIT_TIME,
-    PIPELINE, RUN_ID, URL, REQUESTED_BY, SOURCE, EXTRA, UPDATED_AT, DEPLOY_ID
-)
-SELECT %s, %s, %s, %s, CAST(%s AS TIMESTAMP_NTZ), CAST(%s AS TIMESTAMP_NTZ), %s, CAST(%s AS TIMESTAMP_NTZ),
-       %s, %s, %s, %s, %s, %s, CAST(%s AS TIMESTAMP_NTZ), %s
-WHERE NOT EXISTS (SELECT 1 FROM DEPLOYS WHERE DEPLOY_ID = %s)
+_DEPLOY_INSERT = f"""
+INSERT INTO DEPLOYS ({", ".join(_DEPLOY_COLUMNS)})
+SELECT {", ".join("s." + c for c in _DEPLOY_COLUMNS)} FROM DEPLOYS_STAGE s
+WHERE s.BATCH_ID = %s AND NOT EXISTS (SELECT 1 FROM DEPLOYS t WHERE t.DEPLOY_ID = s.DEPLOY_ID)
 """
 
 # order-independent fold: resolved once resolved, highest priority, earliest start, first resolve
 _PROBLEM_UPDATE = """
-UPDATE PROBLEMS SET
-    PRIORITY = LEAST(PRIORITY, %s),
-    STATE = IFF(STATE = 'resolved' OR %s = 'resolved', 'resolved', 'open'),
-    STARTED_AT = LEAST(STARTED_AT, CAST(%s AS TIMESTAMP_NTZ)),
-    RESOLVED_AT = COALESCE(LEAST(RESOLVED_AT, CAST(%s AS TIMESTAMP_NTZ)), RESOLVED_AT, CAST(%s AS TIMESTAMP_NTZ)),
-    TITLE = COALESCE(%s, TITLE), URL = COALESCE(%s, URL), SOURCE = %s,
-    ROOT_CAUSE = COALESCE(%s, ROOT_CAUSE), SEVERITY = COALESCE(%s, SEVERITY), EXTRA = COALESCE(%s, EXTRA),
-    UPDATED_AT = CAST(%s AS TIMESTAMP_NTZ)
-WHERE PROBLEM_ID = %s
+UPDATE PROBLEMS t SET
+    PRIORITY = LEAST(t.PRIORITY, s.PRIORITY),
+    STATE = IFF(t.STATE = 'resolved' OR s.STATE = 'resolved', 'resolved', 'open'),
+    STARTED_AT = LEAST(t.STARTED_AT, s.STARTED_AT),
+    RESOLVED_AT = COALESCE(LEAST(t.RESOLVED_AT, s.RESOLVED_AT), t.RESOLVED_AT, s.RESOLVED_AT),
+    TITLE = COALESCE(s.TITLE, t.TITLE), URL = COALESCE(s.URL, t.URL), SOURCE = s.SOURCE,
+    ROOT_CAUSE = COALESCE(s.ROOT_CAUSE, t.ROOT_CAUSE), SEVERITY = COALESCE(s.SEVERITY, t.SEVERITY),
+    EXTRA = COALESCE(s.EXTRA, t.EXTRA), UPDATED_AT = s.UPDATED_AT
+FROM PROBLEMS_STAGE s
+WHERE s.BATCH_ID = %s AND t.PROBLEM_ID = s.PROBLEM_ID
 """
 
-_PROBLEM_INSERT = """
-INSERT INTO PROBLEMS (
-    PRIORITY, STATE, STARTED_AT, RESOLVED_AT, TITLE, URL, SOURCE, ROOT_CAUSE, SEVERITY, EXTRA, UPDATED_AT, PROBLEM_ID
-)
-SELECT %s, %s, CAST(%s AS TIMESTAMP_NTZ), CAST(%s AS TIMESTAMP_NTZ), %s, %s, %s, %s, %s, %s,
-       CAST(%s AS TIMESTAMP_NTZ), %s
-WHERE NOT EXISTS (SELECT 1 FROM PROBLEMS WHERE PROBLEM_ID = %s)
+_PROBLEM_INSERT = f"""
+INSERT INTO PROBLEMS ({", ".join(_PROBLEM_COLUMNS)})
+SELECT {", ".join("s." + c for c in _PROBLEM_COLUMNS)} FROM PROBLEMS_STAGE s
+WHERE s.BATCH_ID = %s AND NOT EXISTS (SELECT 1 FROM PROBLEMS t WHERE t.PROBLEM_ID = s.PROBLEM_ID)
 """
 
-_PROBLEM_SERVICE_ADD = """
+_PROBLEM_SERVICES_INSERT = """
 INSERT INTO PROBLEM_SERVICES (PROBLEM_ID, SERVICE)
-SELECT %s, %s WHERE NOT EXISTS (SELECT 1 FROM PROBLEM_SERVICES WHERE PROBLEM_ID = %s AND SERVICE = %s)
+SELECT DISTINCT s.PROBLEM_ID, s.SERVICE FROM PROBLEM_SERVICES_STAGE s
+WHERE s.BATCH_ID = %s
+  AND NOT EXISTS (SELECT 1 FROM PROBLEM_SERVICES t WHERE t.PROBLEM_ID = s.PROBLEM_ID AND t.SERVICE = s.SERVICE)
 """
 
 
@@ -81,14 +90,50 @@ def _extra(extra: dict[str, Any]) -> str | None:
     return json.dumps(extra, sort_keys=True, default=str)[:16000] if extra else None
 
 
+def _frame(rows: list[tuple[Any, ...]], columns: Sequence[str]) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=list(columns), dtype=object)
+    for column in columns:
+        if column.endswith("_AT") or column.endswith("_TIME"):
+            frame[column] = pd.to_datetime(frame[column])
+    return frame
+
+
+def _fold_deploys(deploys: Iterable[Deployment]) -> list[Deployment]:
+    """One per id: the later message wins, optional fields it lacks come from the earlier one."""
+    folded: dict[str, Deployment] = {}
+    for d in deploys:
+        before = folded.get(d.id)
+        if before is not None:
+            d = replace(
+                d,
+                started_at=d.started_at or before.started_at,
+                commit_id=d.commit_id or before.commit_id,
+                commit_time=d.commit_time or before.commit_time,
+                pipeline=d.pipeline or before.pipeline,
+                run_id=d.run_id or before.run_id,
+                url=d.url or before.url,
+                requested_by=d.requested_by or before.requested_by,
+                extra=d.extra or before.extra,
+            )
+        folded[d.id] = d
+    return list(folded.values())
+
+
 def write_deployments(
     wh: WarehouseSession, deploys: Iterable[Deployment], services: ServiceMap, *, now: datetime | None = None
 ) -> int:
-    """MERGE each deployment by id (service names resolved to their canonical key); returns how many."""
+    """Upsert deployments by id (service names resolved to their key) in the caller's transaction."""
     stamp = now or _now()
-    count = 0
-    for d in deploys:
-        values = (
+    batch = _fold_deploys(deploys)
+    if not batch:
+        return 0
+    batch_id = uuid.uuid4().hex
+    rows = [
+        (
+            batch_id,
+            d.id,
             services.resolve(d.service),
             d.service,
             d.environment,
@@ -104,29 +149,57 @@ def write_deployments(
             d.source,
             _extra(d.extra),
             stamp,
-            d.id,
-        )
-        wh.execute(_DEPLOY_UPDATE, values)
-        wh.execute(_DEPLOY_INSERT, (*values, d.id))
-        count += 1
-    return count
+        )  # fmt: skip
+        for d in batch
+    ]
+    wh.write_frame(_frame(rows, ("BATCH_ID", *_DEPLOY_COLUMNS)), "DEPLOYS_STAGE")
+    wh.execute(_DEPLOY_UPDATE, (batch_id,))
+    wh.execute(_DEPLOY_INSERT, (batch_id,))
+    wh.execute("DELETE FROM DEPLOYS_STAGE WHERE BATCH_ID = %s", (batch_id,))
+    return len(batch)
 
 
 def write_problems(
     wh: WarehouseSession, problems: Iterable[Problem], services: ServiceMap, *, now: datetime | None = None
 ) -> int:
-    """Fold each problem message into its row (order-independent) and add its services; returns how many."""
+    """Fold problem messages into their rows (order-independent) and add their services."""
+    from shared.dora.metrics import merge_problem
+
     stamp = now or _now()
-    count = 0
+    folded: dict[str, Problem] = {}
     for p in problems:
-        resolved_at = p.resolved_at if p.state == "resolved" else None
-        texts = (_none(p.title), _none(p.url), p.source, _none(p.root_cause), _none(p.severity), _extra(p.extra))
-        wh.execute(_PROBLEM_UPDATE, (p.priority, p.state, p.started_at, resolved_at, resolved_at, *texts, stamp, p.id))
-        wh.execute(_PROBLEM_INSERT, (p.priority, p.state, p.started_at, resolved_at, *texts, stamp, p.id, p.id))
-        for name in dict.fromkeys(services.resolve(s) for s in p.services):
-            wh.execute(_PROBLEM_SERVICE_ADD, (p.id, name, p.id, name))
-        count += 1
-    return count
+        p = replace(p, services=tuple(dict.fromkeys(services.resolve(s) for s in p.services)))
+        folded[p.id] = merge_problem(folded.get(p.id), p)
+    if not folded:
+        return 0
+    batch_id = uuid.uuid4().hex
+    rows = [
+        (
+            batch_id,
+            p.id,
+            p.priority,
+            p.state,
+            p.started_at,
+            p.resolved_at if p.state == "resolved" else None,
+            _none(p.title),
+            _none(p.url),
+            p.source,
+            _none(p.root_cause),
+            _none(p.severity),
+            _extra(p.extra),
+            stamp,
+        )  # fmt: skip
+        for p in folded.values()
+    ]
+    pairs = [(batch_id, p.id, name) for p in folded.values() for name in p.services]
+    wh.write_frame(_frame(rows, ("BATCH_ID", *_PROBLEM_COLUMNS)), "PROBLEMS_STAGE")
+    wh.write_frame(_frame(pairs, ("BATCH_ID", "PROBLEM_ID", "SERVICE")), "PROBLEM_SERVICES_STAGE")
+    wh.execute(_PROBLEM_UPDATE, (batch_id,))
+    wh.execute(_PROBLEM_INSERT, (batch_id,))
+    wh.execute(_PROBLEM_SERVICES_INSERT, (batch_id,))
+    for table in ("PROBLEMS_STAGE", "PROBLEM_SERVICES_STAGE"):
+        wh.execute(f"DELETE FROM {table} WHERE BATCH_ID = %s", (batch_id,))
+    return len(folded)
 
 
 # -- reference data: production environments and the service map --
