@@ -1,8 +1,9 @@
 """Deployments from Azure Pipelines: service-hook events and past runs (backfill) as `Deployment`s.
 
 Events (https://learn.microsoft.com/azure/devops/service-hooks/events), read defensively:
-- `ms.vss-pipelines.stage-state-changed-event` (YAML): a completed stage is a deployment to the
-  environment the stage names (`stage.name`, or `displayName`, matched against the production names);
+- `ms.vss-pipelines.stage-state-changed-event` (YAML): a completed stage named after a production
+  environment (`Production`, `Deploy_Prod`...) or with `deploy`/`release` in its name is a deployment to
+  the environment the stage names; build and test stages are skipped;
 - `ms.vss-pipelines.run-state-changed-event` (YAML): a completed run is a deployment only when the run
   declares its environment (template parameter or variable `environment`); stage events carry the rest;
 - `ms.vss-release.deployment-completed-event` (classic release): the release environment's deployment.
@@ -16,6 +17,7 @@ The mapping is pure; `commit_time()` and `backfill_deployments()` call Azure Dev
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -27,6 +29,9 @@ from shared.dora.model import Deployment, parse_instant, utc
 from shared.errors import UpstreamAuthError, UpstreamError
 
 log = logging.getLogger(__name__)
+
+# a stage that is a deployment: named after a production environment, or `deploy`/`release` in its name
+_DEPLOY_STAGE = re.compile(r"deploy|release", re.IGNORECASE)
 
 STAGE_EVENT = "ms.vss-pipelines.stage-state-changed-event"
 RUN_EVENT = "ms.vss-pipelines.run-state-changed-event"
@@ -127,6 +132,9 @@ def _from_stage(
         return None
     result = _result(stage.get("result"))
     name = str(stage.get("name") or stage.get("displayName") or "")
+    environment = _environment([stage.get("name"), stage.get("displayName")], production)
+    if environment not in {p.lower() for p in production} and not _DEPLOY_STAGE.search(name):
+        return None  # build and test stages are not deployments
     run_id = str(run.get("id") or resource.get("runId") or "")
     finished = _time(stage.get("finishTime")) or _time(created)
     if not (result and name and run_id and finished):
@@ -137,7 +145,7 @@ def _from_stage(
     return Deployment(
         id=f"ado:{project}:run:{run_id}:stage:{name}",
         service=pipeline or pipeline_id or "unknown",
-        environment=_environment([stage.get("name"), stage.get("displayName")], production),
+        environment=environment,
         result=result,
         finished_at=finished,
         started_at=_time(stage.get("startTime")) or _time(run.get("createdDate")),
