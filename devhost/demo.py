@@ -21,6 +21,7 @@ from devhost.azurite import AzuriteError, start_azurite
 from devhost.demo_alerts import step_alerts
 from devhost.demo_approvals import step_approvals
 from devhost.demo_costs import step_costs
+from devhost.demo_dora import step_dora
 from devhost.demo_policy import step_policy
 
 DEMO_DIR = Path(".valueflow/demo")
@@ -65,6 +66,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("Policy: event burst, coalesced remediation plan and escalations (dry-run)", step_policy),
     ("Cost anomalies: export -> Event Grid ingest -> daily scan -> episodes", step_costs),
     ("Alerts: queue -> Teams cards and incidents (outbox), storm -> digest", step_alerts),
+    ("DORA: a week of deployments and Dynatrace problems -> metrics, failed deploys, digest", step_dora),
 ]
 
 
