@@ -33,7 +33,8 @@ SELECT
     p.STATE,
     IFF(p.STATE = 'resolved', DATEDIFF('millisecond', p.STARTED_AT, p.RESOLVED_AT) / 3600000.0, NULL) AS RESTORE_HOURS,
     p.TITLE,
-    p.URL
+    p.URL,
+    DATE_TRUNC('hour', p.STARTED_AT) AS START_HOUR
 FROM PROBLEMS p
 JOIN PROBLEM_SERVICES ps ON ps.PROBLEM_ID = p.PROBLEM_ID
 LEFT JOIN SERVICE_MAP m ON m.SERVICE = ps.SERVICE
@@ -41,6 +42,9 @@ WHERE p.PRIORITY = 'P1';
 
 -- The platform's rule: a deployment failed when a P1 problem on its service starts within 60 minutes
 -- after it finished (both ends inclusive). One row per (deployment, problem that failed it).
+-- [FINISHED_AT, +60 min] spans at most two clock hours: joining on (service, start hour) for those two
+-- hours, then filtering on the exact instants, gives the same pairs as a range join, without comparing
+-- every deployment with every problem of its service.
 CREATE OR REPLACE VIEW DORA_FAILED_DEPLOYS AS
 SELECT
     d.DEPLOY_ID,
@@ -57,22 +61,20 @@ SELECT
     r.URL AS PROBLEM_URL,
     r.STATE AS PROBLEM_STATE
 FROM DORA_PROD_DEPLOYS d
+CROSS JOIN (SELECT 0 AS H UNION ALL SELECT 1 AS H) hours
 JOIN DORA_RESTORES r
   ON r.SERVICE = d.SERVICE
- AND r.STARTED_AT >= d.FINISHED_AT
- AND r.STARTED_AT <= DATEADD('minute', 60, d.FINISHED_AT);
+ AND r.START_HOUR = DATEADD('hour', hours.H, DATE_TRUNC('hour', d.FINISHED_AT))
+WHERE r.STARTED_AT >= d.FINISHED_AT
+  AND r.STARTED_AT <= DATEADD('minute', 60, d.FINISHED_AT);
 
 -- Every counted deployment with its outcome under the rule (FAILED true/false).
 CREATE OR REPLACE VIEW DORA_DEPLOY_OUTCOMES AS
 SELECT
     d.*,
-    EXISTS (
-        SELECT 1 FROM DORA_RESTORES r
-        WHERE r.SERVICE = d.SERVICE
-          AND r.STARTED_AT >= d.FINISHED_AT
-          AND r.STARTED_AT <= DATEADD('minute', 60, d.FINISHED_AT)
-    ) AS FAILED
-FROM DORA_PROD_DEPLOYS d;
+    f.DEPLOY_ID IS NOT NULL AS FAILED
+FROM DORA_PROD_DEPLOYS d
+LEFT JOIN (SELECT DISTINCT DEPLOY_ID FROM DORA_FAILED_DEPLOYS) f ON f.DEPLOY_ID = d.DEPLOY_ID;
 
 -- Per service and ISO week (Monday): the four keys. Deployment frequency is DEPLOYMENTS / 7 per day.
 CREATE OR REPLACE VIEW DORA_SERVICE_WEEK AS
