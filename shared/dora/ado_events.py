@@ -8,17 +8,20 @@ when the event does not carry it and AZURE_DEVOPS_ORG_URL is set.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from typing import TYPE_CHECKING
 
 from shared.devops.hooks import HookEvent, register
 from shared.dora.azure_pipelines import RELEASE_EVENT, RUN_EVENT, STAGE_EVENT, deployment_from_event, with_commit_time
+from shared.errors import SettingsError, UpstreamAuthError
 
 if TYPE_CHECKING:
     from shared.adapters.azure_devops import AzureDevOpsClient
     from shared.runtime import Runtime
     from shared.settings import Settings
 
+log = logging.getLogger(__name__)
 _clients: dict[str, AzureDevOpsClient] = {}
 _clients_lock = threading.Lock()
 
@@ -54,6 +57,10 @@ def on_deployment_event(event: HookEvent, runtime: Runtime) -> str:
     if deploy is None:
         return "not a finished deployment"
     if settings.azure_devops_org_url:
-        deploy = with_commit_time(devops_client(settings), deploy)
+        try:
+            deploy = with_commit_time(devops_client(settings), deploy)
+        except (UpstreamAuthError, SettingsError) as exc:
+            # a configuration problem must not lose the deployment: kept without lead time, logged
+            log.warning("commit time of %s not looked up: %s", deploy.id, exc.detail)
     write(runtime, deploys=[deploy])
     return f"deployment {deploy.id} ({deploy.environment}, {deploy.result})"

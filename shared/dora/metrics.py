@@ -230,7 +230,7 @@ def reference_failed_deploys(
         if p.priority == "P1":
             for s in p.services:
                 p1_by_service[s].append(p)
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for d in deploys:
         if d.result == "succeeded" and d.environment.strip().lower() in prod:
             pairs.extend((d.id, p.id) for p in failing_problems(d, p1_by_service))

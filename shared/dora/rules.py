@@ -17,7 +17,7 @@ is graded by the bands in `LEVEL_BANDS`, and a service's level is the lowest of 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +148,7 @@ def parse_priority_rules(text: str) -> tuple[PriorityRule, ...]:
     return tuple(rules)
 
 
-def priority_for(facts: dict[str, Iterable[str]], rules: Sequence[PriorityRule], production: Iterable[str]) -> str:
+def priority_for(facts: Mapping[str, Iterable[str]], rules: Sequence[PriorityRule], production: Iterable[str]) -> str:
     """The priority of the first rule the problem's facts match; P5 when none does."""
     lowered = {k: {str(v).strip().lower() for v in vs if str(v).strip()} for k, vs in facts.items()}
     prod = {p.strip().lower() for p in production}
