@@ -69,7 +69,9 @@ def generate(deploys: int, problems: int, seed: int = 14) -> tuple[pd.DataFrame,
             "PRIORITY": rng.choice(np.array(["P1", "P2", "P3"]), problems, p=[0.4, 0.3, 0.3]),
             "STATE": np.where(resolved, "resolved", "open"),
             "STARTED_AT": pd.to_datetime(started),
-            "RESOLVED_AT": pd.to_datetime(np.where(resolved, started + restore_ms.astype("timedelta64[ms]"), np.datetime64("NaT"))),
+            "RESOLVED_AT": pd.to_datetime(
+                np.where(resolved, started + restore_ms.astype("timedelta64[ms]"), np.datetime64("NaT"))
+            ),
             "SOURCE": "bench",
             "UPDATED_AT": pd.Timestamp(START),
         }
@@ -86,7 +88,9 @@ def generate(deploys: int, problems: int, seed: int = 14) -> tuple[pd.DataFrame,
     return d, p, ps
 
 
-def reference(d: pd.DataFrame, p: pd.DataFrame, ps: pd.DataFrame) -> tuple[dict[str, tuple[int, int]], set[tuple[str, str]]]:
+def reference(
+    d: pd.DataFrame, p: pd.DataFrame, ps: pd.DataFrame
+) -> tuple[dict[str, tuple[int, int]], set[tuple[str, str]]]:
     """Straightforward Python: P1 starts per service sorted once, one bisect per counted deployment."""
     started = dict(zip(p["PROBLEM_ID"], p["STARTED_AT"].dt.to_pydatetime(), strict=True))
     p1 = set(p["PROBLEM_ID"][p["PRIORITY"] == "P1"])
@@ -176,11 +180,17 @@ def main(argv: list[str]) -> int:
         same = wh_counts == ref_counts and wh_pairs == ref_pairs
         counted = sum(n for n, _ in ref_counts.values())
         failed = sum(f for _, f in ref_counts.values())
-        print(f"\ncounted deployments {counted:,}, failed {failed:,} (CFR {failed / counted:.4f}), pairs {len(ref_pairs):,}")
+        print(
+            f"\ncounted deployments {counted:,}, failed {failed:,} (CFR {failed / counted:.4f}), pairs {len(ref_pairs):,}"
+        )
         print(f"{'':<44} {'median s':>9}  runs")
         print(f"{'warehouse: CFR per service (view)':<44} {statistics.median(view_times):>9.2f}  {len(view_times)}")
-        print(f"{'warehouse: failed (deploy, problem) pairs':<44} {statistics.median(pair_times):>9.2f}  {len(pair_times)}")
-        print(f"{'baseline: Python reference (both results)':<44} {statistics.median(ref_times):>9.2f}  {len(ref_times)}")
+        print(
+            f"{'warehouse: failed (deploy, problem) pairs':<44} {statistics.median(pair_times):>9.2f}  {len(pair_times)}"
+        )
+        print(
+            f"{'baseline: Python reference (both results)':<44} {statistics.median(ref_times):>9.2f}  {len(ref_times)}"
+        )
         ratio = statistics.median(ref_times) / max(statistics.median(view_times) + statistics.median(pair_times), 1e-9)
         print(f"reference / warehouse time ratio: {ratio:.1f}x")
         print(f"results identical (per-service counts and CFR, failed pairs): {'yes' if same else 'NO'}")
