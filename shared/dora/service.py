@@ -274,7 +274,8 @@ def scorecard(
     window = default_window(from_, to, day)
     with runtime.warehouse.session() as wh:
         prepare(runtime, wh)
-        services = store.load_service_map(wh).services_of_component(name) or [store.load_service_map(wh).resolve(name)]
+        mapping = store.load_service_map(wh)
+        services = mapping.services_of_component(name) or [mapping.resolve(name)]
         dora = [
             entry for service in services for entry in store.metrics(wh, window, service=service, today=day)["services"]
         ]

@@ -68,6 +68,17 @@ def _work(runtime: Runtime) -> list[dict]:
     return results
 
 
+def _dora_handlers_registered() -> None:
+    """Registration happens when shared.dora.ado_events is first imported; another test that swaps the hook
+    registry for a temporary one can have swallowed it, so make sure it is in the live registry."""
+    from shared.devops.hooks import register
+    from shared.dora import ado_events
+    from shared.dora.azure_pipelines import RELEASE_EVENT, RUN_EVENT, STAGE_EVENT
+
+    for event_type in (STAGE_EVENT, RUN_EVENT, RELEASE_EVENT):
+        register(event_type)(ado_events.on_deployment_event)
+
+
 def _deploy(i: str, finished: str, **kw):
     return {"id": i, "service": "checkout", "environment": "production", "result": "succeeded",
             "finishedAt": finished, **kw}  # fmt: skip
@@ -128,6 +139,7 @@ def test_pipeline_stage_hook_looks_up_the_commit_time_and_fails_by_the_rule(dora
         f"/example-org/{PROJECT}/_apis/git/repositories/f4a3c6a1-2b7e-4d0e-8c61-0d2f3e9a1b55/commits/"
         "3f2b9c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
     ).respond_with_json({"commitId": "3f2b9c4d", "committer": {"date": "2026-03-02T06:00:00Z"}})
+    _dora_handlers_registered()
     event = event_from_dict(load_fixture("dora/ado-stage-completed.json"))
     outcome = dispatch(event, dora_runtime)
     assert "production, succeeded" in next(iter(outcome.handled.values()))
@@ -171,6 +183,7 @@ def test_backfill_reads_past_runs_with_stage_timelines(dora_runtime, httpserver)
     report = service.backfill(dora_runtime, datetime(2026, 3, 1))
     assert report == {"deployments": 1, "production": 1, "withCommitTime": 1}  # the Build stage is no deployment
     # the same id as the stage event: a hook delivered later does not double count
+    _dora_handlers_registered()
     dispatch(event_from_dict(load_fixture("dora/ado-stage-completed.json")), dora_runtime)
     [entry] = service.metrics(dora_runtime, service="checkout", from_="2026-03-02", to="2026-03-02")["services"]
     assert entry["deployments"] == 1
