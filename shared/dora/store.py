@@ -32,21 +32,42 @@ _PROBLEM_COLUMNS = (
     "SEVERITY", "EXTRA", "UPDATED_AT",
 )  # fmt: skip
 
+
+def _is_time(column: str) -> bool:
+    return column.endswith("_AT") or column.endswith("_TIME")
+
+
+def _frame(rows: list[tuple[Any, ...]], columns: Sequence[str]) -> Any:
+    """A stage frame: times as UTC text (cast back in SQL), everything else as is."""
+    import pandas as pd
+
+    index = [i for i, c in enumerate(columns) if _is_time(c)]
+    text_rows = [
+        tuple(v.strftime("%Y-%m-%d %H:%M:%S.%f") if i in index and v is not None else v for i, v in enumerate(row))
+        for row in rows
+    ]
+    return pd.DataFrame(text_rows, columns=list(columns), dtype=object)
+
+
+def _from_stage(column: str) -> str:
+    return f"CAST(s.{column} AS TIMESTAMP_NTZ)" if _is_time(column) else f"s.{column}"
+
+
 _DEPLOY_UPDATE = """
 UPDATE DEPLOYS t SET
     SERVICE = s.SERVICE, SOURCE_SERVICE = s.SOURCE_SERVICE, ENVIRONMENT = s.ENVIRONMENT, RESULT = s.RESULT,
-    STARTED_AT = COALESCE(s.STARTED_AT, t.STARTED_AT), FINISHED_AT = s.FINISHED_AT,
-    COMMIT_ID = COALESCE(s.COMMIT_ID, t.COMMIT_ID), COMMIT_TIME = COALESCE(s.COMMIT_TIME, t.COMMIT_TIME),
+    STARTED_AT = COALESCE(CAST(s.STARTED_AT AS TIMESTAMP_NTZ), t.STARTED_AT), FINISHED_AT = CAST(s.FINISHED_AT AS TIMESTAMP_NTZ),
+    COMMIT_ID = COALESCE(s.COMMIT_ID, t.COMMIT_ID), COMMIT_TIME = COALESCE(CAST(s.COMMIT_TIME AS TIMESTAMP_NTZ), t.COMMIT_TIME),
     PIPELINE = COALESCE(s.PIPELINE, t.PIPELINE), RUN_ID = COALESCE(s.RUN_ID, t.RUN_ID), URL = COALESCE(s.URL, t.URL),
     REQUESTED_BY = COALESCE(s.REQUESTED_BY, t.REQUESTED_BY), SOURCE = s.SOURCE, EXTRA = COALESCE(s.EXTRA, t.EXTRA),
-    UPDATED_AT = s.UPDATED_AT
+    UPDATED_AT = CAST(s.UPDATED_AT AS TIMESTAMP_NTZ)
 FROM DEPLOYS_STAGE s
 WHERE s.BATCH_ID = %s AND t.DEPLOY_ID = s.DEPLOY_ID
 """
 
 _DEPLOY_INSERT = f"""
 INSERT INTO DEPLOYS ({", ".join(_DEPLOY_COLUMNS)})
-SELECT {", ".join("s." + c for c in _DEPLOY_COLUMNS)} FROM DEPLOYS_STAGE s
+SELECT {", ".join(_from_stage(c) for c in _DEPLOY_COLUMNS)} FROM DEPLOYS_STAGE s
 WHERE s.BATCH_ID = %s AND NOT EXISTS (SELECT 1 FROM DEPLOYS t WHERE t.DEPLOY_ID = s.DEPLOY_ID)
 """
 
@@ -55,18 +76,18 @@ _PROBLEM_UPDATE = """
 UPDATE PROBLEMS t SET
     PRIORITY = LEAST(t.PRIORITY, s.PRIORITY),
     STATE = IFF(t.STATE = 'resolved' OR s.STATE = 'resolved', 'resolved', 'open'),
-    STARTED_AT = LEAST(t.STARTED_AT, s.STARTED_AT),
-    RESOLVED_AT = COALESCE(LEAST(t.RESOLVED_AT, s.RESOLVED_AT), t.RESOLVED_AT, s.RESOLVED_AT),
+    STARTED_AT = LEAST(t.STARTED_AT, CAST(s.STARTED_AT AS TIMESTAMP_NTZ)),
+    RESOLVED_AT = COALESCE(LEAST(t.RESOLVED_AT, CAST(s.RESOLVED_AT AS TIMESTAMP_NTZ)), t.RESOLVED_AT, CAST(s.RESOLVED_AT AS TIMESTAMP_NTZ)),
     TITLE = COALESCE(s.TITLE, t.TITLE), URL = COALESCE(s.URL, t.URL), SOURCE = s.SOURCE,
     ROOT_CAUSE = COALESCE(s.ROOT_CAUSE, t.ROOT_CAUSE), SEVERITY = COALESCE(s.SEVERITY, t.SEVERITY),
-    EXTRA = COALESCE(s.EXTRA, t.EXTRA), UPDATED_AT = s.UPDATED_AT
+    EXTRA = COALESCE(s.EXTRA, t.EXTRA), UPDATED_AT = CAST(s.UPDATED_AT AS TIMESTAMP_NTZ)
 FROM PROBLEMS_STAGE s
 WHERE s.BATCH_ID = %s AND t.PROBLEM_ID = s.PROBLEM_ID
 """
 
 _PROBLEM_INSERT = f"""
 INSERT INTO PROBLEMS ({", ".join(_PROBLEM_COLUMNS)})
-SELECT {", ".join("s." + c for c in _PROBLEM_COLUMNS)} FROM PROBLEMS_STAGE s
+SELECT {", ".join(_from_stage(c) for c in _PROBLEM_COLUMNS)} FROM PROBLEMS_STAGE s
 WHERE s.BATCH_ID = %s AND NOT EXISTS (SELECT 1 FROM PROBLEMS t WHERE t.PROBLEM_ID = s.PROBLEM_ID)
 """
 
@@ -88,16 +109,6 @@ def _none(text: str) -> str | None:
 
 def _extra(extra: dict[str, Any]) -> str | None:
     return json.dumps(extra, sort_keys=True, default=str)[:16000] if extra else None
-
-
-def _frame(rows: list[tuple[Any, ...]], columns: Sequence[str]) -> Any:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=list(columns), dtype=object)
-    for column in columns:
-        if column.endswith("_AT") or column.endswith("_TIME"):
-            frame[column] = pd.to_datetime(frame[column])
-    return frame
 
 
 def _fold_deploys(deploys: Iterable[Deployment]) -> list[Deployment]:
