@@ -84,20 +84,27 @@ def _environment(names: Iterable[Any], production: Iterable[str]) -> str:
     return clean[0].lower() if clean else ""
 
 
-def _repository(resource: dict[str, Any]) -> tuple[str, str]:
-    """(repository id or name, commit id) of the run's own repository."""
+def _repository(resource: dict[str, Any]) -> tuple[str, str, datetime | None]:
+    """(repository id or name, commit id, commit time) of the run's own repository, as far as the event says.
+
+    `run.resources.repositories.self` names the repository and commit; `repositories[].change` (the
+    pipeline events' list, first Git repository = the pipeline's own) carries the committer date."""
     self_repo = _get(resource, "run", "resources", "repositories", "self") or {}
     repo_id = str(_get(self_repo, "repository", "id") or "")
     commit = str(self_repo.get("version") or "")
+    committed: datetime | None = None
     for repo in resource.get("repositories") or []:
         if not isinstance(repo, dict):
             continue
-        commit = commit or str(_get(repo, "change", "version") or "")
+        change = repo.get("change") or {}
+        commit = commit or str(change.get("version") or "")
+        committed = _time(_get(change, "committer", "date")) or _time(_get(change, "author", "date"))
         url = str(repo.get("url") or "")
         if not repo_id and "/_git/" in url:
             repo_id = url.rsplit("/_git/", 1)[1].split("/")[0].split("?")[0]
         repo_id = repo_id or str(repo.get("id") or "")
-    return repo_id, commit
+        break
+    return repo_id, commit, committed
 
 
 def deployment_from_event(
@@ -140,7 +147,7 @@ def _from_stage(
     if not (result and name and run_id and finished):
         return None
     pipeline, pipeline_id = _pipeline(resource)
-    repo, commit = _repository(resource)
+    repo, commit, committed = _repository(resource)
     project = _project(resource, project_id)
     return Deployment(
         id=f"ado:{project}:run:{run_id}:stage:{name}",
@@ -150,6 +157,7 @@ def _from_stage(
         finished_at=finished,
         started_at=_time(stage.get("startTime")) or _time(run.get("createdDate")),
         commit_id=commit,
+        commit_time=committed,
         pipeline=pipeline,
         run_id=run_id,
         url=str(_get(run, "_links", "web", "href") or resource.get("stageUrl") or resource.get("runUrl") or ""),
@@ -172,7 +180,7 @@ def _from_run(
     if not (declared and result and run_id and finished):
         return None
     pipeline, pipeline_id = _pipeline(resource)
-    repo, commit = _repository(resource)
+    repo, commit, committed = _repository(resource)
     project = _project(resource, project_id)
     return Deployment(
         id=f"ado:{project}:run:{run_id}",
@@ -182,6 +190,7 @@ def _from_run(
         finished_at=finished,
         started_at=_time(run.get("createdDate")),
         commit_id=commit,
+        commit_time=committed,
         pipeline=pipeline,
         run_id=run_id,
         url=str(_get(run, "_links", "web", "href") or run.get("url") or ""),

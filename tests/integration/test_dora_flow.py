@@ -140,7 +140,9 @@ def test_pipeline_stage_hook_looks_up_the_commit_time_and_fails_by_the_rule(dora
         "3f2b9c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
     ).respond_with_json({"commitId": "3f2b9c4d", "committer": {"date": "2026-03-02T06:00:00Z"}})
     _dora_handlers_registered()
-    event = event_from_dict(load_fixture("dora/ado-stage-completed.json"))
+    payload = load_fixture("dora/ado-stage-completed.json")
+    del payload["resource"]["repositories"]  # the commit id (run resources) without its date: look it up
+    event = event_from_dict(payload)
     outcome = dispatch(event, dora_runtime)
     assert "production, succeeded" in next(iter(outcome.handled.values()))
     dispatch(event, dora_runtime)  # Azure DevOps retried: the same row

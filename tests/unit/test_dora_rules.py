@@ -229,9 +229,40 @@ def test_stage_event_is_a_production_deployment_with_the_run_commit():
     assert d is not None
     assert d.id == "ado:6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c:run:4711:stage:Deploy_Production"
     assert (d.service, d.environment, d.result) == ("checkout-ci", "production", "succeeded")
-    assert d.commit_id == "3f2b9c4d5e6f708192a3b4c5d6e7f8091a2b3c4d" and d.commit_time is None
+    assert d.commit_id == "3f2b9c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
+    assert d.commit_time == datetime(2026, 3, 2, 8, 58)  # the committer date the event carries
     assert d.finished_at == datetime(2026, 3, 2, 10, 0, 0, 123456)
     assert d.extra["repositoryId"] == "f4a3c6a1-2b7e-4d0e-8c61-0d2f3e9a1b55"
+
+
+def test_the_documented_stage_sample_without_times_or_repositories():
+    # shaped like the sample payload of Microsoft's service-hook events reference: no start/finish, no commit
+    resource = {
+        "stage": {"id": "0", "name": "Deploy_Prod", "displayName": None, "state": "completed", "result": "succeeded"},
+        "run": {
+            "pipeline": {"id": 2, "name": "TEST-CI"},
+            "state": "completed",
+            "result": "succeeded",
+            "id": 2,
+            "name": "2",
+        },
+        "pipeline": {"id": 2, "name": "TEST-CI"},
+    }
+    d = deployment_from_event(
+        "ms.vss-pipelines.stage-state-changed-event", "e", "2019-12-13T06:10:10.186Z", resource, "p", PROD
+    )
+    assert d is not None and (d.environment, d.finished_at, d.commit_id) == (
+        "prod",
+        datetime(2019, 12, 13, 6, 10, 10, 186000),
+        "",
+    )
+    resource["stage"]["name"] = "__default"  # a single-stage pipeline: not a deployment stage
+    assert (
+        deployment_from_event(
+            "ms.vss-pipelines.stage-state-changed-event", "e", "2019-12-13T06:10:10Z", resource, "p", PROD
+        )
+        is None
+    )
 
 
 def test_run_and_release_events_and_unfinished_ones():
