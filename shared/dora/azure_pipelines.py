@@ -8,7 +8,8 @@ Events (https://learn.microsoft.com/azure/devops/service-hooks/events), read def
   declares its environment (template parameter or variable `environment`); stage events carry the rest;
 - `ms.vss-release.deployment-completed-event` (classic release): the release environment's deployment.
 Ids are stable across event, retry and backfill: `ado:<project>:run:<runId>:stage:<stage>`,
-`ado:<project>:run:<runId>`, `ado:<project>:release-deployment:<deploymentId>`.
+`ado:<project>:run:<runId>`, `ado:<project>:release-deployment:<deploymentId>` (or
+`release-environment:<id>` when the payload has no `deployment`).
 
 The mapping is pure; `commit_time()` and `backfill_deployments()` call Azure DevOps through
 `AzureDevOpsClient.request()` (commits API, builds API, build timeline).
@@ -201,19 +202,30 @@ def _from_run(
 
 
 def _from_release(event_id: str, created: str, resource: dict[str, Any], project_id: str) -> Deployment | None:
+    """`deployment` (id, status, times, artifacts) when the payload has it; the documented minimal payload has
+    only `environment` (the release environment: id, name, status, modifiedOn, release)."""
     deployment = resource.get("deployment") or {}
     environment = resource.get("environment") or {}
     result = _result(deployment.get("deploymentStatus") or environment.get("status"))
-    deploy_id = str(deployment.get("id") or "")
+    if deployment.get("id"):
+        deploy_key = f"release-deployment:{deployment['id']}"
+    elif environment.get("id"):
+        deploy_key = f"release-environment:{environment['id']}"  # one per release and stage; a redeploy updates it
+    else:
+        deploy_key = ""
     finished = _time(deployment.get("completedOn")) or _time(environment.get("modifiedOn")) or _time(created)
     env_name = str(_get(deployment, "releaseEnvironment", "name") or environment.get("name") or "")
-    if not (result and deploy_id and finished and env_name):
+    if not (result and deploy_key and finished and env_name):
         return None
     definition = str(
-        _get(deployment, "releaseDefinition", "name") or _get(environment, "releaseDefinition", "name") or ""
+        _get(deployment, "releaseDefinition", "name")
+        or _get(environment, "releaseDefinition", "name")
+        or _get(resource, "release", "releaseDefinition", "name")
+        or ""
     )
+    release = deployment.get("release") or resource.get("release") or environment.get("release") or {}
     commit, repo = "", ""
-    for artifact in _get(deployment, "release", "artifacts") or []:
+    for artifact in release.get("artifacts") or []:
         ref = (artifact or {}).get("definitionReference") or {}
         commit = str(_get(ref, "sourceVersion", "id") or "")
         repo = str(_get(ref, "repository", "id") or "")
@@ -221,7 +233,7 @@ def _from_release(event_id: str, created: str, resource: dict[str, Any], project
             break
     project = _project(resource, project_id)
     return Deployment(
-        id=f"ado:{project}:release-deployment:{deploy_id}",
+        id=f"ado:{project}:{deploy_key}",
         service=definition or "unknown",
         environment=env_name.lower(),
         result=result,
@@ -229,10 +241,8 @@ def _from_release(event_id: str, created: str, resource: dict[str, Any], project
         started_at=_time(deployment.get("startedOn")) or _time(deployment.get("queuedOn")),
         commit_id=commit,
         pipeline=definition,
-        run_id=str(_get(deployment, "release", "name") or _get(deployment, "release", "id") or ""),
-        url=str(
-            _get(deployment, "release", "webAccessUri") or _get(deployment, "release", "_links", "web", "href") or ""
-        ),
+        run_id=str(release.get("name") or release.get("id") or ""),
+        url=str(release.get("webAccessUri") or _get(release, "_links", "web", "href") or ""),
         requested_by=str(_get(deployment, "requestedFor", "displayName") or ""),
         source="azure-pipelines-release",
         extra={"adoEventId": event_id, "projectId": project, "repositoryId": repo},

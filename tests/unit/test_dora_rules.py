@@ -265,6 +265,20 @@ def test_the_documented_stage_sample_without_times_or_repositories():
     )
 
 
+def test_the_documented_minimal_release_payload():
+    resource = {
+        "environment": {"id": 5, "releaseId": 0, "name": "Production", "status": "succeeded",
+                        "modifiedOn": "2016-01-21T08:19:17.26Z", "release": {"id": 1, "name": "Release-1"}},
+        "project": {"id": "p1", "name": "Fabrikam"},
+    }  # fmt: skip
+    d = deployment_from_event(
+        "ms.vss-release.deployment-completed-event", "e", "2016-09-19T13:03:28Z", resource, "", PROD
+    )
+    assert d is not None and (d.id, d.environment, d.result, d.run_id) == (
+        "ado:p1:release-environment:5", "production", "succeeded", "Release-1"
+    )  # fmt: skip
+
+
 def test_run_and_release_events_and_unfinished_ones():
     run = load_fixture("dora/ado-run-completed.json")
     d = deployment_from_event(run["eventType"], run["id"], run["createdDate"], run["resource"], "proj", PROD)
