@@ -22,6 +22,7 @@ from devhost.demo_alerts import step_alerts
 from devhost.demo_approvals import step_approvals
 from devhost.demo_costs import step_costs
 from devhost.demo_demands import step_demands
+from devhost.demo_dora import step_dora
 from devhost.demo_policy import step_policy
 
 DEMO_DIR = Path(".valueflow/demo")
@@ -67,6 +68,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("Cost anomalies: export -> Event Grid ingest -> daily scan -> episodes", step_costs),
     ("Alerts: queue -> Teams cards and incidents (outbox), storm -> digest", step_alerts),
     ("Demands: approved -> work item created -> moved to Done -> demand completed", step_demands),
+    ("DORA: a week of deployments and Dynatrace problems -> metrics, failed deploys, digest", step_dora),
 ]
 
 

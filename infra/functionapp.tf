@@ -61,6 +61,12 @@ locals {
     "DEMANDS_MAX_ATTEMPTS"                   = "8"
     "DEMANDS_RETRY_BASE_SECONDS"             = "10"
     "DEMANDS_RETRY_MAX_SECONDS"              = "1800"
+    # DORA metrics (shared/dora): what counts as production, the problem priority rule, identity, digest.
+    "DORA_PRODUCTION_ENVIRONMENTS" = join(",", var.dora.production_environments)
+    "DORA_PRIORITY_RULES"          = var.dora.priority_rules
+    "DORA_SERVICE_MAP"             = var.dora.service_map
+    "DORA_COMPONENT_TAG"           = var.dora.component_tag
+    "DORA_DIGEST_SCHEDULE"         = var.dora.digest_schedule
 
     "TEAMS_WEBHOOK_ALLOWED_HOSTS" = join(",", var.teams_webhook_allowed_hosts)
     "OWNER_TAG_KEYS"              = join(",", var.owner_tag_keys)

@@ -14,6 +14,7 @@ locals {
     ADO_HOOK_SECRET           = "ado-hook-secret"
     AZURE_DEVOPS_PAT          = "azure-devops-pat"
     BACKSTAGE_TOKEN           = "backstage-token"
+    DYNATRACE_WEBHOOK_SECRET  = "dynatrace-webhook-secret"
   }
 
   # Written by Terraform below (values Azure generates); the others by an operator with

@@ -1,9 +1,9 @@
 locals {
   # Names the code uses (shared/ adapters and function bindings); the wiring test checks them.
-  app_queues = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events", "demands"]
+  app_queues = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events", "demands", "dora-events"]
   app_tables = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms", "demands"]
   # alerts-outbox: alerts of a channel that is not configured (OUTBOX_CONTAINER), never delivered
-  app_containers = ["reports", "eventgrid-deadletter", "alerts-outbox", "ado-events"]
+  app_containers = ["reports", "eventgrid-deadletter", "alerts-outbox", "ado-events", "dora-events"]
 
   # Queue triggers move a message to <queue>-poison after maxDequeueCount (host.json); create them
   # up front so `alerts replay-poison` and alerts on poison depth work from day one.

@@ -193,6 +193,23 @@ variable "backstage_url" {
   }
 }
 
+variable "dora" {
+  description = "DORA metrics: production environment names, the Dynatrace priority rule (docs/dora.md), the service identity map (JSON or a path in the package), the Azure tag naming Backstage components, and the weekly digest schedule (NCRONTAB, UTC). The Dynatrace header secret is the dynatrace-webhook-secret secret."
+  type = object({
+    production_environments = optional(list(string), ["production", "prod"])
+    priority_rules          = optional(string, "severity=AVAILABILITY|ERROR & env=production -> P1; env=production -> P2; * -> P3")
+    service_map             = optional(string, "")
+    component_tag           = optional(string, "backstage.io/component")
+    digest_schedule         = optional(string, "0 0 8 * * 1")
+  })
+  default = {}
+
+  validation {
+    condition     = length(var.dora.production_environments) > 0 && can(regex("->", var.dora.priority_rules))
+    error_message = "dora.production_environments must name at least one environment and dora.priority_rules needs 'conditions -> P1' rules."
+  }
+}
+
 variable "teams_webhook_allowed_hosts" {
   description = "Host patterns a Teams Workflows webhook may point to."
   type        = list(string)
@@ -343,9 +360,9 @@ variable "secrets_in_key_vault" {
     condition = alltrue([for s in var.secrets_in_key_vault : contains([
       "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_PASSWORD", "SERVICENOW_PASSWORD", "SERVICENOW_CLIENT_SECRET",
       "ALERT_ROUTES", "TEAMS_DEFAULT_WEBHOOK_URL", "ADO_HOOK_PASSWORD", "ADO_HOOK_SECRET", "AZURE_DEVOPS_PAT",
-      "BACKSTAGE_TOKEN",
+      "BACKSTAGE_TOKEN", "DYNATRACE_WEBHOOK_SECRET",
     ], s)])
-    error_message = "secrets_in_key_vault may only name SNOWFLAKE_PRIVATE_KEY, SNOWFLAKE_PASSWORD, SERVICENOW_PASSWORD, SERVICENOW_CLIENT_SECRET, ALERT_ROUTES, TEAMS_DEFAULT_WEBHOOK_URL, ADO_HOOK_PASSWORD, ADO_HOOK_SECRET, AZURE_DEVOPS_PAT, BACKSTAGE_TOKEN (APPLICATIONINSIGHTS_CONNECTION_STRING and APPROVAL_LOGIC_APP_URL are written by Terraform)."
+    error_message = "secrets_in_key_vault may only name SNOWFLAKE_PRIVATE_KEY, SNOWFLAKE_PASSWORD, SERVICENOW_PASSWORD, SERVICENOW_CLIENT_SECRET, ALERT_ROUTES, TEAMS_DEFAULT_WEBHOOK_URL, ADO_HOOK_PASSWORD, ADO_HOOK_SECRET, AZURE_DEVOPS_PAT, BACKSTAGE_TOKEN, DYNATRACE_WEBHOOK_SECRET (APPLICATIONINSIGHTS_CONNECTION_STRING and APPROVAL_LOGIC_APP_URL are written by Terraform)."
   }
 }
 

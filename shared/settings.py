@@ -196,6 +196,13 @@ def _state_map(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _priority_rules(raw: str) -> str:
+    from shared.dora.rules import parse_priority_rules
+
+    parse_priority_rules(raw)
+    return raw.strip()
+
+
 def is_loopback_host(host: str | None) -> bool:
     """True for `localhost` and literal 127.0.0.0/8 or ::1 addresses: where plain http and dev credentials
     are allowed (`127.attacker.example` is not loopback; see shared.urls)."""
@@ -685,6 +692,47 @@ class Settings:
         1800.0,
         _positive_float,
         "Cap of the demand retry delay (a longer Retry-After still wins).",
+    )
+
+    # -- DORA metrics (deployments, problems, digest, scorecard) --
+    dynatrace_webhook_secret: str = _setting(
+        "DYNATRACE_WEBHOOK_SECRET",
+        "",
+        _str,
+        "Secret Dynatrace (and ServiceNow) send in the `X-Webhook-Secret` header to POST /api/dora/problems "
+        "(empty: the function key alone).",
+        secret=True,
+    )
+    dora_production_environments: tuple[str, ...] = _setting(
+        "DORA_PRODUCTION_ENVIRONMENTS",
+        ("production", "prod"),
+        _csv,
+        "Environment names (case-insensitive) whose deployments count for the DORA metrics.",
+        sample="production,prod",
+    )
+    dora_priority_rules: str = _setting(
+        "DORA_PRIORITY_RULES",
+        "severity=AVAILABILITY|ERROR & env=production -> P1; env=production -> P2; * -> P3",
+        _priority_rules,
+        "Dynatrace problem priority: `conditions -> Pn` rules separated by `;`, first match wins (docs/dora.md).",
+    )
+    dora_service_map: str = _setting(
+        "DORA_SERVICE_MAP",
+        "",
+        _str,
+        "Service identity: JSON list of {service, squad, component, aliases}, or a path to a .json/.csv file.",
+    )
+    dora_component_tag: str = _setting(
+        "DORA_COMPONENT_TAG",
+        "backstage.io/component",
+        _str,
+        "Azure tag naming the Backstage component a resource belongs to (scorecard costs and violations).",
+    )
+    dora_digest_schedule: str = _setting(
+        "DORA_DIGEST_SCHEDULE",
+        "0 0 8 * * 1",
+        _schedule,
+        "NCRONTAB of the weekly DORA digest per squad to Teams (UTC; default Mondays 08:00).",
     )
 
     # -- runtime --

@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.approvals import models
 from shared.approvals.http import KEY_HEADERS
+from shared.dora.openapi import dora_paths
 from shared.settings import is_loopback_host
 
 REF = "#/components/schemas/{model}"
@@ -353,6 +354,7 @@ def paths() -> dict[str, Any]:
                 },
             }
         },
+        **dora_paths(),
     }
 
 

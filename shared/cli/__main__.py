@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from shared.cli import alerts, core, costs, demands, policy
+from shared.cli import alerts, core, costs, demands, dora, policy
 from shared.errors import ValueFlowError
 
 # one module per capability, each with register(subparsers)
-COMMAND_MODULES = [core, alerts, costs, policy, demands]
+COMMAND_MODULES = [core, alerts, costs, policy, demands, dora]
 
 
 def build_parser() -> argparse.ArgumentParser:

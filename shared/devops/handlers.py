@@ -11,3 +11,4 @@ def load_handlers() -> None:
     # e.g. `from shared.demands import ado_events  # noqa: F401  (workitem.*, build/release completed)`
     from shared.catalog import refresh  # noqa: F401  (git.push -> Backstage refresh)
     from shared.demands import ado_events  # noqa: F401  (workitem.updated, build/release completed)
+    from shared.dora import ado_events as dora_events  # noqa: F401  (pipeline run/stage, release deployment completed)
