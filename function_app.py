@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from functions import alerts, approvals, costs, health, policy
+from functions import alerts, approvals, costs, health, policy, review
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -11,3 +11,4 @@ app.register_functions(alerts.bp)
 app.register_functions(policy.bp)
 app.register_functions(approvals.bp)
 app.register_functions(costs.bp)
+app.register_functions(review.bp)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.settings import Settings
 
@@ -81,6 +82,14 @@ class TextFormatter(logging.Formatter):
         return base
 
 
+def wants_json(log_format: str, stream: Any) -> bool:
+    """`json`/`text` as asked; `auto`: text for a person at a terminal, JSON for Azure, pipes and files."""
+    if log_format in ("json", "text"):
+        return log_format == "json"
+    isatty = getattr(stream, "isatty", None)
+    return not (callable(isatty) and isatty())
+
+
 def configure(settings: Settings, *, level: int = logging.INFO) -> None:
     """Install the structured handler once; start OpenTelemetry export when a connection string is set."""
     global _configured
@@ -89,7 +98,7 @@ def configure(settings: Settings, *, level: int = logging.INFO) -> None:
     _configured = True
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if wants_json(settings.log_format, sys.stderr) else TextFormatter())
     handler.addFilter(_ContextFilter())
     root.addHandler(handler)
     root.setLevel(level)
