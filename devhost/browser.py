@@ -82,9 +82,7 @@ class Chromium:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=self.timeout) as resp:
             targets = json.loads(resp.read())
         page = next(t for t in targets if t.get("type") == "page")
-        self._ws = websocket.create_connection(
-            page["webSocketDebuggerUrl"], timeout=self.timeout, suppress_origin=True
-        )
+        self._ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=self.timeout, suppress_origin=True)
         self.send("Page.enable")
         self.send("Runtime.enable")
         return self

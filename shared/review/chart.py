@@ -82,15 +82,20 @@ def render_svg(c: ChartInput) -> str:
         )
     # band and expected on the scored days
     start = next((i for i, d in enumerate(c.days) if c.band_from and d >= c.band_from), 0)
-    x0, x1 = x(start) - (4 if n > 1 else 20), x(n - 1) + (4 if n > 1 else 20)
+    x0, x1 = x(start) - (8 if n > 1 else 20), x(n - 1) + (8 if n > 1 else 20)
     parts.append(
         f'<rect class="band" x="{x0:.1f}" y="{y(c.upper):.1f}" width="{x1 - x0:.1f}" '
         f'height="{max(y(c.lower) - y(c.upper), 1):.1f}"><title>expected band {_money(c.lower, c.currency)}'
         f"..{_money(c.upper, c.currency)}</title></rect>"
     )
     parts.append(
-        f'<line class="expected" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(c.expected):.1f}" y2="{y(c.expected):.1f}">'
+        f'<line class="expected" x1="{x0:.1f}" x2="{x1:.1f}" y1="{y(c.expected):.1f}" y2="{y(c.expected):.1f}">'
         f"<title>expected {_money(c.expected, c.currency)}/day</title></line>"
+    )
+    label_y = min(max(y(c.upper) - 6, TOP + 10), HEIGHT - BOTTOM - 4)
+    parts.append(
+        f'<text class="tick band-label" x="{x0 - 6:.1f}" y="{label_y:.1f}" text-anchor="end">normal '
+        f"{_money(c.lower, c.currency)}..{_money(c.upper, c.currency)}</text>"
     )
     points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(c.costs))
     parts.append(f'<polyline class="cost" points="{points}"/>')

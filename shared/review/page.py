@@ -26,7 +26,7 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:4px 6px;
 .bar{background:#c7e0f4;height:8px;border-radius:4px}
 .chart .grid{stroke:#eceff2}.chart .tick{font-size:11px;fill:#5b6570}
 .chart .band{fill:#0078d4;fill-opacity:.14}.chart .expected{stroke:#0078d4;stroke-dasharray:5 4;stroke-width:1.5}
-.chart .cost{fill:none;stroke:#1b1f24;stroke-width:1.8}.chart .flagged{fill:#d13438;stroke:#fff;stroke-width:1.5}
+.chart .band-label{fill:#005a9e}.chart .cost{fill:none;stroke:#1b1f24;stroke-width:1.8}.chart .flagged{fill:#d13438;stroke:#fff;stroke-width:1.5}
 form button{font-size:1rem;padding:8px 14px;margin:4px 8px 4px 0;border-radius:6px;border:1px solid #8a96a3;
 background:#fff;cursor:pointer}form button.primary{background:#0078d4;color:#fff;border-color:#0078d4}
 textarea,input[type=text]{width:100%;box-sizing:border-box;font:inherit;padding:6px;margin:4px 0 8px}
@@ -172,8 +172,8 @@ def render_episode(p: EpisodePage) -> str:
         f"<dl><dt>Owner</dt><dd>{_e(e.get('owner') or '(untagged)')}</dd><dt>Period</dt><dd>{_e(period)}</dd>"
         f"<dt>Last day</dt><dd>{_money(e.get('cost'))} against {_money(e.get('expected'))} expected</dd>"
         f"<dt>Total excess</dt><dd>{_money(e.get('total_excess_usd'))}</dd></dl></div>"
-        f'<div class="card"><h2>Daily cost</h2>{p.chart_svg}<p class="small">Line: daily cost. Dashed: expected. '
-        "Shaded: the normal band the engine computed. Red: flagged days.</p></div>"
+        f'<div class="card"><h2>Daily cost</h2>{p.chart_svg}<p class="small">Line: daily cost. Red: flagged days. '
+        "Shaded, on the scored days: the normal band the engine computed; dashed: its expected level.</p></div>"
         f'<div class="card" id="explanation"><h2>Why it was flagged</h2>{_explanation(p.explanation)}</div>'
         f'<div class="card"><h2>Your feedback</h2><form method="post" action="{_e(p.feedback_action)}">'
         f"{who}<label class=small>Why (optional)<textarea name=why maxlength=1000 rows=2></textarea></label>"
