@@ -223,6 +223,8 @@ class Arm:
             from azure.core.pipeline.policies import BearerTokenCredentialPolicy
             from azure.identity import DefaultAzureCredential
 
+            # its own warning is a page per failed attempt; ArmCredentialError says it in one line instead
+            logging.getLogger("azure.identity").setLevel(logging.ERROR)
             credential = DefaultAzureCredential()
             auth = BearerTokenCredentialPolicy(credential, f"{endpoint}/.default")
         return cls(
