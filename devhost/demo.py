@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devhost.azurite import AzuriteError, start_azurite
+from devhost.azurite import AzuriteError, free_port, start_azurite
 from devhost.demo_alerts import step_alerts
 from devhost.demo_approvals import step_approvals
 from devhost.demo_costs import step_costs
 from devhost.demo_policy import step_policy
+from devhost.demo_review import step_review
 
 DEMO_DIR = Path(".valueflow/demo")
 
@@ -65,10 +67,12 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("Policy: event burst, coalesced remediation plan and escalations (dry-run)", step_policy),
     ("Cost anomalies: export -> Event Grid ingest -> daily scan -> episodes", step_costs),
     ("Alerts: queue -> Teams cards and incidents (outbox), storm -> digest", step_alerts),
+    ("Review: a cost card's Review link, opened as Teams would", step_review),
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    serve = "--serve" in (sys.argv[1:] if argv is None else argv)
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)
     DEMO_DIR.mkdir(parents=True)
@@ -83,13 +87,15 @@ def main() -> int:
     os.environ.setdefault("OUTBOX_DIR", str(DEMO_DIR / "outbox"))
     os.environ.setdefault("VALUEFLOW_LOG_FORMAT", "text")
     os.environ.setdefault("VALUEFLOW_STATE_DIR", str(DEMO_DIR))
+    # the host's port is chosen now: the review links in the cards must point at it
+    os.environ.setdefault("VALUEFLOW_PORT", str(free_port()))
     try:
-        return _run()
+        return _run(serve)
     finally:
         azurite.stop()
 
 
-def _run() -> int:
+def _run(serve: bool = False) -> int:
     import logging
 
     from devhost.server import LocalHost
@@ -102,7 +108,7 @@ def _run() -> int:
     configure(settings, level=logging.WARNING)
     runtime = Runtime(settings)
     set_runtime(runtime)
-    host = LocalHost(app, settings, key="demo-key", port=0)
+    host = LocalHost(app, settings, key="demo-key", port=settings.valueflow_port)
     host.start()
     ctx = DemoContext(runtime, f"http://127.0.0.1:{host.port}", "demo-key")
     started = time.monotonic()
@@ -118,6 +124,12 @@ def _run() -> int:
                 ctx.summary.append(f"FAILED: {type(exc).__name__}: {exc}")
             for line in ctx.summary[mark:]:
                 print(line, flush=True)
+        if serve:
+            print(f"\nServing on {ctx.base_url} (key demo-key) until Ctrl-C: open the review link above", flush=True)
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
     finally:
         host.stop()
     print(

@@ -339,8 +339,8 @@ def _short_cause(cause: str) -> str:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from shared.costs.daily import record_feedback
+    from shared.review.feedback import record_feedback
 
-    result = record_feedback(_runtime(), args.episode_id, args.verdict, args.by, args.why)
+    result = record_feedback(_runtime(), args.episode_id, args.verdict, args.by, args.why, source="cli")
     print(json.dumps(result, default=str, indent=2))
     return 0

@@ -14,7 +14,7 @@ from datetime import date
 from html import escape
 
 WIDTH, HEIGHT = 760, 280
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 36
+LEFT, RIGHT, TOP, BOTTOM = 64, 30, 16, 36
 LOG_RATIO = 10.0
 
 
