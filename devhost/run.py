@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 from devhost.azurite import AzuriteError, port_open, start_azurite
-from shared.adapters.storage import azurite_connection_string
 from shared.cli.__main__ import main as cli_main
 from shared.errors import SettingsError
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 
 
 def main() -> int:
@@ -25,6 +24,17 @@ def main() -> int:
     except SettingsError as err:
         print(f"error: {err.detail}", file=sys.stderr)
         return 2
+    # `kill $(cat .valueflow/run.pid)` stops this run cleanly (the host, then the Azurite it started)
+    pid_file = Path(settings.state_dir) / "run.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        return _run(settings)
+    finally:
+        pid_file.unlink(missing_ok=True)
+
+
+def _run(settings: Settings) -> int:
     azurite = None
     fake_arm = None
     ports = (int(settings.azurite_ports[0]), int(settings.azurite_ports[1]), int(settings.azurite_ports[2]))
@@ -52,8 +62,6 @@ def main() -> int:
                 "AZURITE_PORTS=a,b,c starts a fresh one on other ports)",
                 flush=True,
             )
-        if ports != (10000, 10001, 10002):
-            os.environ["AzureWebJobsStorage"] = azurite_connection_string("127.0.0.1", *ports)
     if settings.arm_dev_fake:
         from devhost.fake_arm import DEV_OWNER, dev_fake_arm
 

@@ -22,8 +22,6 @@ from shared.errors import ValueFlowError
 from shared.health import DependencyCheck
 from shared.settings import Settings, is_loopback_host
 
-AZURITE_DEFAULT_PORTS = (10000, 10001, 10002)
-
 
 def local_storage_endpoints(settings: Settings) -> list[tuple[str, int]] | None:
     """(host, port) of each local emulator endpoint the connection string names; None when not local."""
@@ -31,7 +29,7 @@ def local_storage_endpoints(settings: Settings) -> list[tuple[str, int]] | None:
         return None
     conn = settings.azure_web_jobs_storage.replace(" ", "")
     if conn.lower() == "usedevelopmentstorage=true":
-        return [("127.0.0.1", p) for p in AZURITE_DEFAULT_PORTS]
+        return [("127.0.0.1", int(p)) for p in settings.azurite_ports]
     parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
     out = []
     for key in ("BlobEndpoint", "QueueEndpoint", "TableEndpoint"):

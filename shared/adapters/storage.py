@@ -104,7 +104,10 @@ class StateStore:
                 QueueServiceClient(f"https://{name}.queue.core.windows.net", credential=cred),
                 BlobServiceClient(f"https://{name}.blob.core.windows.net", credential=cred),
             )
-        return cls.from_connection_string(settings.azure_web_jobs_storage)
+        conn = settings.azure_web_jobs_storage
+        if conn.replace(" ", "").lower() == "usedevelopmentstorage=true":  # AZURITE_PORTS moves the emulator
+            conn = azurite_connection_string("127.0.0.1", *(int(p) for p in settings.azurite_ports))
+        return cls.from_connection_string(conn)
 
     @classmethod
     def from_connection_string(cls, conn: str) -> StateStore:
