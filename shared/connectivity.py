@@ -176,6 +176,13 @@ def check_review_links(runtime: Any) -> DependencyCheck:
     return DependencyCheck("review", "warn", "REVIEW_LINK_SECRET is not set: cost cards have no Review button")
 
 
+def check_policy_queue(runtime: Any) -> DependencyCheck:
+    """Remediation mode and work items parked or poisoned in policy-work-poison (shared with /api/health)."""
+    from shared.health import check_policy_remediation
+
+    return check_policy_remediation(runtime)
+
+
 DOCTOR_CHECKS: list[Callable[[Any], DependencyCheck]] = [
     check_storage_live,
     check_warehouse_live,
@@ -183,6 +190,7 @@ DOCTOR_CHECKS: list[Callable[[Any], DependencyCheck]] = [
     check_arm_live,
     check_teams_shape,
     check_review_links,
+    check_policy_queue,
 ]
 
 

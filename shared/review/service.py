@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -275,7 +275,3 @@ def render_squad_page(runtime: Any, squad: str, token: str) -> str:
     for doc in list_episodes(runtime, None, squad):
         rows.append({**doc, "review_url": review_url(settings, str(doc["episode_id"])) or ""})
     return page.render_squad(page.SquadPage(squad=squad, rows=rows))
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
