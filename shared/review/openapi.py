@@ -9,7 +9,7 @@ _ID = {
     "in": "path",
     "required": True,
     "description": "The episode id (ce-...).",
-    "schema": {"type": "string", "maxLength": 200},
+    "schema": {"type": "string", "pattern": "^ce-[0-9a-f]{20}$"},
     "x-ms-summary": "Episode ID",
 }
 _TOKEN = {

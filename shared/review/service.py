@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -123,6 +124,16 @@ def explanation_of(episode: Any) -> dict[str, Any]:
     }
 
 
+EPISODE_ID = re.compile(r"^ce-[0-9a-f]{20}$")  # shared.costs.episodes.episode_id
+
+
+def check_episode_id(episode_id: str) -> str:
+    """An id that cannot be an episode's is answered at once, without opening the warehouse."""
+    if not EPISODE_ID.match(episode_id):
+        raise NotFoundError(f"no cost anomaly episode {episode_id[:80]!r} (episode ids look like ce-<20 hex>)")
+    return episode_id
+
+
 def _load_episode(wh: Any, episode_id: str) -> Any:
     from shared.costs.store import get_episode
 
@@ -185,6 +196,7 @@ def episode_detail(runtime: Any, episode_id: str) -> dict[str, Any]:
     """`GET /api/anomalies/{id}`: the episode, its explanation and its feedback history (camelCase)."""
     from shared.approvals.anomalies import episode_view
 
+    check_episode_id(episode_id)
     with runtime.warehouse.session() as wh:
         episode = _load_episode(wh, episode_id)
         entries = feedback_store.history(wh, episode_id)
@@ -212,6 +224,7 @@ def render_episode_page(runtime: Any, episode_id: str, token: str, *, signed_in_
     """The HTML page of one episode, after checking the link's token."""
     settings = runtime.settings
     expires = verify_episode_token(settings, episode_id, token)
+    check_episode_id(episode_id)
     with runtime.warehouse.session() as wh:
         episode = _load_episode(wh, episode_id)
         end = max(episode.last_scored_date, episode.last_flagged_date)
