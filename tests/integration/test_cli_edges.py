@@ -129,3 +129,5 @@ def test_alerts_outbox_lists_title_squad_and_channel(cli_env, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "teams" in out and "payments" in out and "Cost anomaly: vm-a +$500/day" in out
     assert "servicenow" in out and "Cloud Platform" in out and "VM down" in out
+    for entry in Outbox(cli_env["OUTBOX_DIR"]).entries():
+        assert stat.S_IMODE(os.stat(entry.path).st_mode) & 0o044, "outbox files are readable, not 0600"
