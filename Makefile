@@ -7,10 +7,10 @@ PIP_FLAGS ?= --disable-pip-version-check --quiet
 # two workers (this machine has 2 cores); each starts its own Azurite
 PYTEST_ARGS ?= -n 2
 
-.PHONY: help install demo run test test-fast lint lint-infra bench doctor clean
+.PHONY: help install demo run test test-fast lint lint-infra browser bench doctor clean
 
 help:
-	@echo "make demo    - install, start Azurite + embedded warehouse, run the main jobs once, print a summary"
+	@echo "make demo    - install, start Azurite + embedded warehouse, run the main jobs once, print a summary (SERVE=1 keeps serving)"
 	@echo "make run     - start Azurite and the local Functions host on 127.0.0.1:\$${VALUEFLOW_PORT:-7071} (foreground)"
 	@echo "make test    - lint + type check + the whole test suite (starts and stops its own services)"
 	@echo "make bench   - benchmark scripts, figures side by side with their baselines"
@@ -32,7 +32,7 @@ node_modules/.installed: package.json
 install: $(VENV)/.installed node_modules/.installed
 
 demo: install
-	$(PY) -m devhost.demo
+	$(PY) -m devhost.demo $(if $(SERVE),--serve)
 
 run: install
 	$(PY) -m devhost.run
@@ -51,7 +51,15 @@ lint-infra: $(CHECKOV_VENV)/bin/checkov
 	terraform fmt -check -recursive infra
 	$(CHECKOV_VENV)/bin/checkov -d infra --framework terraform --quiet --compact --skip-download
 
-test: lint lint-infra
+# the review page's browser test drives the system Chromium (Debian package; browser downloads are not reachable)
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package) for the browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
+	@command -v chromium >/dev/null || { echo "error: chromium could not be installed; the browser test needs it"; exit 1; }
+
+test: lint lint-infra browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from functions import alerts, approvals, costs, demands, devops_hooks, dora, health, policy
+from functions import alerts, approvals, costs, demands, devops_hooks, dora, health, policy, review
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -14,3 +14,4 @@ app.register_functions(costs.bp)
 app.register_functions(devops_hooks.bp)
 app.register_functions(demands.bp)
 app.register_functions(dora.bp)
+app.register_functions(review.bp)

@@ -1,7 +1,8 @@
 """Start and stop Azurite (npm package `azurite`, installed in node_modules by `make install`).
 
 Used by `make run`, `make demo` and the test fixtures: never started by hand. Data lives under
-`<state_dir>/azurite`; ports are the standard 10000-10002 unless asked for free ones.
+`<state_dir>/azurite`; ports are the standard 10000-10002 (AZURITE_PORTS chooses others) unless asked
+for free ones.
 """
 
 from __future__ import annotations
@@ -72,23 +73,28 @@ def start_azurite(
     reuse_running: bool = True,
     timeout: float = 30.0,
     in_memory: bool = False,
+    ports: tuple[int, int, int] = (10000, 10001, 10002),
 ) -> Azurite:
     """Start Azurite with its data in `data_dir`; with `free_ports` on three unused ports (tests).
 
     With `reuse_running` and the standard ports already answering, that instance is used as is. With
     `in_memory` nothing is written to disk (tests and benchmarks: faster, and gone when it stops)."""
-    if not free_ports and reuse_running and all(port_open(p) for p in (10000, 10001, 10002)):
-        return Azurite(10000, 10001, 10002)
+    if not free_ports and reuse_running and all(port_open(p) for p in ports):
+        return Azurite(*ports)
     binary = AZURITE_BIN if AZURITE_BIN.exists() else shutil.which("azurite")
     if not binary:
         raise AzuriteError(
             "Azurite is not installed: run `make install` (it runs `npm install` in the project), "
             "Node.js 20 and npm must be on PATH"
         )
-    ports = [free_port(), free_port(), free_port()] if free_ports else [10000, 10001, 10002]
-    busy = [p for p in ports if port_open(p)]
+    chosen = [free_port(), free_port(), free_port()] if free_ports else list(ports)
+    busy = [p for p in chosen if port_open(p)]
     if busy:
-        raise AzuriteError(f"cannot start Azurite: port(s) {busy} are in use by another program")
+        raise AzuriteError(
+            f"cannot start Azurite: port(s) {', '.join(map(str, busy))} are in use by another program; stop it, "
+            "or choose three free ports, e.g. AZURITE_PORTS=20000,20001,20002 make run"
+        )
+    ports = (chosen[0], chosen[1], chosen[2])
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "azurite.log"
     cmd = [
@@ -116,8 +122,9 @@ def start_azurite(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-800:]
-            raise AzuriteError(f"Azurite exited with code {proc.returncode}: {tail}")
+            lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+            last = lines[-1][:300] if lines else "no output"
+            raise AzuriteError(f"Azurite exited with code {proc.returncode}: {last} (full log: {log_path})")
         if all(port_open(p) for p in ports):
             return instance
         time.sleep(0.1)

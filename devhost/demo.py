@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devhost.azurite import AzuriteError, start_azurite
+from devhost.azurite import AzuriteError, free_port, start_azurite
 from devhost.demo_alerts import step_alerts
 from devhost.demo_approvals import step_approvals
 from devhost.demo_costs import step_costs
 from devhost.demo_demands import step_demands
 from devhost.demo_dora import step_dora
 from devhost.demo_policy import step_policy
+from devhost.demo_review import step_review
 
 DEMO_DIR = Path(".valueflow/demo")
 
@@ -69,10 +71,12 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("Alerts: queue -> Teams cards and incidents (outbox), storm -> digest", step_alerts),
     ("Demands: approved -> work item created -> moved to Done -> demand completed", step_demands),
     ("DORA: a week of deployments and Dynatrace problems -> metrics, failed deploys, digest", step_dora),
+    ("Review: a cost card's Review link, opened as Teams would", step_review),
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    serve = "--serve" in (sys.argv[1:] if argv is None else argv)
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)
     DEMO_DIR.mkdir(parents=True)
@@ -87,13 +91,15 @@ def main() -> int:
     os.environ.setdefault("OUTBOX_DIR", str(DEMO_DIR / "outbox"))
     os.environ.setdefault("VALUEFLOW_LOG_FORMAT", "text")
     os.environ.setdefault("VALUEFLOW_STATE_DIR", str(DEMO_DIR))
+    # the host's port is chosen now: the review links in the cards must point at it
+    os.environ.setdefault("VALUEFLOW_PORT", str(free_port()))
     try:
-        return _run()
+        return _run(serve)
     finally:
         azurite.stop()
 
 
-def _run() -> int:
+def _run(serve: bool = False) -> int:
     import logging
 
     from devhost.server import LocalHost
@@ -106,7 +112,7 @@ def _run() -> int:
     configure(settings, level=logging.WARNING)
     runtime = Runtime(settings)
     set_runtime(runtime)
-    host = LocalHost(app, settings, key="demo-key", port=0)
+    host = LocalHost(app, settings, key="demo-key", port=settings.valueflow_port)
     host.start()
     ctx = DemoContext(runtime, f"http://127.0.0.1:{host.port}", "demo-key")
     started = time.monotonic()
@@ -122,6 +128,12 @@ def _run() -> int:
                 ctx.summary.append(f"FAILED: {type(exc).__name__}: {exc}")
             for line in ctx.summary[mark:]:
                 print(line, flush=True)
+        if serve:
+            print(f"\nServing on {ctx.base_url} (key demo-key) until Ctrl-C: open the review link above", flush=True)
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
     finally:
         host.stop()
     print(

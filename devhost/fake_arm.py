@@ -86,3 +86,21 @@ class FakeArm:
             owner = self.owner_of(path)
             return 200, {"id": path, "tags": {"owner": owner} if owner else {}}
         return 404, {"error": {"code": "NotFound", "message": f"{method} {path}"}}
+
+
+DEV_OWNER = "platform"
+
+
+def dev_effect_of(odata_filter: str) -> str:
+    """The effect the dev fake ARM reports for an assignment, from its name: `*audit*` audit, `*deny*` deny,
+    `*modify*` modify, anything else deployIfNotExists (remediable, so the whole path runs)."""
+    name = odata_filter.lower().rsplit("/policyassignments/", 1)[-1]
+    for word, effect in (("audit", "audit"), ("deny", "deny"), ("modify", "modify")):
+        if word in name:
+            return effect
+    return "deployIfNotExists"
+
+
+def dev_fake_arm() -> FakeArm:
+    """The fake ARM `make run` starts with VALUEFLOW_FAKE_ARM=true: every resource owned by squad `platform`."""
+    return FakeArm(dev_effect_of, owner_of=lambda resource_id: DEV_OWNER).start()

@@ -212,6 +212,7 @@ resource "azapi_resource_action" "app_settings" {
   depends_on = [
     azapi_resource_action.app_kv_identity,
     azurerm_key_vault_secret.approval_logic_app_url,
+    azurerm_key_vault_secret.review_link_secret,
   ]
 }
 
@@ -220,6 +221,7 @@ resource "azapi_resource_action" "app_settings" {
 resource "terraform_data" "late_secrets" {
   input = {
     approval_logic_app_url = azurerm_key_vault_secret.approval_logic_app_url.version
+    review_link_secret     = azurerm_key_vault_secret.review_link_secret.version
     settings               = sha1(jsonencode(local.final_app_settings))
   }
 }

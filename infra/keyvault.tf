@@ -15,13 +15,14 @@ locals {
     AZURE_DEVOPS_PAT          = "azure-devops-pat"
     BACKSTAGE_TOKEN           = "backstage-token"
     DYNATRACE_WEBHOOK_SECRET  = "dynatrace-webhook-secret"
+    REVIEW_LINK_SECRET        = "review-link-secret"
   }
 
   # Written by Terraform below (values Azure generates); the others by an operator with
   # `az keyvault secret set` and then listed in var.secrets_in_key_vault.
   # APPLICATIONINSIGHTS_CONNECTION_STRING is not a Key Vault secret: the provider keeps it in
   # site_config (functionapp.tf); with local auth disabled it cannot ingest without the app's token.
-  terraform_managed_secret_settings = ["APPROVAL_LOGIC_APP_URL"]
+  terraform_managed_secret_settings = ["APPROVAL_LOGIC_APP_URL", "REVIEW_LINK_SECRET"]
 
   # Secrets only the Logic App reads (never an app setting).
   approval_function_key_secret   = "approval-function-key"
@@ -88,6 +89,27 @@ resource "azurerm_key_vault_secret" "approval_logic_app_url" {
   value           = azapi_resource_action.approval_trigger_url.sensitive_output.value
   key_vault_id    = azurerm_key_vault.main.id
   content_type    = "text/uri"
+  expiration_date = timeadd(plantimestamp(), "8760h")
+  depends_on      = [time_sleep.rbac_propagation]
+
+  lifecycle {
+    ignore_changes = [expiration_date]
+  }
+}
+
+# HMAC key of the signed review links in Teams cards (shared/review): random, never leaves Terraform
+# state and Key Vault. Rotating it (terraform apply -replace=random_password.review_link_secret)
+# invalidates every review link already sent.
+resource "random_password" "review_link_secret" {
+  length  = 48
+  special = false
+}
+
+resource "azurerm_key_vault_secret" "review_link_secret" {
+  name            = local.secret_settings["REVIEW_LINK_SECRET"]
+  value           = random_password.review_link_secret.result
+  key_vault_id    = azurerm_key_vault.main.id
+  content_type    = "text/plain"
   expiration_date = timeadd(plantimestamp(), "8760h")
   depends_on      = [time_sleep.rbac_propagation]
 

@@ -17,6 +17,11 @@ terraform {
       source  = "Azure/azapi"
       version = "~> 2.4"
     }
+    random = {
+      # The review-link HMAC key (keyvault.tf).
+      source  = "hashicorp/random"
+      version = "~> 3.7"
+    }
     time = {
       # Wait for role assignments to propagate before the first secret writes and app start.
       source  = "hashicorp/time"

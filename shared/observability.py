@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.errors import SettingsError
 from shared.settings import Settings, running_in_azure
@@ -83,6 +84,14 @@ class TextFormatter(logging.Formatter):
         return base
 
 
+def wants_json(log_format: str, stream: Any) -> bool:
+    """`json`/`text` as asked; `auto`: text for a person at a terminal, JSON for Azure, pipes and files."""
+    if log_format in ("json", "text"):
+        return log_format == "json"
+    isatty = getattr(stream, "isatty", None)
+    return not (callable(isatty) and isatty())
+
+
 # modules of the Azure Functions Python worker (by worker generation); loaded only under the real host
 _WORKER_MODULES = ("azure_functions_worker", "azure_functions_worker_v2", "proxy_worker")
 
@@ -111,11 +120,11 @@ def configure(settings: Settings, *, level: int = logging.INFO, under_host: bool
     if under_host if under_host is not None else under_functions_host():
         return
     try:
-        text = settings.log_format == "text"
+        as_json = wants_json(settings.log_format, sys.stderr)
     except SettingsError:
-        text = False  # a bad VALUEFLOW_LOG_FORMAT must not stop logging; health reports it
+        as_json = True  # a bad VALUEFLOW_LOG_FORMAT must not stop logging; health reports it
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(TextFormatter() if text else JsonFormatter())
+    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     handler.addFilter(_ContextFilter())
     from shared.urls import SecretMaskingFilter
 

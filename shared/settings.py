@@ -106,6 +106,13 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _port_triple(raw: str) -> tuple[str, ...]:
+    parts = _csv(raw)
+    if len(parts) != 3 or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in parts) or len(set(parts)) != 3:
+        raise ValueError("expected three different ports blob,queue,table like 10000,10001,10002")
+    return parts
+
+
 def _url(raw: str) -> str:
     value = raw.strip()
     if not value:
@@ -537,6 +544,13 @@ class Settings:
         "Assignment id patterns whose unremediable violations also open a ServiceNow incident.",
         sample="",
     )
+    arm_dev_fake: bool = _setting(
+        "VALUEFLOW_FAKE_ARM",
+        False,
+        _bool,
+        "Dev only: `make run` starts a local fake ARM and points ARM_ENDPOINT at it, so the policy path runs end to end.",
+        sample="false",
+    )
     arm_writes_per_second: float = _setting(
         "ARM_WRITES_PER_SECOND",
         10.0,
@@ -735,6 +749,35 @@ class Settings:
         "NCRONTAB of the weekly DORA digest per squad to Teams (UTC; default Mondays 08:00).",
     )
 
+    # -- anomaly review page --
+    review_link_secret: str = _setting(
+        "REVIEW_LINK_SECRET",
+        "",
+        _str,
+        "HMAC key of the signed review links in cost cards (Key Vault); empty = generated under "
+        "VALUEFLOW_STATE_DIR on a local emulator, review links off elsewhere.",
+        secret=True,
+    )
+    review_link_days: int = _setting(
+        "REVIEW_LINK_DAYS", 14, _int_range(1, 365), "Days a review link in a Teams card stays valid."
+    )
+    review_base_url: str = _setting(
+        "REVIEW_BASE_URL",
+        "",
+        _url,
+        "Public base URL of the app for review links; empty = https://WEBSITE_HOSTNAME in Azure, the local host here.",
+    )
+    website_auth_enabled: bool = _setting(
+        "WEBSITE_AUTH_ENABLED",
+        False,
+        _bool,
+        "Set by the platform when App Service Authentication is on: only then is X-MS-CLIENT-PRINCIPAL-NAME trusted.",
+        sample="false",
+    )
+    website_hostname: str = _setting(
+        "WEBSITE_HOSTNAME", "", _str, "Default host name of the Function App (set by the platform in Azure)."
+    )
+
     # -- runtime --
     applicationinsights_connection_string: str = _setting(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
@@ -744,7 +787,17 @@ class Settings:
         secret=True,
     )
     log_format: str = _setting(
-        "VALUEFLOW_LOG_FORMAT", "json", _choice("json", "text"), "Structured JSON logs or plain text."
+        "VALUEFLOW_LOG_FORMAT",
+        "auto",
+        _choice("auto", "json", "text"),
+        "`json` (structured), `text`, or `auto`: text on an interactive terminal, JSON otherwise (Azure, pipes).",
+    )
+    azurite_ports: tuple[str, ...] = _setting(
+        "AZURITE_PORTS",
+        ("10000", "10001", "10002"),
+        _port_triple,
+        "Dev only: blob,queue,table ports of the Azurite that `make run` starts or attaches to.",
+        sample="10000,10001,10002",
     )
     valueflow_port: int = _setting("VALUEFLOW_PORT", 7071, _int_range(1, 65535), "Port of the local host.")
     local_function_key: str = _setting(

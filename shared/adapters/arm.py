@@ -33,7 +33,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core import PipelineClient
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy, UserAgentPolicy
 from azure.core.pipeline.transport import RequestsTransport
@@ -73,6 +78,22 @@ class ArmTransientConflict(TransientUpstreamError):
 
     kind = "arm-transient-conflict"
     title = "Another operation holds the resource"
+
+
+class ArmCredentialError(UpstreamAuthError):
+    """No usable credential for ARM (DefaultAzureCredential found none, or it was refused): a configuration
+    error. Never retried like a network blip; for CREDENTIAL_RECHECK_SECONDS after a failure, calls fail at
+    once without asking the credential again."""
+
+    kind = "arm-credential"
+    title = "No usable Azure credential for Azure Resource Manager"
+
+
+CREDENTIAL_RECHECK_SECONDS = 60.0
+CREDENTIAL_HINT = (
+    "in Azure give the Function App's managed identity its roles (AZURE_CLIENT_ID names a user-assigned one); "
+    "locally run `az login`, or set VALUEFLOW_FAKE_ARM=true to use the dev fake ARM"
+)
 
 
 class StaticBearerPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
@@ -190,6 +211,8 @@ class Arm:
             transport=self._transport,
         )
         self._policy_clients: dict[str, Any] = {}
+        self._clock = clock
+        self._credential_failure: tuple[float, str] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **knobs: Any) -> Arm:
@@ -201,6 +224,8 @@ class Arm:
             from azure.core.pipeline.policies import BearerTokenCredentialPolicy
             from azure.identity import DefaultAzureCredential
 
+            # its own warning is a page per failed attempt; ArmCredentialError says it in one line instead
+            logging.getLogger("azure.identity").setLevel(logging.ERROR)
             credential = DefaultAzureCredential()
             auth = BearerTokenCredentialPolicy(credential, f"{endpoint}/.default")
         return cls(
@@ -235,8 +260,11 @@ class Arm:
                 if body is not None
                 else HttpRequest(method, url, params=query)
             )
+            self._check_credential()
             try:
                 resp = self._client.send_request(req)
+            except ClientAuthenticationError as exc:
+                raise self._credential_failed(exc) from None
             except (ServiceRequestError, ServiceResponseError) as exc:
                 raise _Failure(0, "NetworkError", str(exc).splitlines()[0][:200], None) from None
             if 200 <= resp.status_code < 300:
@@ -308,6 +336,33 @@ class Arm:
             raise ConflictError(detail)
         raise UpstreamError(detail)
 
+    def _check_credential(self) -> None:
+        failure = self._credential_failure
+        if failure is not None and self._clock() - failure[0] < CREDENTIAL_RECHECK_SECONDS:
+            raise ArmCredentialError(failure[1])
+
+    def _credential_failed(self, exc: ClientAuthenticationError) -> ArmCredentialError:
+        """Remember a credential failure (first line only: DefaultAzureCredential's message is a page long)."""
+        first = next((line.strip() for line in str(exc.message or exc).splitlines() if line.strip()), "")
+        detail = f"no usable Azure credential for ARM {self.endpoint}: {first[:300]}; {CREDENTIAL_HINT}"
+        with self._stats_lock:
+            self._credential_failure = (self._clock(), detail)
+        return ArmCredentialError(detail)
+
+    def check_access(self, subscription_id: str = "") -> str:
+        """Read-only connectivity check (doctor): acquire a token and read one subscription. Returns a
+        description (`subscription <name> (<id>)`); raises the usual errors."""
+        if subscription_id:
+            doc = self.request("GET", f"/subscriptions/{subscription_id}", "2022-12-01")
+        else:
+            listing = self.request("GET", "/subscriptions", "2022-12-01") or {}
+            subs = listing.get("value") or []
+            if not subs:
+                return "token accepted; the identity can read no subscription (give it Reader on the targets)"
+            doc = subs[0]
+        doc = doc or {}
+        return f"subscription {doc.get('displayName', '?')} ({doc.get('subscriptionId', subscription_id)}) readable"
+
     def _backoff(self, number: int) -> float:
         ceiling = min(self.backoff_cap, self.backoff_base * (2 ** (number - 1)))
         return ceiling / 2 + self.rng() * ceiling / 2  # "equal jitter": never zero, never in lockstep
@@ -347,6 +402,7 @@ class Arm:
             query += f" and policyDefinitionReferenceId eq '{_odata(definition_reference_id.lower())}'"
 
         def attempt() -> str:
+            self._check_credential()
             try:
                 pages = client.policy_states.list_query_results_for_resource(
                     "latest", resource_id, query_options=QueryOptions(filter=query, top=1)
@@ -354,6 +410,8 @@ class Arm:
                 for state in pages:
                     return str(state.policy_definition_action or "")
                 return ""
+            except ClientAuthenticationError as exc:
+                raise self._credential_failed(exc) from None
             except HttpResponseError as exc:
                 status = exc.status_code or 0
                 headers = getattr(exc.response, "headers", None) or {}

@@ -119,7 +119,10 @@ class StateStore:
                 QueueServiceClient(conn.endpoint("queue"), credential=cred, **_CLIENT_OPTIONS),
                 BlobServiceClient(conn.endpoint("blob"), credential=cred, **_CLIENT_OPTIONS),
             )
-        return cls.from_connection_string(conn.connection_string)
+        conn_string = conn.connection_string
+        if conn_string.replace(" ", "").lower() == "usedevelopmentstorage=true":  # AZURITE_PORTS moves the emulator
+            conn_string = azurite_connection_string("127.0.0.1", *(int(p) for p in settings.azurite_ports))
+        return cls.from_connection_string(conn_string)
 
     @classmethod
     def from_connection_string(cls, conn: str) -> StateStore:

@@ -43,8 +43,8 @@ class CardContent:
     resolved: bool = False
 
 
-def alert_content(alert: Alert, squad: str) -> CardContent:
-    """The content of one alert's card."""
+def alert_content(alert: Alert, squad: str, review_url: str | None = None) -> CardContent:
+    """The content of one alert's card; `review_url` (cost anomalies) becomes its first button, "Review"."""
     subtitle = f"{alert.severity.upper()} · {alert.kind.replace('_', ' ')} · squad {squad or 'default'}"
     facts = ((("Resource", alert.resource_id),) if alert.resource_id else ()) + alert.facts
     return CardContent(
@@ -52,7 +52,7 @@ def alert_content(alert: Alert, squad: str) -> CardContent:
         subtitle=subtitle,
         summary=alert.summary,
         facts=facts,
-        links=alert.links,
+        links=((("Review", review_url),) if review_url else ()) + alert.links,
         severity=alert.severity,
         resolved=alert.action == "resolve",
     )

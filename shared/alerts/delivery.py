@@ -44,6 +44,7 @@ from shared.errors import (
 )
 from shared.idempotency import COMPLETED, IdempotencyStore, idempotency_key
 from shared.idempotency import TABLE as IDEMPOTENCY_TABLE
+from shared.review.service import review_link_for_alert
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ class AlertDelivery:
         url = route.teams_webhook_url
         if url:
             self.teams.check_allowed(url)  # refused before anything is claimed or sent
-        content = cards.alert_content(alert, route.squad)
+        content = cards.alert_content(alert, route.squad, review_link_for_alert(self.settings, alert))
 
         def post() -> tuple[str, dict[str, Any]]:
             if not url:

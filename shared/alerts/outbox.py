@@ -59,6 +59,7 @@ class Outbox:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, ensure_ascii=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600: people read the outbox, not only this process
         os.replace(tmp, path)
         return path
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from shared.errors import NotFoundError
 
-COST_MODULES = ("shared.costs.episodes", "shared.costs.daily")
+# shared.review.feedback first: its record_feedback keeps the feedback history (issue 13)
+COST_MODULES = ("shared.review.feedback", "shared.costs.episodes", "shared.costs.daily")
 
 
 @dataclass(frozen=True)

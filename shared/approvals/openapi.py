@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 from shared.approvals import models
 from shared.approvals.http import KEY_HEADERS
 from shared.dora.openapi import dora_paths
+from shared.review.openapi import review_paths
 from shared.settings import is_loopback_host
 
 REF = "#/components/schemas/{model}"
@@ -373,7 +374,7 @@ def openapi_document(server_host: str = "") -> dict[str, Any]:
         },
         "servers": [{"url": f"{scheme}://{host}/api"}],
         "security": [{"functionKey": []}],
-        "paths": paths(),
+        "paths": {**paths(), **review_paths()},
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

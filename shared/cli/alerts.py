@@ -128,7 +128,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         )
     report = {
         "outbox_dir": runtime.settings.outbox_dir,
-        "outbox": [{"channel": e.channel, "action": e.action, "file": e.path.name} for e in entries],
+        "outbox": [
+            {"channel": e.channel, "action": e.action, **describe_delivery(e), "file": e.path.name} for e in entries
+        ],
         "pending": pending,
         "failed": failed,
         "failed_total": runtime.storage.queue_length(POISON),
@@ -137,10 +139,37 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"outbox {report['outbox_dir']}: {len(entries)} deliveries")
-    for e in entries:
-        print(f"  {e.channel:<10} {e.action:<7} {e.path.name}")
+    for row in report["outbox"]:
+        print(f"  {row['channel']:<10} {row['action']:<7} {row['squad'] or 'default':<16} {row['title']}")
+        print(f"  {'':<10} {'':<7} {row['file']}")
     print(f"pending on queue {QUEUE}: {pending} (approximate)")
     print(f"failed in {POISON}: {report['failed_total']}")
     for f in failed:
         print(f"  {f['type']} {f['dedupe_key']} {f['title']!r} channels={f['channels']} errors={f['errors']}")
     return 0
+
+
+def describe_delivery(entry: Any) -> dict[str, str]:
+    """Title and squad of one outbox file: a Teams card (Adaptive or MessageCard) or a ServiceNow incident."""
+    try:
+        doc = entry.payload()
+    except (OSError, ValueError):
+        return {"title": "(unreadable file)", "squad": ""}
+    title, squad = "", ""
+    if isinstance(doc, dict) and doc.get("attachments"):
+        body = (doc["attachments"][0].get("content") or {}).get("body") or []
+        texts = [b.get("text", "") for b in body if isinstance(b, dict) and b.get("type") == "TextBlock"]
+        title = texts[0] if texts else ""
+        subtitle = texts[1] if len(texts) > 1 else ""
+        squad = subtitle.rsplit("squad ", 1)[-1] if "squad " in subtitle else ""
+    elif isinstance(doc, dict) and "@type" in doc:
+        title = str(doc.get("title", ""))
+        subtitle = str(((doc.get("sections") or [{}])[0]).get("activityTitle", ""))
+        squad = subtitle.rsplit("squad ", 1)[-1] if "squad " in subtitle else ""
+    elif isinstance(doc, dict):
+        nested = doc.get("incident")
+        incident: dict[str, Any] = nested if isinstance(nested, dict) else doc
+        notes = str(incident.get("work_notes") or incident.get("close_notes") or "").strip().splitlines()
+        title = str(incident.get("short_description") or (notes[0] if notes else ""))
+        squad = str(incident.get("assignment_group", ""))
+    return {"title": title, "squad": squad}

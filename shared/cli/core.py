@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(handler=cmd_serve)
 
     doctor = subparsers.add_parser(
-        "doctor", help="check settings and connectivity to storage, warehouse, ServiceNow and Teams routes"
+        "doctor",
+        help="check settings, then connect (read-only) to storage, the warehouse, ServiceNow and ARM; "
+        "Teams webhooks are checked for shape and allow-list only",
     )
     doctor.set_defaults(handler=cmd_doctor)
 
@@ -51,20 +53,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("error: the local host is a development tool and is not part of the deployed package", file=sys.stderr)
         return 2
+    from shared.connectivity import check_storage_live
     from shared.observability import configure
     from shared.runtime import Runtime, set_runtime
 
     settings = load_settings()
     configure(settings)
+    port = args.port or settings.valueflow_port
+    if port and not _port_free(port):
+        raise SettingsError(
+            f"port {port} is in use (another `make run`?): stop that process or choose another port, "
+            f"e.g. VALUEFLOW_PORT={port + 10000 if port < 55535 else 17071} make run"
+        )
     runtime = Runtime(settings)
     set_runtime(runtime)
+    storage = check_storage_live(runtime)
+    if storage.status == "fail":
+        raise SettingsError(f"storage: {storage.detail}")
     runtime.warehouse  # noqa: B018 - applies pending schema migrations now, at start, not on the first request
     key, generated = function_key(settings)
     app = load_app(args.app)
     host = LocalHost(
         app, settings, key=key, port=args.port, host_json=Path(args.host_json), run_schedules=not args.no_schedules
     )
-    host.start()
+    try:
+        host.start()
+    except OSError as exc:
+        raise SettingsError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     print(f"ValueFlow local host (dev tool) on http://127.0.0.1:{host.port}", flush=True)
     note = " (generated, stored under " + settings.state_dir + "/function-key)" if generated else ""
     print(f"Function key{note}: {key}", flush=True)
@@ -80,8 +95,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from shared.health import overall, run_checks
+    from shared.connectivity import run_doctor_checks
+    from shared.health import overall
     from shared.runtime import Runtime
 
     reset_settings()
@@ -94,7 +121,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 1
     print(f"settings: ok (local.settings.json {'found' if Path('local.settings.json').is_file() else 'absent'})")
     try:
-        checks = run_checks(Runtime(settings))
+        checks = run_doctor_checks(Runtime(settings))
     except ValueFlowError as err:
         print(f"checks: FAIL {err.detail}")
         return 1

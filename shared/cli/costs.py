@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from datetime import date
 from typing import Any
@@ -102,10 +104,73 @@ def _config() -> Any:
     )
 
 
+SIMPLE_COLUMNS = ("series_id", "date", "cost")
+
+
+def is_simple_csv(path: str) -> bool:
+    """A `series_id,date,cost` file (the `costs score` input), not an export."""
+    if not path.lower().endswith(".csv") or not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        header = [c.strip().lower() for c in f.readline().split(",")]
+    return set(SIMPLE_COLUMNS) <= set(header) and "chargeperiodstart" not in header
+
+
+def simple_csv_as_focus(path: str, state_dir: str) -> str:
+    """Write a `series_id,date,cost` CSV as a minimal FOCUS 1.0 usage file (series id = ResourceId, USD)
+    in a folder of its own under the state dir (stable per input file, so a reload replaces, never adds);
+    returns that folder. Owner, subscription and service come from the id when it is an Azure resource id."""
+    import hashlib
+
+    import pandas as pd
+
+    frame = pd.read_csv(path, usecols=list(SIMPLE_COLUMNS), dtype={"series_id": str, "date": str})
+    days = pd.to_datetime(frame["date"].str.strip().str[:10], format="%Y-%m-%d", errors="coerce")
+    if days.isna().any():
+        line = int(days.isna().to_numpy().argmax()) + 2
+        raise BadInputError(f"{path}, line {line}: date {frame['date'].iloc[line - 2]!r} is not YYYY-MM-DD")
+    cost = pd.to_numeric(frame["cost"], errors="coerce")
+    if cost.isna().any():
+        line = int(cost.isna().to_numpy().argmax()) + 2
+        raise BadInputError(f"{path}, line {line}: cost {frame['cost'].iloc[line - 2]!r} is not a number")
+    ids = frame["series_id"].fillna("").str.strip()
+    parts = ids.str.split("/")
+    focus = pd.DataFrame(
+        {
+            "BilledCost": cost,
+            "BillingCurrency": "USD",
+            "ChargeCategory": "Usage",
+            "ChargePeriodStart": days.dt.strftime("%Y-%m-%dT00:00:00Z"),
+            "ChargePeriodEnd": (days + pd.Timedelta(days=1)).dt.strftime("%Y-%m-%dT00:00:00Z"),
+            "EffectiveCost": cost,
+            "ResourceId": ids,
+            "ResourceName": parts.str[-1],
+            "ServiceName": "",
+            "SubAccountId": parts.str[2].where(ids.str.lower().str.startswith("/subscriptions/"), ""),
+            "Tags": "",
+        }
+    )
+    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+    folder = os.path.join(state_dir, "simple-csv", digest)
+    os.makedirs(folder, exist_ok=True)
+    focus.to_csv(os.path.join(folder, "costs.csv"), index=False)
+    return folder
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from shared.costs.loader import ingest_paths
 
-    results = ingest_paths(_runtime(), args.paths)
+    runtime = _runtime()
+    paths = []
+    for path in args.paths:
+        if is_simple_csv(path):
+            converted = simple_csv_as_focus(path, runtime.settings.state_dir)
+            print(f"note: {path} is a series_id,date,cost file: loaded as USD usage (series id = resource id)",
+                  file=sys.stderr)  # fmt: skip
+            paths.append(converted)
+        else:
+            paths.append(path)
+    results = ingest_paths(runtime, paths)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], default=str, indent=2))
         return 0
@@ -129,28 +194,104 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_file(path: str) -> str:
+    """--input must be an existing file (not a folder)."""
+    if os.path.isdir(path):
+        raise BadInputError(f"--input {path} is a folder: give the CSV file (series_id,date,cost)")
+    if not os.path.isfile(path):
+        raise BadInputError(f"--input {path}: no such file")
+    return path
+
+
+def _output_file(path: str) -> str:
+    """--output must name a file in an existing, writable folder (checked before any work is done)."""
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise BadInputError(f"--output {path} is a folder: give a file name, e.g. {os.path.join(path, 'scores.csv')}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise BadInputError(f"--output {path}: the folder {folder} does not exist (create it first)")
+    if not os.access(folder, os.W_OK):
+        raise BadInputError(f"--output {path}: the folder {folder} is not writable")
+    return path
+
+
+def _readable_permissions(path: str) -> None:
+    # the atomic write goes through a private temp file (0600): give the result the usual umask permissions
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def sum_duplicate_days(path: str, workdir: str) -> tuple[str, int]:
+    """Real exports have several meters per resource-day: when the CSV has several rows for one series and date,
+    write their sums to a file in `workdir` and return (that file, rows folded in); else (path, 0).
+
+    A file that does not read cleanly is returned as is: the scorer's own checks name the bad line. Raises
+    BadInputError when a series-day is negative after summing (a refund or correction, not usage)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, usecols=["series_id", "date", "cost"], dtype={"series_id": str, "date": str})
+        frame["cost"] = pd.to_numeric(frame["cost"], errors="raise")
+    except (ValueError, OSError, pd.errors.ParserError):
+        return path, 0
+    frame["date"] = frame["date"].str.strip()
+    duplicates = int(frame.duplicated(["series_id", "date"]).sum())
+    if duplicates:
+        frame = frame.groupby(["series_id", "date"], as_index=False, sort=False)["cost"].sum()
+    negative = frame[frame["cost"] < 0]
+    if len(negative):
+        row = negative.iloc[0]
+        summed = " (after summing its rows)" if duplicates else ""
+        raise BadInputError(
+            f"{path}: series {row['series_id']!r} on {row['date']} costs {float(row['cost']):,.2f}{summed}: negative "
+            "cost is a refund or correction, not usage; keep usage rows only (ChargeCategory Usage), or net the "
+            "corrections into their day"
+        )
+    if not duplicates:
+        return path, 0
+    summed_path = os.path.join(workdir, "summed.csv")
+    frame.to_csv(summed_path, index=False)
+    return summed_path, duplicates
+
+
+def _run_scoring(args: argparse.Namespace, score: Any) -> int:
+    from shared.costs.scoring_io import CostInputError
+
+    _input_file(args.input)
+    _output_file(args.output)
+    with tempfile.TemporaryDirectory(prefix="valueflow-score-") as workdir:
+        source, folded = sum_duplicate_days(args.input, workdir)
+        if folded:
+            print(
+                f"note: {folded} row(s) repeated a series and date (several meters per resource-day): "
+                "their costs were summed into one row per series-day",
+                file=sys.stderr,
+            )
+        try:
+            rows = int(score(source))
+        except (CostInputError, FileNotFoundError) as exc:
+            raise BadInputError(str(exc).replace(source, args.input)) from None
+    _readable_permissions(args.output)
+    return rows
+
+
 def cmd_score(args: argparse.Namespace) -> int:
-    from shared.costs.scoring_io import CostInputError, score_csv
+    from shared.costs.scoring_io import score_csv
 
     started = time.perf_counter()
-    try:
-        rows = score_csv(args.input, args.output, _config())
-    except (CostInputError, FileNotFoundError) as exc:
-        raise BadInputError(str(exc)) from None
+    rows = _run_scoring(args, lambda source: score_csv(source, args.output, _config()))
     print(f"scored {rows} series in {time.perf_counter() - started:.2f}s -> {args.output}", file=sys.stderr)
     return 0
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from shared.costs.scoring_io import CostInputError, backtest_csv
+    from shared.costs.scoring_io import backtest_csv
 
     if args.days < 1:
         raise BadInputError("--days must be at least 1")
     started = time.perf_counter()
-    try:
-        rows = backtest_csv(args.input, args.days, args.output, _config())
-    except (CostInputError, FileNotFoundError) as exc:
-        raise BadInputError(str(exc)) from None
+    rows = _run_scoring(args, lambda source: backtest_csv(source, args.days, args.output, _config()))
     print(f"wrote {rows} rows in {time.perf_counter() - started:.2f}s -> {args.output}", file=sys.stderr)
     return 0
 
@@ -198,8 +339,8 @@ def _short_cause(cause: str) -> str:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from shared.costs.daily import record_feedback
+    from shared.review.feedback import record_feedback
 
-    result = record_feedback(_runtime(), args.episode_id, args.verdict, args.by, args.why)
+    result = record_feedback(_runtime(), args.episode_id, args.verdict, args.by, args.why, source="cli")
     print(json.dumps(result, default=str, indent=2))
     return 0

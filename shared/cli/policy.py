@@ -10,6 +10,20 @@ from typing import Any
 
 from shared.errors import BadInputError
 
+# every effect an Azure Policy definition can have (policy definition structure, "Policy effects")
+POLICY_EFFECTS = (
+    "addToNetworkGroup", "append", "audit", "auditIfNotExists", "deny", "denyAction", "deployIfNotExists",
+    "disabled", "manual", "modify", "mutate",
+)  # fmt: skip
+
+
+def _effect(text: str) -> str:
+    by_lower = {e.lower(): e for e in POLICY_EFFECTS}
+    found = by_lower.get(text.strip().lower())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an Azure Policy effect; one of {', '.join(POLICY_EFFECTS)}")
+    return found
+
 
 def register(subparsers: Any) -> None:
     policy = subparsers.add_parser("policy", help="policy remediation: kill switches, dry-run plans, counters")
@@ -35,7 +49,12 @@ def register(subparsers: Any) -> None:
         "are not looked up: --effect applies to every event (default deployIfNotExists). Changes nothing.",
     )
     plan.add_argument("--events", required=True, type=Path, help="JSON file: an event or an array of events")
-    plan.add_argument("--effect", default="deployIfNotExists", help="effect to assume for every assignment")
+    plan.add_argument(
+        "--effect",
+        default="deployIfNotExists",
+        type=_effect,
+        help="effect to assume for every assignment (an Azure Policy effect: " + ", ".join(POLICY_EFFECTS) + ")",
+    )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(handler=cmd_plan)
 

@@ -21,7 +21,7 @@ from typing import Any
 from shared.alerts.delivery import enqueue_alert
 from shared.alerts.model import Alert
 from shared.alerts.routing import owner_from_tags
-from shared.errors import ConflictError, ValueFlowError
+from shared.errors import ConflictError, UpstreamAuthError, ValueFlowError
 from shared.policy.dedupe import PARTITION as STATE_PARTITION
 from shared.policy.dedupe import TABLE as STATE_TABLE
 from shared.policy.dedupe import PolicyStateLedger, state_row_key
@@ -48,6 +48,7 @@ PENDING_PARTITION = "pending"
 OPEN_ALERT_PARTITION = "open-alert"
 OWNER_PARTITION = "owner"
 COUNTER_PARTITION = "counter"
+CONFIG_ALERT_PARTITION = "config-alert"
 OWNER_TTL = timedelta(hours=24)
 
 
@@ -149,6 +150,9 @@ class PolicyWorker:
             return WorkOutcome("rejected", "malformed work item")
         try:
             return self._process(event, received_at)
+        except UpstreamAuthError as exc:
+            # a missing or refused credential is configuration, not a blip: no retries, park the item, alert once
+            return self._park(body, event, message_id, exc)
         except Exception as exc:
             if dequeue_count >= MAX_DEQUEUE_COUNT:
                 self._poison_alert(event, message_id, exc)
@@ -240,6 +244,42 @@ class PolicyWorker:
                 self.store.delete(STATE_TABLE, STATE_PARTITION, row)
         except ValueFlowError:
             log.warning("could not roll back policy state %s; a retry may be dropped as duplicate", row)
+
+    def _park(self, body: bytes | str, event: PolicyStateEvent, message_id: str, exc: UpstreamAuthError) -> WorkOutcome:
+        """Move the item to policy-work-poison at once (replayable once the credential is fixed) and raise
+        one alert per day for the configuration problem, however many items hit it."""
+        self.store.send(POISON_QUEUE, body if isinstance(body, (str, bytes)) else json.dumps(body))
+        count(self.store, "parked-credential")
+        day = datetime.now(UTC).date().isoformat()
+        first = self.store.insert(
+            STATE_TABLE, CONFIG_ALERT_PARTITION, f"{exc.kind}-{day}", {"Detail": exc.detail[:1000]}
+        )
+        if first:
+            log.error("policy remediation cannot reach ARM: %s", exc.detail, extra={"error_kind": exc.kind})
+            try:
+                enqueue_alert(
+                    self.store,
+                    Alert(
+                        kind="remediation_result",
+                        severity="warning",
+                        title="Policy remediation is stopped: Azure Resource Manager refused our credential",
+                        resource_id=event.resource_id,
+                        owner="",
+                        facts=(
+                            ("Problem", exc.detail[:600]),
+                            ("Work items", f"parked in {POISON_QUEUE} (not retried)"),
+                        ),
+                        links=(),
+                        dedupe_key=f"policy-config:{exc.kind}:{day}",
+                        correlation_id=event.event_id,
+                        summary="Fix the identity or its roles, then replay the parked items from the poison queue.",
+                    ),
+                )
+            except Exception:
+                log.exception("could not alert about the ARM credential problem")
+        else:
+            log.warning("policy work item parked (ARM credential problem already reported today)")
+        return WorkOutcome("parked", exc.kind)
 
     def _poison_alert(self, event: PolicyStateEvent, message_id: str, exc: BaseException) -> None:
         count(self.store, "poison-work-items")

@@ -26,6 +26,8 @@ DEV_ONLY = {
     "VALUEFLOW_PORT",  # port of the local host
     "LOCAL_FUNCTION_KEY",  # key of the local host; Azure has its own host keys
     "OUTBOX_DIR",  # local outbox folder; Azure posts to Teams/ServiceNow
+    "VALUEFLOW_FAKE_ARM",  # `make run` starts a local fake ARM; Azure talks to the real one
+    "AZURITE_PORTS",  # ports of the local storage emulator
 }
 REPLACED_BY_IDENTITY = {
     "AzureWebJobsStorage",  # connection string replaced by AzureWebJobsStorage__accountName + managed identity
@@ -34,6 +36,10 @@ REPLACED_BY_IDENTITY = {
 # Settings whose code default is right in Azure, so infra need not set them (each with why).
 DEFAULT_OK: set[str] = {
     "AZURE_STORAGE_ENDPOINT_SUFFIX",  # only for an account name without service URIs; infra sets the URIs
+    "REVIEW_LINK_DAYS",  # 14 days, as the issue asks
+    "REVIEW_BASE_URL",  # empty = https://WEBSITE_HOSTNAME; set only behind a custom domain or Front Door
+    "WEBSITE_HOSTNAME",  # set by the platform
+    "WEBSITE_AUTH_ENABLED",  # set by the platform when App Service Authentication is on
 }
 # Set through the provider's site_config (it moves the app setting there on read) and in the final
 # app settings; not a Key Vault secret: with local auth disabled it cannot ingest without a token.
