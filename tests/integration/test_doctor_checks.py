@@ -61,7 +61,7 @@ def test_arm_check_reads_one_subscription_and_reports_a_refusal(env, tmp_path, h
 def test_teams_check_never_posts_and_judges_shape_and_allow_list(env, tmp_path, httpserver):
     routes = {"routes": {"payments": {"teams_webhook_url": "https://hooks.example.com/teams/payments"}}}
     refused = check_teams_shape(_runtime(env, tmp_path, ALERT_ROUTES=json.dumps(routes)))
-    assert refused.status == "fail" and "does not allow" in refused.detail
+    assert refused.status == "fail" and "TEAMS_WEBHOOK_ALLOWED_HOSTS" in refused.detail
     workflows = "https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=x"
     legacy = "https://contoso.webhook.office.com/webhookb2/abc/IncomingWebhook/def/ghi"
     ok = check_teams_shape(_runtime(env, tmp_path, TEAMS_DEFAULT_WEBHOOK_URL=workflows))
