@@ -8,7 +8,6 @@ import logging
 
 import azure.functions as func
 
-from shared.alerts.delivery import delivery_for
 from shared.alerts.routing import load_routes
 from shared.runtime import get_runtime
 from shared.settings import get_settings
@@ -23,7 +22,7 @@ load_routes(get_settings())
 @bp.function_name("alert_delivery")
 @bp.queue_trigger(arg_name="msg", queue_name="alerts", connection="AzureWebJobsStorage")
 def alert_delivery(msg: func.QueueMessage) -> None:
-    outcome = delivery_for(get_runtime()).handle(msg.get_body())
+    outcome = get_runtime().alert_delivery.handle(msg.get_body())
     log.info(
         "alert message processed",
         extra={"message_id": msg.id, "dequeue_count": msg.dequeue_count, **outcome.summary()},

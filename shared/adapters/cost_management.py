@@ -23,6 +23,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.core.rest import HttpRequest
 
 from shared.errors import TransientUpstreamError, UpstreamAuthError, UpstreamError
+from shared.retry import parse_retry_after
 from shared.settings import Settings, is_loopback_host
 
 log = logging.getLogger(__name__)
@@ -172,13 +173,8 @@ def _next_link(result: Any) -> str | None:
 
 def _retry_after(exc: HttpResponseError) -> float:
     headers = getattr(exc.response, "headers", None) or {}
-    waits = []
-    for name in RETRY_AFTER_HEADERS:
-        value = headers.get(name)
-        try:
-            waits.append(float(value)) if value is not None else None
-        except ValueError:
-            continue
+    named = {name: headers.get(name) for name in RETRY_AFTER_HEADERS if headers.get(name) is not None}
+    waits = [w for w in (parse_retry_after(v) for v in named.values()) if w is not None]
     return max(waits) if waits else 5.0
 
 

@@ -30,7 +30,8 @@ from azure.storage.queue import (
     QueueServiceClient,
 )
 
-from shared.errors import ConflictError, StorageError
+from shared.adapters.http import pooled_session, sdk_transport
+from shared.errors import BatchRejected, ConflictError, StorageError
 from shared.settings import Settings
 
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
@@ -70,6 +71,15 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
+def _client_options(session: Any) -> dict[str, Any]:
+    """The options of every storage client: timeouts, a short retry, and the process's pooled session
+    (no per-request environment/.netrc lookups, connections reused across clients and threads)."""
+    transport = sdk_transport(
+        session, connection_timeout=_CLIENT_OPTIONS["connection_timeout"], read_timeout=_CLIENT_OPTIONS["read_timeout"]
+    )
+    return {**_CLIENT_OPTIONS, "transport": transport}
+
+
 @dataclass(frozen=True)
 class QueuedMessage:
     id: str
@@ -89,7 +99,7 @@ class StateStore:
         self._tables = tables
         self._queues = queues
         self._blobs = blobs
-        self._known: set[str] = set()
+        self._clients: dict[str, Any] = {}  # table/queue/container clients, built once per name
         self._lock = threading.Lock()
 
     @classmethod
@@ -98,38 +108,51 @@ class StateStore:
             from azure.identity import DefaultAzureCredential
 
             name = settings.azure_web_jobs_storage_account_name
-            cred = DefaultAzureCredential()
-            return cls(
-                TableServiceClient(f"https://{name}.table.core.windows.net", credential=cred),
-                QueueServiceClient(f"https://{name}.queue.core.windows.net", credential=cred),
-                BlobServiceClient(f"https://{name}.blob.core.windows.net", credential=cred),
+            return cls.from_endpoints(
+                f"https://{name}.table.core.windows.net",
+                f"https://{name}.queue.core.windows.net",
+                f"https://{name}.blob.core.windows.net",
+                credential=DefaultAzureCredential(),
             )
         return cls.from_connection_string(settings.azure_web_jobs_storage)
 
     @classmethod
     def from_connection_string(cls, conn: str) -> StateStore:
         conn = _resolve_connection_string(conn)
+        session = pooled_session()
         try:
             return cls(
-                TableServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
-                QueueServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
-                BlobServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
+                TableServiceClient.from_connection_string(conn, **_client_options(session)),
+                QueueServiceClient.from_connection_string(conn, **_client_options(session)),
+                BlobServiceClient.from_connection_string(conn, **_client_options(session)),
             )
         except (ValueError, AzureError) as exc:
             raise StorageError("AzureWebJobsStorage is not a valid storage connection string") from exc
+
+    @classmethod
+    def from_endpoints(cls, table_url: str, queue_url: str, blob_url: str, *, credential: Any) -> StateStore:
+        """Clients for an account reached by URL with a token credential (identity-based connections)."""
+        session = pooled_session()
+        return cls(
+            TableServiceClient(table_url, credential=credential, **_client_options(session)),
+            QueueServiceClient(queue_url, credential=credential, **_client_options(session)),
+            BlobServiceClient(blob_url, credential=credential, **_client_options(session)),
+        )
 
     # -- tables --
 
     def _table(self, name: str) -> Any:
         key = "t:" + name
-        client = self._tables.get_table_client(name)
-        if key not in self._known:
+        client = self._clients.get(key)
+        if client is None:
             with self._lock:
-                try:
-                    self._tables.create_table_if_not_exists(name)
-                except AzureError as exc:
-                    raise StorageError(f"cannot create table {name}: {_short(exc)}") from exc
-                self._known.add(key)
+                client = self._clients.get(key)
+                if client is None:
+                    try:
+                        self._tables.create_table_if_not_exists(name)
+                    except AzureError as exc:
+                        raise StorageError(f"cannot create table {name}: {_short(exc)}") from exc
+                    client = self._clients[key] = self._tables.get_table_client(name)
         return client
 
     def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool:
@@ -176,13 +199,47 @@ class StateStore:
         except AzureError as exc:
             raise StorageError(f"write to {table} failed: {_short(exc)}") from exc
 
-    def delete(self, table: str, partition: str, row: str) -> None:
+    def delete(self, table: str, partition: str, row: str, *, etag: str | None = None) -> None:
+        """Delete an entity (gone already is fine). With `etag`, only if unchanged since it was read:
+        ConflictError when someone wrote it meanwhile."""
+        from azure.core import MatchConditions
+
         try:
-            self._table(table).delete_entity(partition, row)
+            if etag:
+                self._table(table).delete_entity(
+                    partition, row, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                self._table(table).delete_entity(partition, row)
         except ResourceNotFoundError:
             return
+        except ResourceModifiedError as exc:
+            raise ConflictError(f"{table}/{partition}/{row} changed meanwhile") from exc
         except AzureError as exc:
             raise StorageError(f"delete from {table} failed: {_short(exc)}") from exc
+
+    def transact(self, table: str, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """One entity-group transaction (one round trip, all or nothing) over entities of ONE partition:
+        operations are ("create" | "upsert" | "update" | "delete", entity[, {"mode": "replace", "etag": e}]),
+        at most 100; an `etag` makes the operation conditional. Returns each operation's response
+        metadata (with its new `etag`). BatchRejected (a ConflictError) names the index of the
+        operation that failed, e.g. a create of an existing key or a stale etag."""
+        from azure.core import MatchConditions
+        from azure.data.tables import TableTransactionError
+
+        if not operations:
+            return []
+        ops: list[Any] = []
+        for op in operations:
+            if len(op) > 2 and op[2].get("etag"):
+                op = (op[0], op[1], {**op[2], "match_condition": MatchConditions.IfNotModified})
+            ops.append(op)
+        try:
+            return [dict(m) for m in self._table(table).submit_transaction(ops)]
+        except TableTransactionError as exc:
+            raise BatchRejected(f"transaction on {table} refused: {_short(exc)}", getattr(exc, "index", -1)) from exc
+        except AzureError as exc:
+            raise StorageError(f"transaction on {table} failed: {_short(exc)}") from exc
 
     def query(self, table: str, filter: str | None = None, **params: Any) -> Iterator[dict[str, Any]]:
         """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords)."""
@@ -198,18 +255,23 @@ class StateStore:
 
     def _queue(self, name: str) -> Any:
         key = "q:" + name
-        client = self._queues.get_queue_client(
-            name, message_encode_policy=BinaryBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy()
-        )
-        if key not in self._known:
+        client = self._clients.get(key)
+        if client is None:
             with self._lock:
-                try:
-                    client.create_queue()
-                except ResourceExistsError:
-                    pass
-                except AzureError as exc:
-                    raise StorageError(f"cannot create queue {name}: {_short(exc)}") from exc
-                self._known.add(key)
+                client = self._clients.get(key)
+                if client is None:
+                    client = self._queues.get_queue_client(
+                        name,
+                        message_encode_policy=BinaryBase64EncodePolicy(),
+                        message_decode_policy=BinaryBase64DecodePolicy(),
+                    )
+                    try:
+                        client.create_queue()
+                    except ResourceExistsError:
+                        pass
+                    except AzureError as exc:
+                        raise StorageError(f"cannot create queue {name}: {_short(exc)}") from exc
+                    self._clients[key] = client
         return client
 
     def send(self, queue: str, message: dict[str, Any] | str | bytes, *, visibility_timeout: int | None = None) -> str:
@@ -271,16 +333,19 @@ class StateStore:
 
     def _container(self, name: str) -> Any:
         key = "c:" + name
-        client = self._blobs.get_container_client(name)
-        if key not in self._known:
+        client = self._clients.get(key)
+        if client is None:
             with self._lock:
-                try:
-                    client.create_container()
-                except ResourceExistsError:
-                    pass
-                except AzureError as exc:
-                    raise StorageError(f"cannot create container {name}: {_short(exc)}") from exc
-                self._known.add(key)
+                client = self._clients.get(key)
+                if client is None:
+                    client = self._blobs.get_container_client(name)
+                    try:
+                        client.create_container()
+                    except ResourceExistsError:
+                        pass
+                    except AzureError as exc:
+                        raise StorageError(f"cannot create container {name}: {_short(exc)}") from exc
+                    self._clients[key] = client
         return client
 
     def put_blob(self, container: str, name: str, data: bytes, *, overwrite: bool = True) -> None:

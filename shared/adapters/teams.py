@@ -26,8 +26,10 @@ from urllib.parse import urlparse
 
 import requests
 
+from shared.adapters.http import pooled_session
 from shared.alerts.routing import host_allowed
 from shared.errors import ForbiddenActionError, TransientUpstreamError, UpstreamAuthError, UpstreamError
+from shared.retry import retry_after_from
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,23 +40,6 @@ THROTTLED_MARKER = "HTTP error 429"
 def webhook_ref(url: str) -> str:
     """How a webhook URL appears in logs and errors: `webhook#<8 hex>` (the URL itself is a secret)."""
     return "webhook#" + hashlib.sha256(url.encode()).hexdigest()[:8]
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class RateWindow:
@@ -95,15 +80,15 @@ class TeamsWebhook:
         self.timeout = timeout
         self.rate = rate_per_second
         self.max_wait = max_wait
-        self.session = session or requests.Session()
+        self.session = session or pooled_session()
         self.clock = clock
         self.sleep = sleep
         self._buckets: dict[str, RateWindow] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TeamsWebhook:
-        return cls(settings.teams_webhook_allowed_hosts, timeout=settings.alert_http_timeout_seconds)
+    def from_settings(cls, settings: Settings, *, session: requests.Session | None = None) -> TeamsWebhook:
+        return cls(settings.teams_webhook_allowed_hosts, timeout=settings.alert_http_timeout_seconds, session=session)
 
     def _bucket(self, url: str) -> RateWindow:
         with self._lock:
@@ -152,14 +137,14 @@ class TeamsWebhook:
         status = resp.status_code
         if 200 <= status < 300:
             if THROTTLED_MARKER in (resp.text or "")[:500]:
-                raise self._throttled(url, parse_retry_after(resp.headers.get("Retry-After")))
+                raise self._throttled(url, retry_after_from(resp.headers))
             log.info("teams message posted", extra={"webhook": ref, "status": status})
             return status
         if status == 429:
-            raise self._throttled(url, parse_retry_after(resp.headers.get("Retry-After")))
+            raise self._throttled(url, retry_after_from(resp.headers))
         if status == 408 or status >= 500:
             raise TransientUpstreamError(
-                f"Teams {ref} answered {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After"))
+                f"Teams {ref} answered {status}", retry_after=retry_after_from(resp.headers)
             )
         if status in (401, 403):
             raise UpstreamAuthError(f"Teams {ref} refused the request ({status}): the webhook URL is wrong or revoked")

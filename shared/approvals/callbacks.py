@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 
 import requests
 
+from shared.adapters.http import pooled_session
 from shared.errors import TransientUpstreamError, UpstreamError
+from shared.retry import retry_after_from
 from shared.settings import is_loopback_host
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class LogicAppCallback:
     def __init__(self, allowed_hosts: tuple[str, ...], *, timeout: float = 10.0, session: Any = None) -> None:
         self.allowed_hosts = allowed_hosts
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or pooled_session()
 
     def post(self, url: str, body: dict[str, Any], *, what: str) -> int:
         """POST once; returns the status. TransientUpstreamError on 429/5xx/timeouts, UpstreamError on 4xx."""
@@ -82,7 +84,7 @@ class LogicAppCallback:
         except requests.RequestException as exc:
             raise TransientUpstreamError(f"{what}: {redacted(url)} unreachable: {type(exc).__name__}") from None
         if resp.status_code == 429 or resp.status_code >= 500:
-            retry_after = _retry_after(resp.headers.get("Retry-After"))
+            retry_after = retry_after_from(resp.headers)
             raise TransientUpstreamError(
                 f"{what}: {redacted(url)} answered {resp.status_code}", retry_after=retry_after
             )
@@ -90,10 +92,3 @@ class LogicAppCallback:
             raise UpstreamError(f"{what}: {redacted(url)} answered {resp.status_code}")
         log.info("%s: %s answered %s", what, redacted(url), resp.status_code)
         return int(resp.status_code)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from shared.errors import BadInputError, ConflictError
-from shared.idempotency import IdempotencyStore, idempotency_key
+from shared.idempotency import Idempotency, Scope, idempotency_key
 
 KEY_HEADERS = ("idempotency-key", "x-ms-workflow-run-id")
 _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -47,20 +48,19 @@ def answer_once(
     """Run `run()` once per key; a replay gets the stored answer with `replayed=True`."""
     if not key:
         return run()
-    claims = IdempotencyStore(store, f"http-{operation}")
     row = idempotency_key(*scope_ids, key)
-    claim = claims.claim(row, payload)
-    if claim.status == "completed" and claim.result is not None:
-        return Answer(int(claim.result["status"]), claim.result["body"], replayed=True)
-    if claim.status == "in_progress":
-        raise ConflictError("a request with this Idempotency-Key is still running; retry in a few seconds")
-    try:
-        answer = run()
-    except BaseException:
-        claims.release(row)
-        raise
-    if 200 <= answer.status < 300:
-        claims.complete(row, {"status": answer.status, "body": answer.body})
-    else:
-        claims.release(row)
-    return answer
+    done = Idempotency(store).once(
+        Scope(f"http-{operation}", lease=timedelta(minutes=2), expires_after=timedelta(days=14), spread=1),
+        row,
+        run,
+        payload=payload,
+        keep=lambda answer: 200 <= answer.status < 300,  # only a success is replayed
+        encode=lambda answer: {"status": answer.status, "body": answer.body},
+        decode=lambda doc: Answer(int(doc["status"]), doc["body"], replayed=True),
+    )
+    if done.busy:
+        raise ConflictError(
+            f"a request with this Idempotency-Key is still running; retry in {max(1, round(done.retry_after))} s"
+        )
+    assert done.result is not None
+    return done.result
