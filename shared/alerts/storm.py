@@ -78,6 +78,7 @@ class StormGate:
         self.threshold = threshold
         self.window_minutes = window_minutes
         self._counters: dict[str, dict[str, Any]] = {}  # window partition -> last counter entity seen
+        self._decided: dict[tuple[str, str], tuple[str, int]] = {}  # (partition, identity) -> (decision, seq)
         self._lock = threading.Lock()
 
     def admit(self, alert: Alert, squad: str, identity: str, now: datetime) -> StormDecision:
@@ -85,6 +86,10 @@ class StormGate:
         window = window_of(squad, now, self.window_minutes)
         if self.threshold <= 0:
             return StormDecision(DELIVER, window, 0)
+        with self._lock:
+            known = self._decided.get((window.partition, identity))
+        if known is not None and known[0] == DELIVER:  # a retry of a card this process counted
+            return StormDecision(DELIVER, window, known[1])
         summary = json.dumps(
             {"kind": alert.kind, "severity": alert.severity, "title": alert.title[:300], "action": alert.action}
         )
@@ -115,21 +120,25 @@ class StormGate:
             try:
                 answers = self.store.transact(TABLE, [("create", member), bump])
             except BatchRejected as rejected:
-                with self._lock:
-                    self._counters.pop(window.partition, None)
                 if rejected.index == 0:  # this alert was counted before: the same answer again
                     seen = self.store.get(TABLE, window.partition, identity) or {}
                     status, seq = str(seen.get("Decision", DELIVER)), int(seen.get("Seq", 0))
-                    counter = self.store.get(TABLE, window.partition, COUNTER) or {}
-                    scheduled = bool(counter.get("DigestScheduled"))
+                    scheduled = False
+                    if status == DIGEST:
+                        counter = self.store.get(TABLE, window.partition, COUNTER) or {}
+                        scheduled = bool(counter.get("DigestScheduled"))
                     return StormDecision(status, window, seq, schedule_digest=status == DIGEST and not scheduled)
+                with self._lock:
+                    self._counters.pop(window.partition, None)
                 continue  # the counter moved (another worker): read it and try again
             fresh = {**bump[1], "_etag": (answers[1] if len(answers) > 1 else {}).get("etag")}
             with self._lock:
+                if len(self._counters) > 10_000 or len(self._decided) > 100_000:
+                    self._counters.clear()  # bounded memory: forgetting costs a read
+                    self._decided.clear()
                 if fresh["_etag"]:
                     self._counters[window.partition] = fresh
-                if len(self._counters) > 10_000:
-                    self._counters.clear()
+                self._decided[(window.partition, identity)] = (status, seq)
             scheduled = bool(fresh.get("DigestScheduled"))
             return StormDecision(status, window, seq, schedule_digest=status == DIGEST and not scheduled)
         raise StorageError(f"storm counter {window.partition} is too contended; retry later")

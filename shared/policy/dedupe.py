@@ -110,39 +110,40 @@ class PolicyStateLedger:
             if out[i] is None:
                 first = events[newest[state_row_key(event)]]
                 out[i] = Admission(DUPLICATE if event.timestamp == first.timestamp else STALE)
-        with self._lock:
-            for i, admission in enumerate(out):
-                if admission is not None and admission.admitted:
-                    if len(self._seen) >= self.memory:
-                        self._seen.clear()  # a bounded cache: forgetting only costs a storage read
-                    self._seen[state_row_key(events[i])] = events[i].timestamp
         return [a for a in out if a is not None]
 
     def _admit_group(self, partition: str, events: list[PolicyStateEvent]) -> list[Admission]:
-        """One partition's candidates: a transaction of inserts (up to 100), the conflicting ones alone."""
-        result: list[Admission | None] = [None] * len(events)
-        pending = list(range(len(events)))
-        while len(pending) > 1:
-            chunk = pending[:100]
-            ops: list[tuple[Any, ...]] = [
-                ("create", {"PartitionKey": partition, "RowKey": state_row_key(events[i]), **_fields(events[i])})
-                for i in chunk
-            ]
-            try:
-                self.store.transact(TABLE, ops)
-            except BatchRejected as rejected:
-                if not 0 <= rejected.index < len(chunk):
-                    break  # cannot tell which one: admit them one by one
-                bad = chunk[rejected.index]
-                result[bad] = self._admit(events[bad], state_row_key(events[bad]))
-                pending.remove(bad)
-                continue
-            for i in chunk:
-                result[i] = Admission(NEW)
-            pending = pending[len(chunk) :]
-        for i in pending:
-            result[i] = self._admit(events[i], state_row_key(events[i]))
-        return [a for a in result if a is not None]
+        """One partition's candidates: one transaction of inserts (up to 100 at a time). A row that
+        exists already refuses it: that event and the rest of the chunk are then admitted one by one
+        (insert, read on conflict), which is what a storm of duplicates costs anyway."""
+        result: list[Admission] = []
+        for start in range(0, len(events), 100):
+            chunk = events[start : start + 100]
+            if len(chunk) > 1:
+                ops: list[tuple[Any, ...]] = [
+                    ("create", {"PartitionKey": partition, "RowKey": state_row_key(e), **_fields(e)}) for e in chunk
+                ]
+                try:
+                    self.store.transact(TABLE, ops)
+                except BatchRejected:
+                    pass
+                else:
+                    result.extend(Admission(NEW) for _ in chunk)
+                    self._remember(chunk)
+                    continue
+            for event in chunk:
+                admission = self._admit(event, state_row_key(event))
+                if admission.admitted:
+                    self._remember([event])
+                result.append(admission)
+        return result
+
+    def _remember(self, events: list[PolicyStateEvent]) -> None:
+        with self._lock:
+            for event in events:
+                if len(self._seen) >= self.memory:
+                    self._seen.clear()  # a bounded cache: forgetting only costs a storage read
+                self._seen[state_row_key(event)] = event.timestamp
 
     def forget(self, event: PolicyStateEvent) -> None:
         """Drop the process memory of the event's key (after a failed attempt the row is rolled back)."""
