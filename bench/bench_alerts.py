@@ -217,9 +217,10 @@ def child(args: argparse.Namespace) -> int:
         while time.monotonic() < deadline:
             try:
                 batch = store.receive(QUEUE, max_messages=16, visibility_timeout=60)
-            except Exception:  # Azurite stalled: poll again, as the host does
+            except Exception as exc:  # Azurite stalled: poll again, as the host does
                 with lock:
                     handled["errors"] += 1
+                    handled["error: receive " + type(exc).__name__] += 1
                 time.sleep(1.0)
                 continue
             if not batch:
@@ -232,9 +233,10 @@ def child(args: argparse.Namespace) -> int:
                 try:
                     delivery.handle(msg.body)
                     store.ack(QUEUE, msg)
-                except Exception:  # host semantics: not acked, redelivered after the visibility timeout
+                except Exception as exc:  # host semantics: not acked, redelivered after the visibility timeout
                     with lock:
                         handled["errors"] += 1
+                        handled[f"error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
                     continue
                 with lock:
                     handled["messages"] += 1
@@ -255,6 +257,7 @@ def child(args: argparse.Namespace) -> int:
         "alerts_per_s": args.alerts / seconds if seconds > 0 else 0.0,
         "messages": handled["messages"],
         "errors": handled["errors"],
+        "error_kinds": {k: v for k, v in handled.items() if k.startswith("error:")},
         "poison": store.queue_length(POISON) - poison_before,
         "timed_out": time.monotonic() >= deadline,
         "ops": dict(trips.counts),
@@ -321,6 +324,9 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int)
         "hottest-partition ceiling (2,000/s)",
     )
     print(table(proj, header))
+    for name, r in done:
+        if r.get("error_kinds"):
+            print(f"{name}, {r['workers']} workers: failed invocations by cause: {r['error_kinds']}")
     ok = all(
         r is not None and not any(r["verdict"].values()) and r["poison"] == 0 and not r["timed_out"]
         for name, r in results

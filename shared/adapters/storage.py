@@ -185,19 +185,22 @@ class StateStore:
         except AzureError as exc:
             raise StorageError(f"write to {table} failed: {_short(exc)}") from exc
 
-    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None:
-        """Optimistic update of an entity read with `get()`; ConflictError if someone wrote it since."""
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> str | None:
+        """Optimistic update of an entity read with `get()`; ConflictError if someone wrote it since.
+        Returns the new etag (so a caller may write again without reading)."""
         from azure.core import MatchConditions
 
         body = {k: v for k, v in entity.items() if k != "_etag"}
         try:
-            self._table(table).update_entity(
+            answer = self._table(table).update_entity(
                 body, mode=UpdateMode.REPLACE, etag=entity["_etag"], match_condition=MatchConditions.IfNotModified
             )
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConflictError(f"{table}/{body.get('PartitionKey')}/{body.get('RowKey')} changed meanwhile") from exc
         except AzureError as exc:
             raise StorageError(f"write to {table} failed: {_short(exc)}") from exc
+        etag = (answer or {}).get("etag") if isinstance(answer, dict) else None
+        return str(etag) if etag else None
 
     def delete(self, table: str, partition: str, row: str, *, etag: str | None = None) -> None:
         """Delete an entity (gone already is fine). With `etag`, only if unchanged since it was read:

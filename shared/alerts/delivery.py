@@ -171,7 +171,7 @@ class AlertDelivery:
         servicenow = (
             ServiceNowClient.from_settings(settings, session=session) if settings.servicenow_instance_url else None
         )
-        teams = TeamsWebhook.from_settings(settings, session=session)
+        teams = TeamsWebhook.from_settings(settings, session=session, store=store)
         return cls(settings, store, load_routes(settings), teams=teams, servicenow=servicenow, idempotency=idempotency)
 
     # -- entry point --

@@ -98,13 +98,18 @@ class MemoryStore:
 
 def _matches(entity: dict[str, Any], filter: str, params: dict[str, Any]) -> bool:
     for clause in filter.split(" and "):
-        field, _, value = re.match(r"(\w+) (eq) (.+)", clause.strip()).groups()
+        field, op, value = re.match(r"(\w+) (eq|ge|lt) (.+)", clause.strip()).groups()
         if value.startswith("@"):
             expected: Any = params[value[1:]]
         elif value in ("true", "false"):
             expected = value == "true"
         else:
             expected = value.strip("'")
-        if entity.get(field) != expected:
+        actual = entity.get(field)
+        if op == "eq" and actual != expected:
+            return False
+        if op == "ge" and not (actual is not None and actual >= expected):
+            return False
+        if op == "lt" and not (actual is not None and actual < expected):
             return False
     return True
