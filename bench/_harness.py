@@ -19,6 +19,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from collections import Counter
 from io import BytesIO
 from pathlib import Path
@@ -87,13 +88,15 @@ class RoundTrips:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()  # wall time spent waiting for each kind of request
         self.active = False
         self._lock = threading.Lock()
 
-    def add(self, kind: str) -> None:
+    def add(self, kind: str, seconds: float = 0.0) -> None:
         if self.active:
             with self._lock:
                 self.counts[kind] += 1
+                self.seconds[kind] += seconds
 
     def total(self, *, without: tuple[str, ...] = ("queue.get-empty", "queue.properties", "other")) -> int:
         """Requests of the work itself: not the idle polls and queue-length checks of the bench driver."""
@@ -108,11 +111,13 @@ def count_round_trips() -> RoundTrips:
     original = RequestsTransport.send
 
     def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
         response = original(self, request, **kwargs)
+        took = time.perf_counter() - started
         try:
-            trips.add(_classify(request, response))
+            trips.add(_classify(request, response), took)
         except Exception:  # never let the measure break the run
-            trips.add("unknown")
+            trips.add("unknown", took)
         return response
 
     RequestsTransport.send = send  # type: ignore[method-assign]

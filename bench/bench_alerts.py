@@ -261,6 +261,7 @@ def child(args: argparse.Namespace) -> int:
         "poison": store.queue_length(POISON) - poison_before,
         "timed_out": time.monotonic() >= deadline,
         "ops": dict(trips.counts),
+        "ops_seconds": dict(trips.seconds),
         "ops_per_alert": trips.total() / args.alerts,
         "verdict": _verdict(state, alerts),
     }

@@ -242,6 +242,7 @@ def child(args: argparse.Namespace) -> int:
             "worker_deliveries_per_s": deliveries / (drained - enqueued),
             "outcomes": dict(handled),
             "ops": dict(trips.counts),
+            "ops_seconds": dict(trips.seconds),
             "ops_per_delivery": trips.total() / deliveries,
             "verdict": {
                 "pending_missing": remediable - len(pending_keys),
