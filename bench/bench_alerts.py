@@ -128,11 +128,12 @@ def _alerts(n: int, run: str) -> list[Any]:
     ]
 
 
-def _settings(conn: str, tmp: Path, sn_url: str, timeout_s: float) -> Any:
+def _settings(conn: str, tmp: Path, sn_url: str, timeout_s: float, routes: str = "") -> Any:
     from shared.settings import load_settings
 
     return load_settings(
         {
+            "ALERT_ROUTES": routes,
             "AzureWebJobsStorage": conn,
             "OUTBOX_DIR": str(tmp / "outbox"),
             "SERVICENOW_INSTANCE_URL": sn_url,
@@ -148,11 +149,15 @@ def _settings(conn: str, tmp: Path, sn_url: str, timeout_s: float) -> Any:
     )
 
 
+def _routes_doc(base: str, run: str) -> dict[str, Any]:
+    return {"routes": {f"squad-{run}-{i}": {"teams_webhook_url": f"{base}/hook/{i}"} for i in range(SQUADS)}}
+
+
 def _routes(base: str, run: str) -> Any:
     from shared.alerts.routing import parse_routes
 
     return parse_routes(
-        {"routes": {f"squad-{run}-{i}": {"teams_webhook_url": f"{base}/hook/{i}"} for i in range(SQUADS)}},
+        _routes_doc(base, run),
         default_webhook_url=f"{base}/hook/default",
         allowed_hosts=(),
     )
@@ -179,9 +184,7 @@ def child(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     trips = count_round_trips()
 
-    from shared.adapters.servicenow import ServiceNowClient
     from shared.adapters.storage import StateStore
-    from shared.adapters.teams import TeamsWebhook
     from shared.alerts.delivery import POISON, QUEUE, AlertDelivery, alert_message
 
     timeout_s = 1.0
@@ -189,19 +192,17 @@ def child(args: argparse.Namespace) -> int:
     store = StateStore.from_connection_string(args.conn)
     server, state, _ = _fakes(timeout_s)
     base = server.url_for("/").rstrip("/")
-    settings = replace(_settings(args.conn, tmp, base, timeout_s), alert_storm_threshold=args.storm)
     run = uuid.uuid4().hex[:8]
+    routes = json.dumps(_routes_doc(base, run))
+    settings = replace(_settings(args.conn, tmp, base, timeout_s, routes), alert_storm_threshold=args.storm)
+    if args.teams_rate_scope and hasattr(settings, "teams_rate_scope"):
+        settings = replace(settings, teams_rate_scope=args.teams_rate_scope)
     alerts = _alerts(args.alerts, run)
-    delivery = AlertDelivery(
-        settings,
-        store,
-        _routes(base, run),
-        teams=TeamsWebhook((), timeout=settings.alert_http_timeout_seconds),
-        servicenow=ServiceNowClient.from_settings(settings),
-    )
+    # built as the queue function builds it (today: through the runtime's composition)
+    delivery = AlertDelivery.from_settings(settings, store)
     poison_before = store.queue_length(POISON)
     store.queue_length(QUEUE)  # queues and tables exist before counting starts
-    for table_name in ("idempotency", "alertstorms"):
+    for table_name in ("idempotency", "alertstorms", "teamsbudget"):
         store.insert(table_name, "bench-setup", "x", {})
     trips.active = True
     started = time.monotonic()
@@ -347,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=600.0, help="give up a run after this many seconds")
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="commit measured as the baseline")
     parser.add_argument("--storm", type=int, default=10, help="ALERT_STORM_THRESHOLD (0 = storm control off)")
+    parser.add_argument(
+        "--teams-rate-scope", default="", help="TEAMS_RATE_SCOPE for today's runs (default: the setting's default)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl-root", help=argparse.SUPPRESS)
     parser.add_argument("--conn", help=argparse.SUPPRESS)
@@ -366,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         for workers in [int(w) for w in str(args.workers).split(",")]:
             common = ["--alerts", str(n), "--workers", str(workers), "--conn", azurite.connection_string]
             common += ["--budget", str(args.budget), "--storm", str(args.storm)]
+            if args.teams_rate_scope:
+                common += ["--teams-rate-scope", args.teams_rate_scope]
             if baseline is not None:
                 results.append(
                     (f"before ({args.baseline})", run_child(__spec__.name, baseline, common, args.budget + 60))

@@ -169,11 +169,11 @@ class TeamsWebhook:
 
     def _acquire(self, url: str) -> None:
         bucket = self._bucket(url)
-        while True:
+        while True:  # this process's window first: no storage operation when it is full anyway
             with self._lock:
                 wait = bucket.take()
             if wait <= 0:
-                return
+                break
             if wait > self.max_wait:  # throttled for longer than a function should sleep: retry later
                 raise TransientUpstreamError(f"Teams {webhook_ref(url)} is throttled", retry_after=wait)
             self.sleep(wait)

@@ -14,7 +14,7 @@ from shared.adapters.teams import SharedRateBudget
 from shared.alerts.model import Alert
 from shared.alerts.storm import DELIVER, DIGEST, StormGate
 from shared.approvals.arm_client import arm_for
-from shared.errors import BatchRejected
+from shared.errors import BatchRejected, TransientUpstreamError
 from shared.policy.dedupe import DUPLICATE, NEW, STALE, TABLE, PolicyStateLedger, state_partition, state_row_key
 from shared.policy.events import PolicyStateEvent
 
@@ -130,3 +130,23 @@ def test_approvals_and_remediation_share_the_process_arm_and_its_write_budget(ru
     assert runtime.policy_worker.arm is runtime.arm
     assert runtime.alert_delivery is runtime.alert_delivery
     assert runtime.alert_delivery.teams.session is runtime.http
+
+
+def test_a_teams_post_takes_a_slot_of_the_shared_budget(store, httpserver):
+    from shared.adapters.teams import TeamsWebhook
+
+    # GIVEN two instances' Teams clients sharing the budget in storage, at the same instant
+    httpserver.expect_request("/hook", method="POST").respond_with_data("", status=202)
+    url = httpserver.url_for("/hook")
+    clock = lambda: 1_900_000_000.5  # noqa: E731
+    sleeps: list[float] = []
+    clients = [
+        TeamsWebhook((), budget=SharedRateBudget(store, 4, clock), sleep=sleeps.append, max_wait=0.4) for _ in range(2)
+    ]
+    # WHEN five posts go out within that second
+    for i in range(4):
+        assert clients[i % 2].post(url, {"type": "message"}) == 202
+    # THEN the fifth is told to retry after the second is over (0.5 s > the 0.4 s it may sleep)
+    with pytest.raises(TransientUpstreamError):
+        clients[0].post(url, {"type": "message"})
+    assert len(httpserver.log) == 4
