@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ class PooledSession(requests.Session):
         adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
-        self._env_proxies = {k: v for k, v in requests.utils.getproxies().items() if v}
+        self._env_proxies = {k: v for k, v in urllib.request.getproxies().items() if v}
         self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
         self._proxy_cache: dict[tuple[str, str], dict[str, str]] = {}
         self._cache_lock = threading.Lock()
