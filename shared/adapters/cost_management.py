@@ -23,7 +23,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.core.rest import HttpRequest
 
 from shared.errors import TransientUpstreamError, UpstreamAuthError, UpstreamError
-from shared.retry import parse_retry_after
+from shared.retry import backoff_delay, parse_retry_after
 from shared.settings import Settings, is_loopback_host
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,11 @@ class CostManagementQuery:
                     raise UpstreamAuthError(f"Cost Management refused the query ({status})") from exc
                 if status != 429 and status < 500:
                     raise UpstreamError(f"Cost Management query failed ({status}): {_message(exc)}") from exc
-                wait = _retry_after(exc) if status == 429 else float(2**attempt)
+                wait = (
+                    _retry_after(exc)
+                    if status == 429
+                    else backoff_delay(attempt, base=2.0, cap=MAX_WAIT_SECONDS, jitter="equal")
+                )
                 if attempt == MAX_ATTEMPTS or wait > MAX_WAIT_SECONDS:
                     raise TransientUpstreamError(
                         f"Cost Management query throttled or unavailable ({status}) after {attempt} attempt(s)",
