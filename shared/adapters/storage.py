@@ -157,14 +157,18 @@ class StateStore:
 
     def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool:
         """Conditional insert: True if created, False if the key already existed."""
+        return self.insert_etag(table, partition, row, fields) is not None
+
+    def insert_etag(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> str | None:
+        """Conditional insert: the new entity's etag (to write it again without a read), None if it existed."""
         entity = {"PartitionKey": partition, "RowKey": row, **fields}
         try:
-            self._table(table).create_entity(entity)
-            return True
+            answer = self._table(table).create_entity(entity)
         except ResourceExistsError:
-            return False
+            return None
         except AzureError as exc:
             raise StorageError(f"insert into {table} failed: {_short(exc)}") from exc
+        return str((answer or {}).get("etag") or "") if isinstance(answer, dict) else ""
 
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
         """The entity with `_etag` in it, or None."""

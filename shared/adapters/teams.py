@@ -97,8 +97,10 @@ class SharedRateBudget:
                 known = self._known.get((partition, slot))
             for _ in range(2):
                 if known is None:
-                    if self.store.insert(self.TABLE, partition, row, {"Second": second}):
-                        self._remember(partition, slot, None)
+                    etag = self._insert(partition, row, second)
+                    if etag is not None:
+                        entity = {"PartitionKey": partition, "RowKey": row, "Second": second, "_etag": etag}
+                        self._remember(partition, slot, entity if etag else None)
                         return 0.0
                     known = self.store.get(self.TABLE, partition, row)
                     if known is None:
@@ -114,6 +116,14 @@ class SharedRateBudget:
                 self._remember(partition, slot, {**known, "Second": second, "_etag": etag} if etag else None)
                 return 0.0
         return max(0.01, second + 1 - now)
+
+    def _insert(self, partition: str, row: str, second: int) -> str | None:
+        """The new slot's etag ("" when the store does not tell), None when the slot exists."""
+        insert_etag = getattr(self.store, "insert_etag", None)
+        if insert_etag is not None:
+            found: str | None = insert_etag(self.TABLE, partition, row, {"Second": second})
+            return found
+        return "" if self.store.insert(self.TABLE, partition, row, {"Second": second}) else None
 
     def _remember(self, partition: str, slot: int, entity: dict[str, Any] | None) -> None:
         with self._lock:
