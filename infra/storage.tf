@@ -1,7 +1,7 @@
 locals {
   # Names the code uses (shared/ adapters and function bindings); the wiring test checks them.
   app_queues     = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions"]
-  app_tables     = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms"]
+  app_tables     = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms", "teamsbudget"]
   app_containers = ["reports", "eventgrid-deadletter"]
 
   # Queue triggers move a message to <queue>-poison after maxDequeueCount (host.json); create them

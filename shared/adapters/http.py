@@ -13,7 +13,6 @@ invocations reuse connections instead of opening new ones.
 
 from __future__ import annotations
 
-import os
 import threading
 import urllib.request
 from typing import Any
@@ -35,7 +34,9 @@ class PooledSession(requests.Session):
         self.mount("https://", adapter)
         self.mount("http://", adapter)
         self._env_proxies = {k: v for k, v in urllib.request.getproxies().items() if v}
-        self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+        # the CA bundle requests would pick from the environment, looked up once
+        found = requests.Session().merge_environment_settings("https://ca-bundle.invalid", {}, None, True, None)
+        self._ca_bundle = found["verify"] if isinstance(found.get("verify"), str) else None
         self._proxy_cache: dict[tuple[str, str], dict[str, str]] = {}
         self._cache_lock = threading.Lock()
 
