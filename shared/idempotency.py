@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -166,12 +167,14 @@ class Idempotency:
         now = self.clock()
         partition = scope.partition(key)
         payload_hash = idempotency_key(payload) if payload is not None else ""
+        holder = uuid.uuid4().hex  # tells our own claim apart when an insert is repeated after a lost answer
         fields = {
             "Status": INPROGRESS,
             "LeaseUntil": (now + scope.lease).isoformat(),
             "ExpiresAt": (now + scope.expires_after).isoformat(),
             "PayloadHash": payload_hash,
             "Result": "",
+            "Holder": holder,
         }
         for _ in range(3):
             if self.store.insert(TABLE, partition, key, fields):
@@ -179,6 +182,8 @@ class Idempotency:
             existing = self.store.get(TABLE, partition, key)
             if existing is None:
                 continue  # released between our insert and read: insert again
+            if existing.get("Holder") == holder and existing.get("Status") == INPROGRESS:
+                return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash)  # our own insert
             if payload_hash and existing.get("PayloadHash") and existing["PayloadHash"] != payload_hash:
                 raise ConflictError("the idempotency key was already used for a different request")
             expired = _parse(existing.get("ExpiresAt")) <= now

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceResponseError,
 )
 from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
@@ -163,7 +164,7 @@ class StateStore:
         """Conditional insert: the new entity's etag (to write it again without a read), None if it existed."""
         entity = {"PartitionKey": partition, "RowKey": row, **fields}
         try:
-            answer = self._table(table).create_entity(entity)
+            answer = _once_more_on_reset(lambda: self._table(table).create_entity(entity))
         except ResourceExistsError:
             return None
         except AzureError as exc:
@@ -242,7 +243,7 @@ class StateStore:
                 op = (op[0], op[1], {**op[2], "match_condition": MatchConditions.IfNotModified})
             ops.append(op)
         try:
-            return [dict(m) for m in self._table(table).submit_transaction(ops)]
+            return [dict(m) for m in _once_more_on_reset(lambda: self._table(table).submit_transaction(ops))]
         except TableTransactionError as exc:
             raise BatchRejected(f"transaction on {table} refused: {_short(exc)}", getattr(exc, "index", -1)) from exc
         except AzureError as exc:
@@ -383,6 +384,21 @@ class StateStore:
         except AzureError as exc:
             raise StorageError(f"storage unreachable: {_short(exc)}") from exc
         return "ok"
+
+
+def _once_more_on_reset(call: Callable[[], Any]) -> Any:
+    """Run a POST (insert, transaction) and repeat it once when the connection was reset under it.
+
+    The SDK does not retry a POST whose answer was lost (it may have been applied). Ours are
+    conditional: a repeat of an applied insert answers 409, which callers already handle (an
+    idempotency claim recognises its own holder token; a storm transaction its own row). A server
+    closing an idle pooled connection just as it is reused is the usual cause."""
+    try:
+        return call()
+    except ServiceResponseError as exc:
+        if "reset" not in str(exc).lower() and "aborted" not in str(exc).lower():
+            raise
+        return call()
 
 
 def _short(exc: BaseException) -> str:
