@@ -171,3 +171,32 @@ def test_pooled_sessions_do_not_read_the_environment_or_netrc_per_request(monkey
     assert session.proxies_for("https://api.internal.example/x") == {}
     merged = session.merge_environment_settings("https://contoso.service-now.com/api", {}, None, True, None)
     assert merged["proxies"] == {"https": "http://proxy.example:3128"}
+
+
+def test_an_insert_repeated_after_a_lost_answer_is_recognised_as_our_own_claim():
+    # GIVEN a store whose first insert is applied but its answer lost, so the caller inserts again
+    from azure.core.exceptions import ServiceResponseError
+
+    from shared.adapters.storage import _once_more_on_reset
+
+    store = MemoryStore()
+    calls = []
+
+    def insert_lost_answer():
+        calls.append(1)
+        applied = store.insert(TABLE, "p", "r", {"v": 1})
+        if len(calls) == 1:
+            raise ServiceResponseError("('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))")
+        return applied
+
+    # WHEN the storage layer repeats it once, THEN the repeat reports "exists" (the first was applied)
+    assert _once_more_on_reset(insert_lost_answer) is False and len(calls) == 2
+
+    # AND a claim whose insert answered "exists" for that reason reads its own holder token: NEW, not BUSY
+    class LostAnswerStore(MemoryStore):
+        def insert(self, table, partition, row, fields):
+            super().insert(table, partition, row, fields)
+            return False  # applied, but reported as a conflict after the repeat
+
+    claim = Idempotency(LostAnswerStore()).claim(SCOPE, "k-lost")
+    assert claim.status == "new"
