@@ -107,7 +107,7 @@ class FaultyStore:
         return first and _fails_first(key)
 
     def upsert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> None:
-        if table == "remediations" and partition == "pending" and self._first("p" + row):
+        if table == "remediations" and partition.startswith("pending") and self._first("p" + row):
             raise self._error("injected: pending write failed")
         self._store.upsert(table, partition, row, fields)
 
@@ -132,6 +132,14 @@ def child(args: argparse.Namespace) -> int:
     from shared.errors import StorageError
     from shared.policy.remediation import run_plan
     from shared.policy.worker import WORK_QUEUE, PolicyWorker, accept_event
+
+    try:
+        from shared.policy.worker import pending_rows
+    except ImportError:  # the baseline (c9e90f0) kept every pending row in partition "pending"
+
+        def pending_rows(store: Any) -> list[dict[str, Any]]:
+            return list(store.query("remediations", "PartitionKey eq @pk", pk="pending"))
+
     from shared.settings import load_settings
 
     run = uuid.uuid4().hex[:6]
@@ -208,11 +216,7 @@ def child(args: argparse.Namespace) -> int:
         drained = time.monotonic()
         trips.active = False
 
-        pending = [
-            r
-            for r in store.query("remediations", "PartitionKey eq @pk", pk="pending")
-            if run in str(r.get("ResourceId", ""))
-        ]
+        pending = [r for r in pending_rows(store) if run in str(r.get("ResourceId", ""))]
         pending_keys = Counter((r["AssignmentId"].lower(), r["ResourceId"].lower()) for r in pending)
         plan = run_plan(store, settings, arm)
         puts = Counter(

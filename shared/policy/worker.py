@@ -43,8 +43,9 @@ WORK_QUEUE = "policy-work"
 POISON_QUEUE = "policy-work-poison"
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a unit test keeps them equal)
 REMEDIATIONS_TABLE = "remediations"
-PENDING_PARTITION = "pending"
-OPEN_ALERT_PARTITION = "open-alert"
+PENDING_PARTITION = "pending"  # prefix: rows live in `pending-00`..`pending-0f` (by row hash)
+OPEN_ALERT_PARTITION = "open-alert"  # prefix, likewise
+SPREAD = 16
 OWNER_PARTITION = "owner"
 COUNTER_PARTITION = "counter"
 OWNER_TTL = timedelta(hours=24)
@@ -194,10 +195,11 @@ class PolicyWorker:
         if path_for_effect(effect) == ESCALATE:
             return self._escalate(event, effect)
         window = int(received_at.timestamp()) // self.settings.remediation_window_seconds
+        row = pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id)
         self.store.upsert(
             REMEDIATIONS_TABLE,
-            PENDING_PARTITION,
-            pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id),
+            spread_partition(PENDING_PARTITION, row),
+            row,
             {
                 "AssignmentId": event.assignment_id,
                 "DefinitionReferenceId": event.definition_reference_id,
@@ -216,7 +218,7 @@ class PolicyWorker:
         incident = wants_incident(event.assignment_id, self.settings.policy_incident_assignments)
         opened = self.store.insert(
             STATE_TABLE,
-            OPEN_ALERT_PARTITION,
+            spread_partition(OPEN_ALERT_PARTITION, row),
             row,
             {"DedupeKey": key, "Owner": owner, "ResourceId": event.resource_id, "Incident": incident},
         )
@@ -225,24 +227,22 @@ class PolicyWorker:
         try:
             enqueue_alert(self.store, Alert(**violation_alert_fields(event, effect, owner, incident)))
         except Exception:
-            self.store.delete(STATE_TABLE, OPEN_ALERT_PARTITION, row)  # not sent: the retry must send it
+            self.store.delete(STATE_TABLE, spread_partition(OPEN_ALERT_PARTITION, row), row)  # the retry must send it
             raise
         log.info("policy violation escalated", extra={"dedupe_key": key, "owner": owner, "incident": incident})
         return WorkOutcome("alerted", key)
 
     def _close(self, event: PolicyStateEvent) -> WorkOutcome:
-        self.store.delete(
-            REMEDIATIONS_TABLE,
-            PENDING_PARTITION,
-            pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id),
-        )
+        pending = pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id)
+        self.store.delete(REMEDIATIONS_TABLE, spread_partition(PENDING_PARTITION, pending), pending)
         key = violation_key(event.assignment_id, event.definition_reference_id, event.resource_id)
         row = _hash(key)
-        opened = self.store.get(STATE_TABLE, OPEN_ALERT_PARTITION, row)
+        partition = spread_partition(OPEN_ALERT_PARTITION, row)
+        opened = self.store.get(STATE_TABLE, partition, row)
         if opened is None:
             return WorkOutcome("nothing-to-resolve")
         enqueue_alert(self.store, Alert(**resolved_alert_fields(event, str(opened.get("Owner", "")))))
-        self.store.delete(STATE_TABLE, OPEN_ALERT_PARTITION, row)
+        self.store.delete(STATE_TABLE, partition, row)
         return WorkOutcome("resolved", key)
 
     def _forget(self, event: PolicyStateEvent) -> None:
@@ -323,6 +323,27 @@ def _parse_item(body: bytes | str) -> tuple[PolicyStateEvent, datetime] | None:
         log.warning("policy work item dropped: not a work item (event fields missing)")
         return None
     return event, received_at
+
+
+def spread_partition(prefix: str, row: str) -> str:
+    """`<prefix>-<hex>`: one of SPREAD partitions by the row key's hash (a sha256 hex), so no partition is hot."""
+    return f"{prefix}-{int(row[:2], 16) % SPREAD:02x}"
+
+
+def spread_rows(store: Any, table: str, prefix: str) -> list[dict[str, Any]]:
+    """Every row of a spread family: one partition-range query that also takes the unspread `<prefix>`
+    partition written before the rows were spread (so nothing pending before an upgrade is left behind)."""
+    return list(store.query(table, "PartitionKey ge @lo and PartitionKey lt @hi", lo=prefix, hi=prefix + "."))
+
+
+def pending_rows(store: Any) -> list[dict[str, Any]]:
+    """The pending remediable violations (table `remediations`)."""
+    return spread_rows(store, REMEDIATIONS_TABLE, PENDING_PARTITION)
+
+
+def open_alert_rows(store: Any) -> list[dict[str, Any]]:
+    """The escalated violations with an open alert (table `policystate`)."""
+    return spread_rows(store, STATE_TABLE, OPEN_ALERT_PARTITION)
 
 
 def pending_row_key(assignment_id: str, definition_reference_id: str, resource_id: str) -> str:

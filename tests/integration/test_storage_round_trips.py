@@ -4,6 +4,7 @@ composition root (approvals and remediation share one Arm)."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -150,3 +151,16 @@ def test_a_teams_post_takes_a_slot_of_the_shared_budget(store, httpserver):
     with pytest.raises(TransientUpstreamError):
         clients[0].post(url, {"type": "message"})
     assert len(httpserver.log) == 4
+
+
+def test_pending_violations_spread_over_partitions_and_rows_from_before_the_spread_are_still_listed(store):
+    from shared.policy.worker import PENDING_PARTITION, REMEDIATIONS_TABLE, pending_rows, spread_partition
+
+    run = uuid.uuid4().hex
+    rows = [hashlib.sha256(f"{run}-{i}".encode()).hexdigest() for i in range(40)]
+    for row in rows:
+        store.upsert(REMEDIATIONS_TABLE, spread_partition(PENDING_PARTITION, row), row, {"Run": run})
+    store.upsert(REMEDIATIONS_TABLE, PENDING_PARTITION, f"{run}-legacy", {"Run": run})  # written before the spread
+    mine = [r for r in pending_rows(store) if r.get("Run") == run]
+    assert len(mine) == 41
+    assert len({r["PartitionKey"] for r in mine}) > 8
