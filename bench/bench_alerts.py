@@ -1,20 +1,19 @@
-"""Benchmark of alert delivery: N alerts through the real `alerts` queue on Azurite, against local fake
-Teams and ServiceNow endpoints that fail 30% of first attempts; side by side with a naive baseline.
+"""Benchmark of alert delivery: today's implementation side by side with the one before issue 17
+(commit c9e90f0, taken from git history in the same run), both driven by the same code here.
 
-Run: ``python -m bench.bench_alerts [--alerts N] [--workers 8] [--quick]``. The default (2,000 alerts) keeps
-the run under 3 minutes: Azurite's table and queue calls cost ~5-9 ms each on a 2-CPU machine and a
-delivery takes 5-8 of them. ``--alerts 10000`` is the issue's full run (about 10+ minutes there);
-``--quick`` = 500 alerts.
+Run: ``python -m bench.bench_alerts [--alerts N] [--workers 8,32] [--quick]``.
 
-Failures injected on the first attempt of 30% of deliveries, the same for both methods:
-- Teams: 503 (nothing posted) for 1 in 5 cards; 429 with Retry-After: 1 for 1 in 10;
-- ServiceNow: 503 for 1 in 5 creates; for 1 in 10 the incident IS created but the answer is lost (the
-  client times out), the case where a blind re-POST duplicates.
-Our delivery: `AlertDelivery.handle()` per queue message, as the queue function does (idempotency
-records in Azurite tables, re-enqueue with backoff). Baseline: post every channel, no idempotency,
-no look-up before create; a failure fails the whole message, which the queue redelivers (host
-semantics: up to maxDequeueCount=5, then poison = lost), re-posting channels that had succeeded.
-Storm control is off (200 squads x 50 alerts would all be digests otherwise).
+N alerts (default 1,000; 1 in 5 critical, so with a ServiceNow incident) go through the real
+`alerts` queue on Azurite (in memory) to local fake Teams and ServiceNow endpoints that fail 30% of
+first attempts; storm control at its default threshold (10 per squad and window; 200 squads):
+- Teams: 503 (nothing posted) for 2 in 10 cards, 429 with Retry-After: 1 for 1 in 10;
+- ServiceNow: 503 for 2 in 10 creates; for 1 in 10 the incident IS created but the answer is lost
+  (the client times out), the case where a blind re-POST duplicates.
+W worker threads (8, then 32) each receive batches of 16 and run `AlertDelivery.handle()` per
+message, then delete it (a failure leaves it for redelivery, as the host does). Every storage
+request is counted at the HTTP transport (`bench/_harness.py`); storage ops per alert include the
+enqueue, not the empty polls of idle workers. The verdict: every card and incident exactly once,
+nothing in the poison queue.
 """
 
 from __future__ import annotations
@@ -28,11 +27,21 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench._harness import (
+    AZURE_LATENCY_MS,
+    BASELINE_COMMIT,
+    ROOT,
+    baseline_tree,
+    count_round_trips,
+    projection,
+    run_child,
+    table,
+    use_implementation,
+)
 
 SQUADS = 200
 
@@ -107,10 +116,10 @@ def _alerts(n: int, run: str) -> list[Any]:
     return [
         Alert(
             kind="policy_violation",
-            severity="critical" if i % 10 == 0 else "warning",
+            severity="critical" if i % 5 == 0 else "warning",
             title=f"bench-alert {i}",
             resource_id=f"/subscriptions/bench/resourceGroups/rg/providers/x/{i}",
-            owner=f"squad-{i % SQUADS}",
+            owner=f"squad-{run}-{i % SQUADS}",  # per run: storm windows are per squad
             facts=(("n", str(i)),),
             links=(),
             dedupe_key=f"bench-{run}:{i}",
@@ -119,11 +128,12 @@ def _alerts(n: int, run: str) -> list[Any]:
     ]
 
 
-def _settings(conn: str, tmp: Path, sn_url: str, timeout_s: float) -> Any:
+def _settings(conn: str, tmp: Path, sn_url: str, timeout_s: float, routes: str = "") -> Any:
     from shared.settings import load_settings
 
     return load_settings(
         {
+            "ALERT_ROUTES": routes,
             "AzureWebJobsStorage": conn,
             "OUTBOX_DIR": str(tmp / "outbox"),
             "SERVICENOW_INSTANCE_URL": sn_url,
@@ -139,109 +149,18 @@ def _settings(conn: str, tmp: Path, sn_url: str, timeout_s: float) -> Any:
     )
 
 
-def _routes(base: str) -> Any:
+def _routes_doc(base: str, run: str) -> dict[str, Any]:
+    return {"routes": {f"squad-{run}-{i}": {"teams_webhook_url": f"{base}/hook/{i}"} for i in range(SQUADS)}}
+
+
+def _routes(base: str, run: str) -> Any:
     from shared.alerts.routing import parse_routes
 
     return parse_routes(
-        {"routes": {f"squad-{i}": {"teams_webhook_url": f"{base}/hook/{i}"} for i in range(SQUADS)}},
+        _routes_doc(base, run),
         default_webhook_url=f"{base}/hook/default",
         allowed_hosts=(),
     )
-
-
-def run_ours(store: Any, alerts: list[Any], settings: Any, base: str, workers: int, deadline: float) -> dict[str, Any]:
-    from shared.adapters.servicenow import ServiceNowClient
-    from shared.adapters.teams import TeamsWebhook
-    from shared.alerts.delivery import POISON, QUEUE, AlertDelivery, alert_message
-
-    delivery = AlertDelivery(
-        settings,
-        store,
-        _routes(base),
-        teams=TeamsWebhook((), timeout=settings.alert_http_timeout_seconds),
-        servicenow=ServiceNowClient.from_settings(settings),
-    )
-    started = time.monotonic()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda a: store.send(QUEUE, alert_message(a)), alerts))
-    enqueued = time.monotonic()
-    stop = threading.Event()
-    handled = Counter()
-
-    def worker() -> None:
-        idle_since = time.monotonic()
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                batch = store.receive(QUEUE, max_messages=16, visibility_timeout=60)
-            except Exception:  # Azurite stalled: poll again, as the host does
-                handled["errors"] += 1
-                time.sleep(1.0)
-                continue
-            if not batch:
-                if time.monotonic() - idle_since > 6 and store.queue_length(QUEUE) == 0:
-                    return
-                time.sleep(0.2)
-                continue
-            idle_since = time.monotonic()
-            for msg in batch:
-                try:
-                    delivery.handle(msg.body)
-                    store.ack(QUEUE, msg)
-                except Exception:  # host semantics: not acked, redelivered after the visibility timeout
-                    handled["errors"] += 1
-                    continue
-                handled["messages"] += 1
-
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {
-        "seconds": time.monotonic() - started,
-        "enqueue_seconds": enqueued - started,
-        "messages": handled["messages"],
-        "errors": handled["errors"],
-        "poison": store.queue_length(POISON),
-        "timed_out": time.monotonic() >= deadline,
-    }
-
-
-def run_baseline(alerts: list[Any], settings: Any, base: str, workers: int) -> dict[str, Any]:
-    """Naive delivery: post every channel, create incidents blindly; any failure redelivers the whole message."""
-    import requests
-
-    from shared.alerts import cards, incidents
-    from shared.alerts.routing import route_for
-
-    routes = _routes(base)
-    session = requests.Session()
-    lost = Counter()
-    started = time.monotonic()
-
-    def deliver(alert: Any) -> None:
-        route = route_for(alert, routes)
-        for _dequeue in range(5):  # the queue's redeliveries
-            try:
-                payload = cards.teams_payload(cards.alert_content(alert, route.squad), route.teams_webhook_url)
-                r = session.post(route.teams_webhook_url, json=payload, timeout=settings.alert_http_timeout_seconds)
-                r.raise_for_status()
-                if alert.wants_incident():
-                    r = session.post(
-                        settings.servicenow_instance_url + "/api/now/table/incident",
-                        json=incidents.incident_fields(alert, route),
-                        auth=("bench-user", "bench-password"),
-                        timeout=settings.alert_http_timeout_seconds,
-                    )
-                    r.raise_for_status()
-                return
-            except requests.RequestException:
-                continue
-        lost["alerts"] += 1
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(deliver, alerts))
-    return {"seconds": time.monotonic() - started, "lost_messages": lost["alerts"]}
 
 
 def _verdict(state: dict[str, Any], alerts: list[Any]) -> dict[str, int]:
@@ -256,68 +175,211 @@ def _verdict(state: dict[str, Any], alerts: list[Any]) -> dict[str, int]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--alerts", type=int, default=2_000, help="alerts to deliver (the issue's full run: 10000)")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--quick", action="store_true", help="500 alerts")
-    parser.add_argument("--budget", type=float, default=900.0, help="give up our run after this many seconds")
-    args = parser.parse_args(argv)
-    n = 500 if args.quick else args.alerts
+def child(args: argparse.Namespace) -> int:
+    """One measured run in this process, with the `shared` of --impl-root; prints one JSON line."""
     import logging
 
-    logging.basicConfig(level=logging.ERROR)
-    for noisy in ("werkzeug", "shared", "azure"):
+    logging.basicConfig(level=logging.CRITICAL)
+    for noisy in ("werkzeug", "shared", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    trips = count_round_trips()
 
-    from devhost.azurite import start_azurite
     from shared.adapters.storage import StateStore
+    from shared.alerts.delivery import POISON, QUEUE, AlertDelivery, alert_message
 
     timeout_s = 1.0
     tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
-    azurite = start_azurite(tmp / "azurite", free_ports=True, in_memory=True)
-    try:
-        store = StateStore.from_connection_string(azurite.connection_string)
-        server, state, _ = _fakes(timeout_s)
-        base = server.url_for("/").rstrip("/")
-        settings = _settings(azurite.connection_string, tmp, base, timeout_s)
-        alerts = _alerts(n, uuid.uuid4().hex[:8])
-        print(f"delivering {n} alerts ({sum(a.wants_incident() for a in alerts)} with incidents) to {SQUADS} squads")
-        ours = run_ours(store, alerts, settings, base, args.workers, time.monotonic() + args.budget)
-        ours_verdict = _verdict(state, alerts)
-        server.stop()
+    store = StateStore.from_connection_string(args.conn)
+    server, state, _ = _fakes(timeout_s)
+    base = server.url_for("/").rstrip("/")
+    run = uuid.uuid4().hex[:8]
+    routes = json.dumps(_routes_doc(base, run))
+    settings = replace(_settings(args.conn, tmp, base, timeout_s, routes), alert_storm_threshold=args.storm)
+    if args.teams_rate_scope and hasattr(settings, "teams_rate_scope"):
+        settings = replace(settings, teams_rate_scope=args.teams_rate_scope)
+    alerts = _alerts(args.alerts, run)
+    # built as the queue function builds it (today: through the runtime's composition)
+    delivery = AlertDelivery.from_settings(settings, store)
+    poison_before = store.queue_length(POISON)
+    store.queue_length(QUEUE)  # queues and tables exist before counting starts
+    for table_name in ("idempotency", "alertstorms", "teamsbudget"):
+        store.insert(table_name, "bench-setup", "x", {})
+    trips.active = True
+    started = time.monotonic()
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(lambda a: store.send(QUEUE, alert_message(a)), alerts))
+    lock = threading.Lock()
+    handled: Counter[str] = Counter()
+    last = [started]
+    deadline = started + args.budget
 
-        server2, state2, _ = _fakes(timeout_s)
-        base2 = server2.url_for("/").rstrip("/")
-        baseline = run_baseline(
-            alerts, _settings(azurite.connection_string, tmp, base2, timeout_s), base2, args.workers
+    def worker() -> None:
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                batch = store.receive(QUEUE, max_messages=16, visibility_timeout=60)
+            except Exception as exc:  # Azurite stalled: poll again, as the host does
+                with lock:
+                    handled["errors"] += 1
+                    handled["error: receive " + type(exc).__name__] += 1
+                time.sleep(1.0)
+                continue
+            if not batch:
+                if time.monotonic() - idle_since > 3 and store.queue_length(QUEUE) == 0:
+                    return
+                time.sleep(0.2)
+                continue
+            idle_since = time.monotonic()
+            for msg in batch:
+                try:
+                    delivery.handle(msg.body)
+                    store.ack(QUEUE, msg)
+                except Exception as exc:  # host semantics: not acked, redelivered after the visibility timeout
+                    with lock:
+                        handled["errors"] += 1
+                        handled[f"error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+                    continue
+                with lock:
+                    handled["messages"] += 1
+                    last[0] = time.monotonic()
+
+    threads = [threading.Thread(target=worker) for _ in range(args.workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trips.active = False
+    seconds = last[0] - started
+    server.stop()
+    result = {
+        "alerts": args.alerts,
+        "workers": args.workers,
+        "seconds": seconds,
+        "alerts_per_s": args.alerts / seconds if seconds > 0 else 0.0,
+        "messages": handled["messages"],
+        "errors": handled["errors"],
+        "error_kinds": {k: v for k, v in handled.items() if k.startswith("error:")},
+        "poison": store.queue_length(POISON) - poison_before,
+        "timed_out": time.monotonic() >= deadline,
+        "ops": dict(trips.counts),
+        "ops_seconds": dict(trips.seconds),
+        "ops_per_alert": trips.total() / args.alerts,
+        "verdict": _verdict(state, alerts),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def _row(name: str, r: dict[str, Any] | None) -> tuple[Any, ...]:
+    if r is None:
+        return (name, "-", "-", "-", "-", "-", "-")
+    v = r["verdict"]
+    return (
+        name,
+        r["workers"],
+        f"{r['alerts_per_s']:.1f}",
+        f"{r['ops_per_alert']:.2f}",
+        v["cards_missing"] + v["incidents_missing"] + r["poison"],
+        v["cards_duplicated"] + v["incidents_duplicated"],
+        r["errors"],
+    )
+
+
+def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int) -> bool:
+    """Print the side-by-side tables (Markdown, as in docs/benchmarks.md); True if today's runs are exact."""
+    control = f"storm control on (threshold {storm})" if storm else "storm control off"
+    print(f"\n{n} alerts ({n // 5} with incidents), 30% first-attempt faults, {control}\n")
+    header = ("implementation", "workers", "alerts/s", "storage ops/alert", "lost", "duplicated", "failed invocations")
+    print(table([_row(name, r) for name, r in results], header))
+    print("\nstorage operations per alert, by kind (idle polls of empty queues apart):\n")
+    done = [(name, r) for name, r in results if r is not None]
+    kinds = sorted({k for _, r in done for k in r["ops"]})
+    rows = [(k, *[f"{r['ops'].get(k, 0) / r['alerts']:.2f}" for _, r in done]) for k in kinds]
+    print(table(rows, ("operation", *[f"{name}, {r['workers']} workers" for name, r in done])))
+    print(f"\nprojection to Azure Storage at {AZURE_LATENCY_MS:g} ms per operation (from the measured ops/alert):\n")
+    proj, seen = [], set()
+    for name, r in done:
+        if name in seen:
+            continue
+        seen.add(name)
+        # the shared partition every alert touches: before, all idempotency records sat in "alerts";
+        # today they spread over 16 partitions (storm rows are per squad and window either way)
+        idem_ops = sum(v for k, v in r["ops"].items() if k.startswith("table.") and "batch" not in k) / r["alerts"]
+        hot = idem_ops if name.startswith("before") else idem_ops / 16
+        p = projection(r["ops_per_alert"], hot)
+        proj.append(
+            (
+                name,
+                f"{r['ops_per_alert']:.2f}",
+                f"{p['per_thread']:.1f}",
+                f"{p['per_thread'] * 32:,.0f}",
+                f"{p['account_ceiling']:,.0f}",
+                f"{p['partition_ceiling']:,.0f}",
+            )
         )
-        base_verdict = _verdict(state2, alerts)
-        server2.stop()
+    header = (
+        "implementation",
+        "ops/alert",
+        "alerts/s per thread",
+        "per instance, 32 threads",
+        "account ceiling (20,000 tx/s)",
+        "hottest-partition ceiling (2,000/s)",
+    )
+    print(table(proj, header))
+    for name, r in done:
+        if r.get("error_kinds"):
+            print(f"{name}, {r['workers']} workers: failed invocations by cause: {r['error_kinds']}")
+    ok = all(
+        r is not None and not any(r["verdict"].values()) and r["poison"] == 0 and not r["timed_out"]
+        for name, r in results
+        if name == "today"
+    )
+    print("\ntoday: zero lost and zero duplicated: " + ("YES" if ok else "NO"))
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    use_implementation(argv)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--alerts", type=int, default=1_000)
+    parser.add_argument("--workers", default="8,32", help="comma-separated worker counts")
+    parser.add_argument("--quick", action="store_true", help="300 alerts")
+    parser.add_argument("--budget", type=float, default=600.0, help="give up a run after this many seconds")
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="commit measured as the baseline")
+    parser.add_argument("--storm", type=int, default=10, help="ALERT_STORM_THRESHOLD (0 = storm control off)")
+    parser.add_argument(
+        "--teams-rate-scope", default="", help="TEAMS_RATE_SCOPE for today's runs (default: the setting's default)"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl-root", help=argparse.SUPPRESS)
+    parser.add_argument("--conn", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        args.workers = int(args.workers)
+        return child(args)
+    n = 300 if args.quick else args.alerts
+
+    from devhost.azurite import start_azurite
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
+    azurite = start_azurite(tmp / "azurite", free_ports=True, in_memory=True)
+    baseline = baseline_tree(args.baseline)
+    results: list[tuple[str, dict[str, Any] | None]] = []
+    try:
+        for workers in [int(w) for w in str(args.workers).split(",")]:
+            common = ["--alerts", str(n), "--workers", str(workers), "--conn", azurite.connection_string]
+            common += ["--budget", str(args.budget), "--storm", str(args.storm)]
+            if args.teams_rate_scope:
+                common += ["--teams-rate-scope", args.teams_rate_scope]
+            if baseline is not None:
+                results.append(
+                    (f"before ({args.baseline})", run_child(__spec__.name, baseline, common, args.budget + 60))
+                )
+            results.append(("today", run_child(__spec__.name, ROOT, common, args.budget + 60)))
     finally:
         azurite.stop()
-
-    rows = [
-        ("alerts", n, n),
-        ("seconds", f"{ours['seconds']:.1f}", f"{baseline['seconds']:.1f}"),
-        ("alerts/s", f"{n / ours['seconds']:.1f}", f"{n / baseline['seconds']:.1f}"),
-        ("queue messages handled", ours["messages"], "-"),
-        ("invocations failed, retried", ours["errors"], "-"),
-        ("cards missing (loss)", ours_verdict["cards_missing"], base_verdict["cards_missing"]),
-        ("cards duplicated", ours_verdict["cards_duplicated"], base_verdict["cards_duplicated"]),
-        ("incidents missing (loss)", ours_verdict["incidents_missing"], base_verdict["incidents_missing"]),
-        ("incidents duplicated", ours_verdict["incidents_duplicated"], base_verdict["incidents_duplicated"]),
-        ("messages in poison / lost", ours["poison"], baseline["lost_messages"]),
-    ]
-    print(f"\n{'':<28}{'ours (queue on Azurite)':>26}{'naive baseline':>18}")
-    for name, a, b in rows:
-        print(f"{name:<28}{a!s:>26}{b!s:>18}")
-    print(f"(ours includes enqueueing: {ours['enqueue_seconds']:.1f}s; baseline posts directly, no queue, no state)")
-    ok = not any(ours_verdict.values()) and ours["poison"] == 0 and not ours["timed_out"]
-    print("zero loss and zero duplicates: " + ("YES" if ok else "NO"))
-    if ours["timed_out"]:
-        print(f"our run hit the --budget of {args.budget:.0f}s before the queue drained")
-    return 0 if ok else 1
+    return 0 if report(results, n, args.storm) else 1
 
 
 if __name__ == "__main__":

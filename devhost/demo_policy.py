@@ -51,7 +51,7 @@ def _event(assignment: str, reference: str, j: int) -> dict[str, Any]:
 def step_policy(ctx: Any) -> None:
     from shared.adapters.arm import Arm
     from shared.policy.remediation import decisions
-    from shared.policy.worker import OPEN_ALERT_PARTITION, WORK_QUEUE, PolicyWorker, install_worker, read_counters
+    from shared.policy.worker import WORK_QUEUE, PolicyWorker, open_alert_rows, read_counters
 
     def effect_of(odata_filter: str) -> str:
         return next((e for name, (e, _) in ASSIGNMENTS.items() if f"/{name}'" in odata_filter), "audit")
@@ -66,7 +66,7 @@ def step_policy(ctx: Any) -> None:
             policy_incident_assignments=("*/storage-public-access-*",),
         )
         store = ctx.runtime.storage
-        install_worker(ctx.runtime, PolicyWorker(store, settings, Arm.from_settings(settings)))
+        ctx.runtime.use(policy_worker=PolicyWorker(store, settings, Arm.from_settings(settings)))
         burst = [_event(a, ref, j) for a, (_, ref) in ASSIGNMENTS.items() for j in range(20)]
         deliveries = burst + [copy.deepcopy(e) for e in burst]  # Event Grid delivers at least once
         random.Random(5).shuffle(deliveries)
@@ -92,7 +92,7 @@ def step_policy(ctx: Any) -> None:
                 f"  would remediate: {str(d['AssignmentId']).rsplit('/', 1)[-1]}{ref} at {d['Scope']} "
                 f"({d['ResourceCount']} resources, one task {d['RowKey']})"
             )
-        opened = list(store.query("policystate", "PartitionKey eq @pk", pk=OPEN_ALERT_PARTITION))
+        opened = open_alert_rows(store)
         by_owner = Counter((r.get("Owner") or "(default route)", bool(r.get("Incident"))) for r in opened)
         for (owner, incident), n in sorted(by_owner.items()):
             ctx.summary.append(

@@ -10,7 +10,6 @@ import logging
 
 import azure.functions as func
 
-from shared.alerts.delivery import delivery_for
 from shared.runtime import get_runtime
 
 bp = func.Blueprint()
@@ -20,7 +19,7 @@ log = logging.getLogger(__name__)
 @bp.function_name("alert_delivery")
 @bp.queue_trigger(arg_name="msg", queue_name="alerts", connection="AzureWebJobsStorage")
 def alert_delivery(msg: func.QueueMessage) -> None:
-    outcome = delivery_for(get_runtime()).handle(msg.get_body())
+    outcome = get_runtime().alert_delivery.handle(msg.get_body())
     log.info(
         "alert message processed",
         extra={"message_id": msg.id, "dequeue_count": msg.dequeue_count, **outcome.summary()},

@@ -151,7 +151,7 @@ def approval_actions(msg: func.QueueMessage) -> None:
     approval = service.finish(
         runtime,
         str(doc.get("approvalId", "")),
-        arm_factory=lambda: arm_for(runtime.settings),
+        arm_factory=lambda: arm_for(runtime),
         correlation_id=msg.id or "",
     )
     outcome = approval.outcome.state if approval.outcome else "-"

@@ -7,7 +7,7 @@ import azure.functions as func
 
 from shared.policy.events import event_from_trigger
 from shared.policy.watch import remediation_cycle
-from shared.policy.worker import WORK_QUEUE, accept_event, worker_for
+from shared.policy.worker import WORK_QUEUE, accept_event
 from shared.runtime import get_runtime
 
 bp = func.Blueprint()
@@ -34,7 +34,7 @@ def policy_events(event: func.EventGridEvent) -> None:
 @bp.function_name("policy_worker")
 @bp.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection="AzureWebJobsStorage")
 def policy_worker(msg: func.QueueMessage) -> None:
-    worker = worker_for(get_runtime())
+    worker = get_runtime().policy_worker
     outcome = worker.process(msg.get_body(), dequeue_count=msg.dequeue_count or 1, message_id=msg.id or "")
     log.info("policy work item %s", outcome.status, extra={"detail": outcome.detail})
 
@@ -42,6 +42,6 @@ def policy_worker(msg: func.QueueMessage) -> None:
 @bp.function_name("remediation_watch")
 @bp.timer_trigger(arg_name="timer", schedule="%REMEDIATION_WATCH_SCHEDULE%", run_on_startup=False)
 def remediation_watch(timer: func.TimerRequest) -> None:
-    worker = worker_for(get_runtime())
+    worker = get_runtime().policy_worker
     report = remediation_cycle(worker.store, worker.settings, worker.arm, owner_of=worker.owner_of)
     log.info("remediation watch done", extra={"report": report})

@@ -78,6 +78,7 @@ locals {
     "ALERT_RETRY_BASE_SECONDS"   = "5"
     "ALERT_RETRY_MAX_SECONDS"    = "300"
     "ALERT_HTTP_TIMEOUT_SECONDS" = "10"
+    "TEAMS_RATE_SCOPE"           = "storage"
 
     "COST_CRITICAL_USD_PER_HOUR"  = tostring(var.cost_critical_usd_per_hour)
     "COST_MIN_IMPACT_USD_PER_DAY" = tostring(var.cost_min_impact_usd_per_day)

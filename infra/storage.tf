@@ -1,7 +1,7 @@
 locals {
   # Names the code uses (shared/ adapters and function bindings); the wiring test checks them.
   app_queues = ["alerts", "policy-work", "cost-ingest", "cost-partitions", "approval-actions", "ado-events", "demands", "dora-events"]
-  app_tables = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms", "demands"]
+  app_tables = ["idempotency", "episodes", "policystate", "remediations", "approvals", "audit", "killswitches", "alertstorms", "demands", "teamsbudget"]
   # alerts-outbox: alerts of a channel that is not configured (OUTBOX_CONTAINER), never delivered
   app_containers = ["reports", "eventgrid-deadletter", "alerts-outbox", "ado-events", "dora-events"]
 

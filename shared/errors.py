@@ -73,6 +73,14 @@ class ConflictError(ValueFlowError):
     title = "Conflict"
 
 
+class BatchRejected(ConflictError):
+    """A storage transaction refused as a whole; `index` is the operation that caused it (-1 if unknown)."""
+
+    def __init__(self, detail: str, index: int = -1) -> None:
+        super().__init__(detail)
+        self.index = index
+
+
 class ForbiddenActionError(ValueFlowError):
     """A guard rail refused the request (protected resource, host not in an allow-list...)."""
 

@@ -1,24 +1,41 @@
-"""Idempotency records in the `idempotency` table: do an effect once, whatever the redeliveries.
+"""Do an effect once, whatever the redeliveries: `Idempotency.once(scope, key, effect)`.
 
-A record moves INPROGRESS -> COMPLETED (keeping the result) and expires after a while. The first
-claim is one conditional insert; a failed attempt releases its claim so a retry can run; a claim
-left INPROGRESS by a crashed worker can be taken over once its lease has run out. An optional
-payload hash catches a key reused for a different payload.
+Records live in the `idempotency` table and move INPROGRESS -> COMPLETED (keeping the result);
+they expire after the scope's `expires_after`. Costs, in storage round trips:
+- first run: one conditional insert (the claim) and one write (the completion): 2;
+- replay of a completed key: the insert fails, one read returns the stored result: 2;
+- a failed effect deletes its claim (so the retry runs at once): 3.
+Nothing is read before the insert.
+
+A claim held by a worker that crashed is taken over once its per-scope `lease` has run out (an
+etag-checked replace, so two workers cannot both take it). Until then the outcome is BUSY with
+`retry_after` = the seconds left on the lease: queue callers retry after that, HTTP callers
+answer 409 with it. A payload hash catches a key reused for a different payload.
+
+Partitions: a scope's records are spread over `spread` partitions `<scope>-<hex>` by a hash of the
+key, so one busy scope does not make one hot partition (Azure Tables serves ~2,000 entities/s per
+partition). `spread=1` keeps the old single partition named after the scope, for scopes that are
+listed with `PartitionKey eq '<scope>'`; `records()` lists a scope whatever its spread.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
 
-from shared.errors import ConflictError
+from shared.errors import ConflictError, TransientUpstreamError
 
 TABLE = "idempotency"
 INPROGRESS = "INPROGRESS"
 COMPLETED = "COMPLETED"
+
+T = TypeVar("T")
 
 
 class RecordStore(Protocol):
@@ -26,7 +43,8 @@ class RecordStore(Protocol):
 
     def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool: ...
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None: ...
-    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None: ...
+    def upsert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> None: ...
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> Any: ...
     def delete(self, table: str, partition: str, row: str) -> None: ...
 
 
@@ -37,16 +55,195 @@ def idempotency_key(*parts: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """`new`: go ahead and call complete()/release(); `completed`: done before, `result` is what it returned;
-    `in_progress`: another worker holds it now."""
+class Scope:
+    """A family of idempotent effects: its name, how long a holder may take (`lease`), how long a
+    completed record is kept (`expires_after`) and how many partitions its records spread over."""
 
-    status: str
+    name: str
+    lease: timedelta = timedelta(minutes=5)
+    expires_after: timedelta = timedelta(days=14)
+    spread: int = 16
+
+    def partition(self, key: str) -> str:
+        if self.spread <= 1:
+            return self.name
+        bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % self.spread
+        return f"{self.name}-{bucket:02x}"
+
+
+class ClaimStatus(StrEnum):
+    NEW = "new"  # ours: run the effect, then complete() or release()
+    COMPLETED = "completed"  # done before: `result` is what it returned
+    IN_PROGRESS = "in_progress"  # another worker holds it: retry after `retry_after` seconds
+
+
+@dataclass(frozen=True)
+class Claim:
+    status: ClaimStatus
     key: str
     result: dict[str, Any] | None = None
+    retry_after: float = 0.0
+    scope: Scope | None = None
+    payload_hash: str = ""
+
+
+class OnceStatus(StrEnum):
+    RAN = "ran"  # the effect ran now; `result` is what it returned
+    REPLAYED = "replayed"  # it had run before; `result` is the stored result
+    BUSY = "busy"  # another worker is running it; try again after `retry_after` seconds
+
+
+@dataclass(frozen=True)
+class Once(Generic[T]):
+    """The typed outcome of `Idempotency.once()`."""
+
+    status: OnceStatus
+    result: T | None = None
+    retry_after: float = 0.0
+
+    @property
+    def ran(self) -> bool:
+        return self.status is OnceStatus.RAN
+
+    @property
+    def replayed(self) -> bool:
+        return self.status is OnceStatus.REPLAYED
+
+    @property
+    def busy(self) -> bool:
+        return self.status is OnceStatus.BUSY
+
+    def raise_if_busy(self, what: str) -> Once[T]:
+        """For queue workers: BUSY becomes a TransientUpstreamError that retries after the holder's lease."""
+        if self.busy:
+            raise TransientUpstreamError(
+                f"{what} is being done by another worker; retrying after its lease",
+                retry_after=max(1.0, self.retry_after),
+            )
+        return self
+
+
+class Idempotency:
+    """Idempotency records over a `RecordStore` (build one per process in `Runtime`)."""
+
+    def __init__(self, store: RecordStore, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.clock = clock
+
+    def once(
+        self,
+        scope: Scope,
+        key: str,
+        effect: Callable[[], T],
+        *,
+        payload: Any = None,
+        keep: Callable[[T], bool] | None = None,
+        encode: Callable[[T], dict[str, Any]] | None = None,
+        decode: Callable[[dict[str, Any]], T] | None = None,
+    ) -> Once[T]:
+        """Run `effect()` at most once per (scope, key). An exception releases the claim and propagates
+        (the retry runs again); `keep(result)` False also releases it (e.g. an HTTP answer not worth
+        replaying). `encode`/`decode` turn the result into the JSON stored (default: the result as is)."""
+        claim = self.claim(scope, key, payload)
+        if claim.status is ClaimStatus.COMPLETED:
+            stored = claim.result
+            value = decode(stored) if (decode and stored is not None) else stored
+            return Once(OnceStatus.REPLAYED, value)  # type: ignore[arg-type]
+        if claim.status is ClaimStatus.IN_PROGRESS:
+            return Once(OnceStatus.BUSY, retry_after=claim.retry_after)
+        try:
+            result = effect()
+        except BaseException:
+            self.release(scope, key)
+            raise
+        if keep is not None and not keep(result):
+            self.release(scope, key)
+        else:
+            self.complete(scope, key, encode(result) if encode else result, payload_hash=claim.payload_hash)  # type: ignore[arg-type]
+        return Once(OnceStatus.RAN, result)
+
+    def claim(self, scope: Scope, key: str, payload: Any = None) -> Claim:
+        """Insert-first: one conditional insert; a read only when the key exists."""
+        now = self.clock()
+        partition = scope.partition(key)
+        payload_hash = idempotency_key(payload) if payload is not None else ""
+        holder = uuid.uuid4().hex  # tells our own claim apart when an insert is repeated after a lost answer
+        fields = {
+            "Status": INPROGRESS,
+            "LeaseUntil": (now + scope.lease).isoformat(),
+            "ExpiresAt": (now + scope.expires_after).isoformat(),
+            "PayloadHash": payload_hash,
+            "Result": "",
+            "Holder": holder,
+        }
+        for _ in range(3):
+            if self.store.insert(TABLE, partition, key, fields):
+                return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash)
+            existing = self.store.get(TABLE, partition, key)
+            if existing is None:
+                continue  # released between our insert and read: insert again
+            if existing.get("Holder") == holder and existing.get("Status") == INPROGRESS:
+                return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash)  # our own insert
+            if payload_hash and existing.get("PayloadHash") and existing["PayloadHash"] != payload_hash:
+                raise ConflictError("the idempotency key was already used for a different request")
+            expired = _parse(existing.get("ExpiresAt")) <= now
+            if existing.get("Status") == COMPLETED and not expired:
+                result = json.loads(existing.get("Result") or "null")
+                return Claim(ClaimStatus.COMPLETED, key, result, scope=scope, payload_hash=payload_hash)
+            lease_left = (_parse(existing.get("LeaseUntil")) - now).total_seconds()
+            if not expired and lease_left > 0:
+                return Claim(ClaimStatus.IN_PROGRESS, key, retry_after=lease_left, scope=scope)
+            try:  # the holder crashed (lease over) or the record expired: take it over
+                self.store.replace_if_unchanged(TABLE, {**existing, **fields})
+            except ConflictError:
+                return Claim(ClaimStatus.IN_PROGRESS, key, retry_after=1.0, scope=scope)
+            return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash)
+        return Claim(ClaimStatus.IN_PROGRESS, key, retry_after=1.0, scope=scope)
+
+    def complete(self, scope: Scope, key: str, result: Any = None, *, payload_hash: str = "") -> None:
+        """Mark our claim COMPLETED in one write (the claim is ours: no read-modify-write)."""
+        now = self.clock()
+        self.store.upsert(
+            TABLE,
+            scope.partition(key),
+            key,
+            {
+                "Status": COMPLETED,
+                "Result": json.dumps(result, default=str),
+                "CompletedAt": now.isoformat(),
+                "LeaseUntil": now.isoformat(),
+                "ExpiresAt": (now + scope.expires_after).isoformat(),
+                "PayloadHash": payload_hash,
+            },
+        )
+
+    def release(self, scope: Scope, key: str) -> None:
+        """Give up a claim after a failed attempt so that a retry can run at once."""
+        self.store.delete(TABLE, scope.partition(key), key)
+
+    def record(self, scope: Scope, key: str) -> dict[str, Any] | None:
+        """The stored record (for operators and tests), or None."""
+        return self.store.get(TABLE, scope.partition(key), key)
+
+
+def records(store: Any, scope: Scope, row_from: str = "", row_to: str = "") -> Iterator[dict[str, Any]]:
+    """Every record of a scope (optionally RowKey in [row_from, row_to)), whatever its spread: one
+    partition-range query (`<scope>-00` .. `<scope>-ff`) instead of `PartitionKey eq`."""
+    if scope.spread <= 1:
+        flt, params = "PartitionKey eq @pk", {"pk": scope.name}
+    else:
+        flt, params = "PartitionKey ge @lo and PartitionKey lt @hi", {"lo": scope.name + "-", "hi": scope.name + "."}
+    if row_from:
+        flt, params = flt + " and RowKey ge @rlo", {**params, "rlo": row_from}
+    if row_to:
+        flt, params = flt + " and RowKey lt @rhi", {**params, "rhi": row_to}
+    yield from store.query(TABLE, flt, **params)
 
 
 class IdempotencyStore:
+    """The claim/complete/release API over one scope (kept for call sites that manage claims by hand;
+    new code uses `Idempotency.once`). Its scope keeps one partition named after the scope."""
+
     def __init__(
         self,
         store: RecordStore,
@@ -54,64 +251,27 @@ class IdempotencyStore:
         *,
         expires_after: timedelta = timedelta(days=14),
         lease: timedelta = timedelta(minutes=5),
+        spread: int = 1,
     ) -> None:
         self.store = store
         self.scope = scope
         self.expires_after = expires_after
         self.lease = lease
+        self._scope = Scope(scope, lease=lease, expires_after=expires_after, spread=spread)
 
     def claim(self, key: str, payload: Any = None, *, now: datetime | None = None) -> Claim:
-        now = now or datetime.now(UTC)
-        payload_hash = idempotency_key(payload) if payload is not None else ""
-        fields = {
-            "Status": INPROGRESS,
-            "LeaseUntil": (now + self.lease).isoformat(),
-            "ExpiresAt": (now + self.expires_after).isoformat(),
-            "PayloadHash": payload_hash,
-            "Result": "",
-        }
-        if self.store.insert(TABLE, self.scope, key, fields):
-            return Claim("new", key)
-        existing = self.store.get(TABLE, self.scope, key)
-        if existing is None:  # deleted between our insert and read: try once more
-            return Claim("new", key) if self.store.insert(TABLE, self.scope, key, fields) else Claim("in_progress", key)
-        if payload_hash and existing.get("PayloadHash") and existing["PayloadHash"] != payload_hash:
-            raise ConflictError("the idempotency key was already used for a different request")
-        expired = _parse(existing.get("ExpiresAt")) <= now
-        if existing.get("Status") == COMPLETED and not expired:
-            return Claim("completed", key, json.loads(existing.get("Result") or "null"))
-        lease_over = _parse(existing.get("LeaseUntil")) <= now
-        if expired or lease_over:
-            taken = {**existing, **fields}
-            try:
-                self.store.replace_if_unchanged(TABLE, taken)
-            except ConflictError:
-                return Claim("in_progress", key)
-            return Claim("new", key)
-        return Claim("in_progress", key)
+        return Idempotency(self.store, clock=_fixed(now)).claim(self._scope, key, payload)
 
     def complete(self, key: str, result: dict[str, Any] | None = None, *, now: datetime | None = None) -> None:
-        now = now or datetime.now(UTC)
-        existing = self.store.get(TABLE, self.scope, key)
-        record = dict(existing or {"PartitionKey": self.scope, "RowKey": key, "PayloadHash": ""})
-        record.update(
-            {
-                "Status": COMPLETED,
-                "Result": json.dumps(result, default=str),
-                "CompletedAt": now.isoformat(),
-                "ExpiresAt": (now + self.expires_after).isoformat(),
-            }
-        )
-        if existing is None:
-            self.store.insert(
-                TABLE, self.scope, key, {k: v for k, v in record.items() if k not in ("PartitionKey", "RowKey")}
-            )
-        else:
-            self.store.replace_if_unchanged(TABLE, record)
+        Idempotency(self.store, clock=_fixed(now)).complete(self._scope, key, result)
 
     def release(self, key: str) -> None:
         """Give up a claim after a failed attempt so that a retry can run."""
-        self.store.delete(TABLE, self.scope, key)
+        Idempotency(self.store).release(self._scope, key)
+
+
+def _fixed(now: datetime | None) -> Callable[[], datetime]:
+    return (lambda: now) if now is not None else (lambda: datetime.now(UTC))
 
 
 def _parse(value: Any) -> datetime:

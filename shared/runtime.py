@@ -2,17 +2,32 @@
 
 Function modules call `get_runtime()` and hand its adapters to the pure logic. Tests build their
 own `Runtime(settings)` with the services their fixtures started.
+
+Everything a process needs is built here, once, on first use (nothing at import time): the
+storage clients (one pooled session, clients cached per table/queue/container), one pooled
+HTTP session for the outside peers (Teams, ServiceNow, Logic Apps), one `Arm` whose
+per-subscription write budget every caller shares (policy remediation and approved cost
+actions alike), the idempotency records, alert delivery and the policy worker. No module keeps
+its own cache of these.
 """
 
 from __future__ import annotations
 
 import threading
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from shared.adapters.storage import StateStore
 from shared.adapters.warehouse import Warehouse
+from shared.idempotency import Idempotency
 from shared.observability import configure
 from shared.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from shared.adapters.arm import Arm
+    from shared.adapters.http import PooledSession
+    from shared.alerts.delivery import AlertDelivery
+    from shared.policy.worker import PolicyWorker
 
 
 class Runtime:
@@ -24,6 +39,46 @@ class Runtime:
     @cached_property
     def storage(self) -> StateStore:
         return StateStore.from_settings(self.settings)
+
+    @cached_property
+    def http(self) -> PooledSession:
+        """The pooled session for outbound HTTP peers (Teams, ServiceNow, Logic App callbacks)."""
+        from shared.adapters.http import pooled_session
+
+        return pooled_session()
+
+    @cached_property
+    def idempotency(self) -> Idempotency:
+        return Idempotency(self.storage)
+
+    @cached_property
+    def arm(self) -> Arm:
+        """The process's one ARM client: its write budget is shared by remediation and cost actions."""
+        from shared.adapters.arm import Arm
+
+        return Arm.from_settings(self.settings)
+
+    @cached_property
+    def alert_delivery(self) -> AlertDelivery:
+        """Alert delivery with its Teams/ServiceNow clients (their rate windows live as long as the process)."""
+        from shared.alerts.delivery import AlertDelivery
+
+        return AlertDelivery.from_settings(self.settings, self.storage, session=self.http, idempotency=self.idempotency)
+
+    @cached_property
+    def policy_worker(self) -> PolicyWorker:
+        """The policy worker (its effect and owner caches outlive an invocation)."""
+        from shared.policy.worker import PolicyWorker
+
+        return PolicyWorker(self.storage, self.settings, self.arm)
+
+    def use(self, **adapters: Any) -> Runtime:
+        """Replace adapters before first use (dev tools and tests: `runtime.use(arm=FakeArm(...))`)."""
+        for name, value in adapters.items():
+            if not isinstance(getattr(type(self), name, None), cached_property):
+                raise AttributeError(f"Runtime has no adapter {name!r}")
+            self.__dict__[name] = value
+        return self
 
     @cached_property
     def warehouse_unmigrated(self) -> Warehouse:

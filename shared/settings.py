@@ -408,6 +408,13 @@ class Settings:
     alert_http_timeout_seconds: float = _setting(
         "ALERT_HTTP_TIMEOUT_SECONDS", 10.0, _positive_float, "Timeout of each Teams and ServiceNow request."
     )
+    teams_rate_scope: str = _setting(
+        "TEAMS_RATE_SCOPE",
+        "storage",
+        _choice("storage", "process"),
+        "Where the 4 posts/s per Teams webhook are counted: `storage` (table `teamsbudget`, holds across "
+        "scaled-out instances; one storage operation per post) or `process` (per instance only).",
+    )
 
     # -- cost anomalies --
     cost_critical_usd_per_hour: float = _setting(

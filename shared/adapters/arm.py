@@ -20,7 +20,6 @@ Remediation tasks use the REST API 2024-10-01 because azure-mgmt-policyinsights 
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
@@ -41,9 +40,9 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy, UserAgentPolicy
-from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 
+from shared.adapters.http import pooled_session, sdk_transport
 from shared.errors import (
     ConflictError,
     NotFoundError,
@@ -52,6 +51,8 @@ from shared.errors import (
     UpstreamError,
 )
 from shared.resource_ids import encode_resource_path
+from shared.retry import backoff_delay, retry_after_from
+from shared.retry import parse_retry_after as parse_retry_after  # re-exported: callers and tests use it here
 from shared.settings import Settings, is_loopback_host
 
 log = logging.getLogger(__name__)
@@ -150,22 +151,6 @@ class _Failure(Exception):
     retry_after: float | None
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), None when absent/unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 def subscription_of(path: str) -> str:
     """The subscription a path belongs to (the budget key); `tenant` for management-group paths."""
     m = _SUBSCRIPTION.match(path)
@@ -191,6 +176,7 @@ class Arm:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         timeout: float = 30.0,
+        session: Any = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.auth_policy = auth_policy
@@ -204,7 +190,8 @@ class Arm:
         self.rng = rng
         self.stats = {"requests": 0, "throttled": 0, "transient_conflicts": 0, "retries": 0, "waited_seconds": 0.0}
         self._stats_lock = threading.Lock()
-        self._transport = RequestsTransport(connection_timeout=5, read_timeout=timeout)
+        # pooled, no per-request environment/.netrc lookups; `session` lets the runtime share one
+        self._transport = sdk_transport(session or pooled_session(), connection_timeout=5, read_timeout=timeout)
         self._client: PipelineClient[Any, Any] = PipelineClient(
             base_url=self.endpoint,
             policies=[UserAgentPolicy("valueflow-automations"), auth_policy],
@@ -364,8 +351,8 @@ class Arm:
         return f"subscription {doc.get('displayName', '?')} ({doc.get('subscriptionId', subscription_id)}) readable"
 
     def _backoff(self, number: int) -> float:
-        ceiling = min(self.backoff_cap, self.backoff_base * (2 ** (number - 1)))
-        return ceiling / 2 + self.rng() * ceiling / 2  # "equal jitter": never zero, never in lockstep
+        # "equal jitter": never zero, never in lockstep
+        return backoff_delay(number, base=self.backoff_base, cap=self.backoff_cap, jitter="equal", rng=self.rng)
 
     def _sleep(self, seconds: float) -> None:
         with self._stats_lock:
@@ -416,7 +403,7 @@ class Arm:
                 status = exc.status_code or 0
                 headers = getattr(exc.response, "headers", None) or {}
                 code = getattr(exc.error, "code", "") or ""
-                raise _Failure(status, str(code), str(exc.message or "")[:300], _retry_after(headers)) from None
+                raise _Failure(status, str(code), str(exc.message or "")[:300], retry_after_from(headers)) from None
             except (ServiceRequestError, ServiceResponseError) as exc:
                 raise _Failure(0, "NetworkError", str(exc).splitlines()[0][:200], None) from None
 
@@ -494,17 +481,6 @@ def _odata(value: str) -> str:
     return value.replace("'", "''")
 
 
-def _retry_after(headers: Any) -> float | None:
-    for key in ("Retry-After", "retry-after", "x-ms-retry-after-ms"):
-        value = headers.get(key) if headers is not None else None
-        if value:
-            seconds = parse_retry_after(value)
-            if key == "x-ms-retry-after-ms" and seconds is not None:
-                seconds /= 1000
-            return seconds
-    return None
-
-
 def _failure_from(status: int, headers: Any, text: str) -> _Failure:
     code, message = "", ""
     try:
@@ -513,4 +489,4 @@ def _failure_from(status: int, headers: Any, text: str) -> _Failure:
         code, message = str(err.get("code", "")), str(err.get("message", ""))
     except (ValueError, AttributeError):
         message = text[:200]
-    return _Failure(status, code, message[:300], _retry_after(headers))
+    return _Failure(status, code, message[:300], retry_after_from(headers))

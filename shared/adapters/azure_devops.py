@@ -21,8 +21,8 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from shared.adapters.teams import parse_retry_after
 from shared.errors import SettingsError, TransientUpstreamError, UpstreamAuthError, UpstreamError
+from shared.retry import parse_retry_after
 from shared.settings import Settings, is_loopback_host
 
 log = logging.getLogger(__name__)

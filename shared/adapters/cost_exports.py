@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
-from shared.adapters.storage import _CLIENT_OPTIONS, StateStore, identity_credential
+from shared.adapters.http import pooled_session
+from shared.adapters.storage import StateStore, _client_options, identity_credential
 from shared.adapters.storage_connection import resolve_storage_connection
 from shared.errors import BadInputError, NotFoundError
 from shared.settings import Settings, is_loopback_host
@@ -57,7 +58,9 @@ class CostExportStorage:
         if conn.identity_based:
             from azure.storage.blob import BlobServiceClient
 
-            blobs = BlobServiceClient(conn.endpoint("blob"), credential=identity_credential(conn), **_CLIENT_OPTIONS)
+            blobs = BlobServiceClient(
+                conn.endpoint("blob"), credential=identity_credential(conn), **_client_options(pooled_session())
+            )
             # tables and queues of the export account are never used: reuse the app's clients
             return cls(StateStore(app_store._tables, app_store._queues, blobs))  # noqa: SLF001
         return cls(StateStore.from_connection_string(conn.connection_string))

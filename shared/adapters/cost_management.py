@@ -23,6 +23,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.core.rest import HttpRequest
 
 from shared.errors import TransientUpstreamError, UpstreamAuthError, UpstreamError
+from shared.retry import backoff_delay, parse_retry_after
 from shared.settings import Settings, is_loopback_host
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,11 @@ class CostManagementQuery:
                     raise UpstreamAuthError(f"Cost Management refused the query ({status})") from exc
                 if status != 429 and status < 500:
                     raise UpstreamError(f"Cost Management query failed ({status}): {_message(exc)}") from exc
-                wait = _retry_after(exc) if status == 429 else float(2**attempt)
+                wait = (
+                    _retry_after(exc)
+                    if status == 429
+                    else backoff_delay(attempt, base=2.0, cap=MAX_WAIT_SECONDS, jitter="equal")
+                )
                 if attempt == MAX_ATTEMPTS or wait > MAX_WAIT_SECONDS:
                     raise TransientUpstreamError(
                         f"Cost Management query throttled or unavailable ({status}) after {attempt} attempt(s)",
@@ -172,13 +177,8 @@ def _next_link(result: Any) -> str | None:
 
 def _retry_after(exc: HttpResponseError) -> float:
     headers = getattr(exc.response, "headers", None) or {}
-    waits = []
-    for name in RETRY_AFTER_HEADERS:
-        value = headers.get(name)
-        try:
-            waits.append(float(value)) if value is not None else None
-        except ValueError:
-            continue
+    named = {name: headers.get(name) for name in RETRY_AFTER_HEADERS if headers.get(name) is not None}
+    waits = [w for w in (parse_retry_after(v) for v in named.values()) if w is not None]
     return max(waits) if waits else 5.0
 
 

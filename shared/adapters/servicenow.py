@@ -18,9 +18,10 @@ from typing import Any
 
 import requests
 
-from shared.adapters.teams import parse_retry_after
+from shared.adapters.http import pooled_session
 from shared.alerts.incidents import active_incident_query
 from shared.errors import SettingsError, TransientUpstreamError, UpstreamAuthError, UpstreamError
+from shared.retry import retry_after_from
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,13 @@ class ServiceNowClient:
         self.client_id = client_id
         self.client_secret = client_secret
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or pooled_session()
         self.clock = clock
         self._token: tuple[str, float] | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServiceNowClient:
+    def from_settings(cls, settings: Settings, *, session: requests.Session | None = None) -> ServiceNowClient:
         return cls(
             settings.servicenow_instance_url,
             username=settings.servicenow_username,
@@ -67,6 +68,7 @@ class ServiceNowClient:
             client_id=settings.servicenow_client_id,
             client_secret=settings.servicenow_client_secret,
             timeout=settings.alert_http_timeout_seconds,
+            session=session,
         )
 
     @property
@@ -151,7 +153,7 @@ class ServiceNowClient:
             return
         if status == 429 or status == 408 or status >= 500:
             raise TransientUpstreamError(
-                f"ServiceNow {what} answered {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After"))
+                f"ServiceNow {what} answered {status}", retry_after=retry_after_from(resp.headers)
             )
         message = ""
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceResponseError,
 )
 from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
@@ -30,8 +31,9 @@ from azure.storage.queue import (
     QueueServiceClient,
 )
 
+from shared.adapters.http import pooled_session, sdk_transport
 from shared.adapters.storage_connection import StorageConnection, resolve_storage_connection
-from shared.errors import ConflictError, StorageError
+from shared.errors import BatchRejected, ConflictError, StorageError
 from shared.settings import Settings
 
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
@@ -83,6 +85,15 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
+def _client_options(session: Any) -> dict[str, Any]:
+    """The options of every storage client: timeouts, a short retry, and the process's pooled session
+    (no per-request environment/.netrc lookups, connections reused across clients and threads)."""
+    transport = sdk_transport(
+        session, connection_timeout=_CLIENT_OPTIONS["connection_timeout"], read_timeout=_CLIENT_OPTIONS["read_timeout"]
+    )
+    return {**_CLIENT_OPTIONS, "transport": transport}
+
+
 @dataclass(frozen=True)
 class QueuedMessage:
     id: str
@@ -102,7 +113,7 @@ class StateStore:
         self._tables = tables
         self._queues = queues
         self._blobs = blobs
-        self._known: set[str] = set()
+        self._clients: dict[str, Any] = {}  # table/queue/container clients, built once per name
         self._lock = threading.Lock()
 
     @classmethod
@@ -113,11 +124,11 @@ class StateStore:
             endpoint_suffix=settings.storage_endpoint_suffix,
         )
         if conn.identity_based:
-            cred = identity_credential(conn)
-            return cls(
-                TableServiceClient(conn.endpoint("table"), credential=cred, **_CLIENT_OPTIONS),
-                QueueServiceClient(conn.endpoint("queue"), credential=cred, **_CLIENT_OPTIONS),
-                BlobServiceClient(conn.endpoint("blob"), credential=cred, **_CLIENT_OPTIONS),
+            return cls.from_endpoints(
+                conn.endpoint("table"),
+                conn.endpoint("queue"),
+                conn.endpoint("blob"),
+                credential=identity_credential(conn),
             )
         conn_string = conn.connection_string
         if conn_string.replace(" ", "").lower() == "usedevelopmentstorage=true":  # AZURITE_PORTS moves the emulator
@@ -127,39 +138,56 @@ class StateStore:
     @classmethod
     def from_connection_string(cls, conn: str) -> StateStore:
         conn = _resolve_connection_string(conn)
+        session = pooled_session()
         try:
             return cls(
-                TableServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
-                QueueServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
-                BlobServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
+                TableServiceClient.from_connection_string(conn, **_client_options(session)),
+                QueueServiceClient.from_connection_string(conn, **_client_options(session)),
+                BlobServiceClient.from_connection_string(conn, **_client_options(session)),
             )
         except (ValueError, AzureError) as exc:
             raise StorageError("AzureWebJobsStorage is not a valid storage connection string") from exc
+
+    @classmethod
+    def from_endpoints(cls, table_url: str, queue_url: str, blob_url: str, *, credential: Any) -> StateStore:
+        """Clients for an account reached by URL with a token credential (identity-based connections)."""
+        session = pooled_session()
+        return cls(
+            TableServiceClient(table_url, credential=credential, **_client_options(session)),
+            QueueServiceClient(queue_url, credential=credential, **_client_options(session)),
+            BlobServiceClient(blob_url, credential=credential, **_client_options(session)),
+        )
 
     # -- tables --
 
     def _table(self, name: str) -> Any:
         key = "t:" + name
-        client = self._tables.get_table_client(name)
-        if key not in self._known:
+        client = self._clients.get(key)
+        if client is None:
             with self._lock:
-                try:
-                    self._tables.create_table_if_not_exists(name)
-                except AzureError as exc:
-                    raise StorageError(f"cannot create table {name}: {_short(exc)}") from exc
-                self._known.add(key)
+                client = self._clients.get(key)
+                if client is None:
+                    try:
+                        self._tables.create_table_if_not_exists(name)
+                    except AzureError as exc:
+                        raise StorageError(f"cannot create table {name}: {_short(exc)}") from exc
+                    client = self._clients[key] = self._tables.get_table_client(name)
         return client
 
     def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool:
         """Conditional insert: True if created, False if the key already existed."""
+        return self.insert_etag(table, partition, row, fields) is not None
+
+    def insert_etag(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> str | None:
+        """Conditional insert: the new entity's etag (to write it again without a read), None if it existed."""
         entity = {"PartitionKey": partition, "RowKey": row, **fields}
         try:
-            self._table(table).create_entity(entity)
-            return True
+            answer = _once_more_on_reset(lambda: self._table(table).create_entity(entity))
         except ResourceExistsError:
-            return False
+            return None
         except AzureError as exc:
             raise StorageError(f"insert into {table} failed: {_short(exc)}") from exc
+        return str((answer or {}).get("etag") or "") if isinstance(answer, dict) else ""
 
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
         """The entity with `_etag` in it, or None."""
@@ -180,27 +208,64 @@ class StateStore:
         except AzureError as exc:
             raise StorageError(f"write to {table} failed: {_short(exc)}") from exc
 
-    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None:
-        """Optimistic update of an entity read with `get()`; ConflictError if someone wrote it since."""
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> str | None:
+        """Optimistic update of an entity read with `get()`; ConflictError if someone wrote it since.
+        Returns the new etag (so a caller may write again without reading)."""
         from azure.core import MatchConditions
 
         body = {k: v for k, v in entity.items() if k != "_etag"}
         try:
-            self._table(table).update_entity(
+            answer = self._table(table).update_entity(
                 body, mode=UpdateMode.REPLACE, etag=entity["_etag"], match_condition=MatchConditions.IfNotModified
             )
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConflictError(f"{table}/{body.get('PartitionKey')}/{body.get('RowKey')} changed meanwhile") from exc
         except AzureError as exc:
             raise StorageError(f"write to {table} failed: {_short(exc)}") from exc
+        etag = (answer or {}).get("etag") if isinstance(answer, dict) else None
+        return str(etag) if etag else None
 
-    def delete(self, table: str, partition: str, row: str) -> None:
+    def delete(self, table: str, partition: str, row: str, *, etag: str | None = None) -> None:
+        """Delete an entity (gone already is fine). With `etag`, only if unchanged since it was read:
+        ConflictError when someone wrote it meanwhile."""
+        from azure.core import MatchConditions
+
         try:
-            self._table(table).delete_entity(partition, row)
+            if etag:
+                self._table(table).delete_entity(
+                    partition, row, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                self._table(table).delete_entity(partition, row)
         except ResourceNotFoundError:
             return
+        except ResourceModifiedError as exc:
+            raise ConflictError(f"{table}/{partition}/{row} changed meanwhile") from exc
         except AzureError as exc:
             raise StorageError(f"delete from {table} failed: {_short(exc)}") from exc
+
+    def transact(self, table: str, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """One entity-group transaction (one round trip, all or nothing) over entities of ONE partition:
+        operations are ("create" | "upsert" | "update" | "delete", entity[, {"mode": "replace", "etag": e}]),
+        at most 100; an `etag` makes the operation conditional. Returns each operation's response
+        metadata (with its new `etag`). BatchRejected (a ConflictError) names the index of the
+        operation that failed, e.g. a create of an existing key or a stale etag."""
+        from azure.core import MatchConditions
+        from azure.data.tables import TableTransactionError
+
+        if not operations:
+            return []
+        ops: list[Any] = []
+        for op in operations:
+            if len(op) > 2 and op[2].get("etag"):
+                op = (op[0], op[1], {**op[2], "match_condition": MatchConditions.IfNotModified})
+            ops.append(op)
+        try:
+            return [dict(m) for m in _once_more_on_reset(lambda: self._table(table).submit_transaction(ops))]
+        except TableTransactionError as exc:
+            raise BatchRejected(f"transaction on {table} refused: {_short(exc)}", getattr(exc, "index", -1)) from exc
+        except AzureError as exc:
+            raise StorageError(f"transaction on {table} failed: {_short(exc)}") from exc
 
     def query(self, table: str, filter: str | None = None, **params: Any) -> Iterator[dict[str, Any]]:
         """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords)."""
@@ -216,18 +281,23 @@ class StateStore:
 
     def _queue(self, name: str) -> Any:
         key = "q:" + name
-        client = self._queues.get_queue_client(
-            name, message_encode_policy=BinaryBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy()
-        )
-        if key not in self._known:
+        client = self._clients.get(key)
+        if client is None:
             with self._lock:
-                try:
-                    client.create_queue()
-                except ResourceExistsError:
-                    pass
-                except AzureError as exc:
-                    raise StorageError(f"cannot create queue {name}: {_short(exc)}") from exc
-                self._known.add(key)
+                client = self._clients.get(key)
+                if client is None:
+                    client = self._queues.get_queue_client(
+                        name,
+                        message_encode_policy=BinaryBase64EncodePolicy(),
+                        message_decode_policy=BinaryBase64DecodePolicy(),
+                    )
+                    try:
+                        client.create_queue()
+                    except ResourceExistsError:
+                        pass
+                    except AzureError as exc:
+                        raise StorageError(f"cannot create queue {name}: {_short(exc)}") from exc
+                    self._clients[key] = client
         return client
 
     def send(self, queue: str, message: dict[str, Any] | str | bytes, *, visibility_timeout: int | None = None) -> str:
@@ -289,16 +359,19 @@ class StateStore:
 
     def _container(self, name: str) -> Any:
         key = "c:" + name
-        client = self._blobs.get_container_client(name)
-        if key not in self._known:
+        client = self._clients.get(key)
+        if client is None:
             with self._lock:
-                try:
-                    client.create_container()
-                except ResourceExistsError:
-                    pass
-                except AzureError as exc:
-                    raise StorageError(f"cannot create container {name}: {_short(exc)}") from exc
-                self._known.add(key)
+                client = self._clients.get(key)
+                if client is None:
+                    client = self._blobs.get_container_client(name)
+                    try:
+                        client.create_container()
+                    except ResourceExistsError:
+                        pass
+                    except AzureError as exc:
+                        raise StorageError(f"cannot create container {name}: {_short(exc)}") from exc
+                    self._clients[key] = client
         return client
 
     def put_blob(self, container: str, name: str, data: bytes, *, overwrite: bool = True) -> None:
@@ -329,6 +402,21 @@ class StateStore:
         except AzureError as exc:
             raise StorageError(f"storage unreachable: {_short(exc)}") from exc
         return "ok"
+
+
+def _once_more_on_reset(call: Callable[[], Any]) -> Any:
+    """Run a POST (insert, transaction) and repeat it once when the connection was reset under it.
+
+    The SDK does not retry a POST whose answer was lost (it may have been applied). Ours are
+    conditional: a repeat of an applied insert answers 409, which callers already handle (an
+    idempotency claim recognises its own holder token; a storm transaction its own row). A server
+    closing an idle pooled connection just as it is reused is the usual cause."""
+    try:
+        return call()
+    except ServiceResponseError as exc:
+        if "reset" not in str(exc).lower() and "aborted" not in str(exc).lower():
+            raise
+        return call()
 
 
 def _short(exc: BaseException) -> str:

@@ -8,7 +8,8 @@
 - a host outside `TEAMS_WEBHOOK_ALLOWED_HOSTS` (loopback always allowed) -> `ForbiddenActionError`,
   and nothing is sent.
 At most `rate_per_second` (4) requests per webhook URL leave this process (a sliding one-second window per URL),
-and after a 429 the URL is left alone until its Retry-After has passed. The URL is a secret: logs
+and after a 429 the URL is left alone until its Retry-After has passed; with a `SharedRateBudget`
+the same 4 posts/s hold across scaled-out instances (counted in storage). The URL is a secret: logs
 and errors name it by a short hash only. Legacy MessageCards are posted here rather than with
 `pymsteams.connectorcard.send()`, which would lose the status code and the Retry-After header.
 """
@@ -28,6 +29,7 @@ import requests
 
 from shared.alerts.routing import host_allowed
 from shared.errors import ForbiddenActionError, TransientUpstreamError, UpstreamAuthError, UpstreamError
+from shared.retry import retry_after_from
 from shared.settings import Settings
 from shared.urls import pinned_session
 
@@ -39,23 +41,6 @@ THROTTLED_MARKER = "HTTP error 429"
 def webhook_ref(url: str) -> str:
     """How a webhook URL appears in logs and errors: `webhook#<8 hex>` (the URL itself is a secret)."""
     return "webhook#" + hashlib.sha256(url.encode()).hexdigest()[:8]
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class RateWindow:
@@ -80,6 +65,74 @@ class RateWindow:
         return 1.0 - (now - self.sent[0])
 
 
+class SharedRateBudget:
+    """At most `rate` posts per webhook in any UTC second across every instance, counted in storage.
+
+    Table `teamsbudget`, one partition per webhook (`webhook#<hash>`), `rate` slot rows each holding
+    the second it was last taken for. A post takes a free slot with one etag-checked write (the
+    slot's etag is remembered in process, so no read first); a conflict means another instance took
+    it: read it and try the next. All slots taken for this second: wait for the next one."""
+
+    TABLE = "teamsbudget"
+
+    def __init__(self, store: Any, rate: float = 4.0, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.slots = max(1, int(rate))
+        self.clock = clock
+        self._known: dict[tuple[str, int], dict[str, Any]] = {}  # (partition, slot) -> last entity seen
+        self._lock = threading.Lock()
+
+    def take(self, url: str) -> float:
+        """0 when a slot of the current second was taken, else the seconds to wait before asking again."""
+        from shared.errors import ConflictError
+
+        now = self.clock()
+        second = int(now)
+        partition = webhook_ref(url).replace("#", "-")
+        start = int(now * 1000) % self.slots  # spread concurrent callers over the slots
+        for n in range(self.slots):
+            slot = (start + n) % self.slots
+            row = f"slot-{slot}"
+            with self._lock:
+                known = self._known.get((partition, slot))
+            for _ in range(2):
+                if known is None:
+                    etag = self._insert(partition, row, second)
+                    if etag is not None:
+                        entity = {"PartitionKey": partition, "RowKey": row, "Second": second, "_etag": etag}
+                        self._remember(partition, slot, entity if etag else None)
+                        return 0.0
+                    known = self.store.get(self.TABLE, partition, row)
+                    if known is None:
+                        continue
+                if int(known.get("Second", 0)) >= second:
+                    self._remember(partition, slot, known)
+                    break  # taken this second: try the next slot
+                try:
+                    etag = self.store.replace_if_unchanged(self.TABLE, {**known, "Second": second})
+                except ConflictError:
+                    known = self.store.get(self.TABLE, partition, row)  # another instance took it
+                    continue
+                self._remember(partition, slot, {**known, "Second": second, "_etag": etag} if etag else None)
+                return 0.0
+        return max(0.01, second + 1 - now)
+
+    def _insert(self, partition: str, row: str, second: int) -> str | None:
+        """The new slot's etag ("" when the store does not tell), None when the slot exists."""
+        insert_etag = getattr(self.store, "insert_etag", None)
+        if insert_etag is not None:
+            found: str | None = insert_etag(self.TABLE, partition, row, {"Second": second})
+            return found
+        return "" if self.store.insert(self.TABLE, partition, row, {"Second": second}) else None
+
+    def _remember(self, partition: str, slot: int, entity: dict[str, Any] | None) -> None:
+        with self._lock:
+            if entity is None:
+                self._known.pop((partition, slot), None)  # our write changed its etag: read it next time
+            else:
+                self._known[(partition, slot)] = entity
+
+
 class TeamsWebhook:
     def __init__(
         self,
@@ -91,6 +144,7 @@ class TeamsWebhook:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        budget: SharedRateBudget | None = None,
     ) -> None:
         self.allowed_hosts = allowed_hosts
         self.timeout = timeout
@@ -101,10 +155,20 @@ class TeamsWebhook:
         self.sleep = sleep
         self._buckets: dict[str, RateWindow] = {}
         self._lock = threading.Lock()
+        self.budget = budget  # the budget shared by instances (None: this process's window only)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TeamsWebhook:
-        return cls(settings.teams_webhook_allowed_hosts, timeout=settings.alert_http_timeout_seconds)
+    def from_settings(
+        cls, settings: Settings, *, session: requests.Session | None = None, store: Any = None
+    ) -> TeamsWebhook:
+        """With `store` and TEAMS_RATE_SCOPE=storage, the rate budget holds across instances."""
+        budget = SharedRateBudget(store) if store is not None and settings.teams_rate_scope == "storage" else None
+        return cls(
+            settings.teams_webhook_allowed_hosts,
+            timeout=settings.alert_http_timeout_seconds,
+            session=session,
+            budget=budget,
+        )
 
     def _bucket(self, url: str) -> RateWindow:
         with self._lock:
@@ -115,13 +179,22 @@ class TeamsWebhook:
 
     def _acquire(self, url: str) -> None:
         bucket = self._bucket(url)
-        while True:
+        while True:  # this process's window first: no storage operation when it is full anyway
             with self._lock:
                 wait = bucket.take()
             if wait <= 0:
-                return
+                break
             if wait > self.max_wait:  # throttled for longer than a function should sleep: retry later
                 raise TransientUpstreamError(f"Teams {webhook_ref(url)} is throttled", retry_after=wait)
+            self.sleep(wait)
+        waited = 0.0
+        while self.budget is not None:  # the budget every instance shares
+            wait = self.budget.take(url)
+            if wait <= 0:
+                return
+            waited += wait
+            if waited > self.max_wait:
+                raise TransientUpstreamError(f"Teams {webhook_ref(url)} is at its rate limit", retry_after=wait)
             self.sleep(wait)
 
     def _throttled(self, url: str, retry_after: float | None) -> TransientUpstreamError:
@@ -153,15 +226,13 @@ class TeamsWebhook:
         status = resp.status_code
         if 200 <= status < 300:
             if THROTTLED_MARKER in (resp.text or "")[:500]:
-                raise self._throttled(url, parse_retry_after(resp.headers.get("Retry-After")))
+                raise self._throttled(url, retry_after_from(resp.headers))
             log.info("teams message posted", extra={"webhook": ref, "status": status})
             return status
         if status == 429:
-            raise self._throttled(url, parse_retry_after(resp.headers.get("Retry-After")))
+            raise self._throttled(url, retry_after_from(resp.headers))
         if status == 408 or status >= 500:
-            raise TransientUpstreamError(
-                f"Teams {ref} answered {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After"))
-            )
+            raise TransientUpstreamError(f"Teams {ref} answered {status}", retry_after=retry_after_from(resp.headers))
         if status in (401, 403):
             raise UpstreamAuthError(f"Teams {ref} refused the request ({status}): the webhook URL is wrong or revoked")
         raise UpstreamError(f"Teams {ref} rejected the message ({status}): {_snippet(resp.text)}")

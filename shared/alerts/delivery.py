@@ -2,9 +2,15 @@
 
 Producers call `enqueue_alert(store, alert)` and return. The `alert_delivery` queue function hands
 each message to `AlertDelivery.handle()`, which for every channel still to do:
-1. claims an idempotency record keyed by (dedupe key, action, content fingerprint, channel): a
-   redelivered message or a replayed alert finds it COMPLETED and posts nothing;
+1. claims an idempotency record keyed by (dedupe key, action, content fingerprint, channel) with
+   `Idempotency.once` (scope `alerts`, spread over 16 partitions): a redelivered message or a
+   replayed alert finds it COMPLETED and posts nothing; one held by a worker that crashed is taken
+   over after its 2-minute lease;
 2. posts (or writes the outbox file when the channel is not configured), then completes the claim;
+   storm control is decided inside the claim, so a replay is never counted twice.
+Storage round trips per alert: one claim and one completion per channel (+1 storm transaction for a
+Teams card when storm control is on), the enqueue and the message delete: 4 on the happy path for
+a Teams-only alert, 6 with an incident.
 3. on a transient failure (timeout, 429, 5xx) releases the claim and re-enqueues only the channels
    left, with `attempt + 1` and an exponential, jittered visibility delay (a queue trigger cannot
    delay its own retry); after `ALERT_MAX_ATTEMPTS`, or at once on a permanent failure (refused
@@ -21,10 +27,9 @@ import logging
 import math
 import random
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.adapters.servicenow import ServiceNowClient
@@ -42,8 +47,8 @@ from shared.errors import (
     UpstreamAuthError,
     UpstreamError,
 )
-from shared.idempotency import COMPLETED, IdempotencyStore, idempotency_key
-from shared.idempotency import TABLE as IDEMPOTENCY_TABLE
+from shared.idempotency import Idempotency, Scope, idempotency_key
+from shared.retry import backoff_delay
 from shared.review.service import review_link_for_alert
 from shared.settings import Settings
 
@@ -64,10 +69,15 @@ class AlertQueue(Protocol):
     ) -> str: ...
     def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool: ...
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None: ...
-    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None: ...
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> Any: ...
     def delete(self, table: str, partition: str, row: str) -> None: ...
     def upsert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> None: ...
+    def transact(self, table: str, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]: ...
     def query(self, table: str, filter: str | None = None, **params: Any) -> Any: ...
+
+
+# an effect per (alert, channel); the lease covers one HTTP call with its timeout and a rate wait
+ALERT_SCOPE = Scope("alerts", lease=timedelta(minutes=2), expires_after=timedelta(days=14), spread=16)
 
 
 def alert_message(
@@ -136,6 +146,7 @@ class AlertDelivery:
         outbox: Outbox | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: Callable[[], float] = random.random,
+        idempotency: Idempotency | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -145,13 +156,24 @@ class AlertDelivery:
         self.outbox = outbox or outbox_for(settings, store)  # a local folder never in Azure
         self.clock = clock
         self.rng = rng
-        self.claims = IdempotencyStore(store, "alerts")
+        self.idempotency = idempotency or Idempotency(store)
         self.storms = StormGate(store, settings.alert_storm_threshold, settings.alert_storm_window_minutes)
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: AlertQueue) -> AlertDelivery:
-        servicenow = ServiceNowClient.from_settings(settings) if settings.servicenow_instance_url else None
-        return cls(settings, store, load_routes(settings), servicenow=servicenow)
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: AlertQueue,
+        *,
+        session: Any = None,
+        idempotency: Idempotency | None = None,
+    ) -> AlertDelivery:
+        """Delivery with its Teams and ServiceNow clients on `session` (the runtime's pooled session)."""
+        servicenow = (
+            ServiceNowClient.from_settings(settings, session=session) if settings.servicenow_instance_url else None
+        )
+        teams = TeamsWebhook.from_settings(settings, session=session, store=store)
+        return cls(settings, store, load_routes(settings), teams=teams, servicenow=servicenow, idempotency=idempotency)
 
     # -- entry point --
 
@@ -208,68 +230,43 @@ class AlertDelivery:
     def _claim_key(self, alert: Alert, channel: str) -> str:
         return idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint(), channel)
 
-    def _once(
-        self, key: str, channel: str, effect: Callable[[], tuple[str, dict[str, Any]]], *, checked: bool = False
-    ) -> ChannelResult:
-        """Run `effect` at most once per key: COMPLETED -> duplicate; held by another worker -> retry later.
-
-        A replay (the common repeat) is answered by one read; `checked` says the caller already did it."""
-        if not checked and self._completed(key):
-            return ChannelResult(channel, "duplicate", "delivered before")
-        claim = self.claims.claim(key)
-        if claim.status == "completed":
-            return ChannelResult(channel, "duplicate", "delivered before")
-        if claim.status == "in_progress":
-            return ChannelResult(channel, "retry", "another worker holds this delivery", counts_as_attempt=False)
-        try:
-            status, result = effect()
-        except BaseException:
-            self.claims.release(key)
-            raise
-        self._complete(key, {"status": status, **result})
-        return ChannelResult(channel, status, str(result.get("detail", "")))
-
-    def _completed(self, key: str) -> bool:
-        record = self.store.get(IDEMPOTENCY_TABLE, self.claims.scope, key)
-        return record is not None and record.get("Status") == COMPLETED
-
-    def _complete(self, key: str, result: dict[str, Any]) -> None:
-        """Mark a claim COMPLETED in one write (the claim is ours: no read-modify-write needed)."""
-        now = datetime.now(UTC)
-        self.store.upsert(
-            IDEMPOTENCY_TABLE,
-            self.claims.scope,
-            key,
-            {
-                "Status": COMPLETED,
-                "Result": json.dumps(result, default=str),
-                "CompletedAt": now.isoformat(),
-                "ExpiresAt": (now + self.claims.expires_after).isoformat(),
-                "PayloadHash": "",
-            },
+    def _once(self, key: str, channel: str, effect: Callable[[], tuple[str, dict[str, Any]]]) -> ChannelResult:
+        """Run `effect` at most once per key: done before -> duplicate; held by another worker -> retry
+        after its lease (not counted as an attempt)."""
+        done = self.idempotency.once(
+            ALERT_SCOPE, key, effect, encode=lambda r: {"status": r[0], **r[1]}, decode=lambda d: (d["status"], d)
         )
+        if done.busy:
+            return ChannelResult(
+                channel,
+                "retry",
+                "another worker holds this delivery",
+                retry_after=done.retry_after,
+                counts_as_attempt=False,
+            )
+        if done.replayed:
+            return ChannelResult(channel, "duplicate", "delivered before")
+        assert done.result is not None
+        status, result = done.result
+        return ChannelResult(channel, status, str(result.get("detail", "")))
 
     # -- Teams --
 
     def teams_channel(self, alert: Alert, route: AlertRoute) -> ChannelResult:
-        key = self._claim_key(alert, "teams")
-        if self._completed(key):  # before storm counting: a replay must not count, nor join a digest
-            return ChannelResult("teams", "duplicate", "delivered before")
-        if alert.kind not in ("delivery_failing", "digest"):
-            identity = idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint())
-            decision = self.storms.admit(alert, route.squad, identity, self.clock())
-            if decision.status == DIGEST:
-                if decision.schedule_digest:
-                    self._schedule_digest(decision.window)
-                detail = f"held for the digest of {decision.window.partition}"
-                self._complete(key, {"status": "digest", "detail": detail})
-                return ChannelResult("teams", "digest", detail)
         url = route.teams_webhook_url
         if url:
             self.teams.check_allowed(url)  # refused before anything is claimed or sent
         content = cards.alert_content(alert, route.squad, review_link_for_alert(self.settings, alert))
 
         def post() -> tuple[str, dict[str, Any]]:
+            # inside the claim: a replay answers "duplicate" before storm control could count it again
+            if alert.kind not in ("delivery_failing", "digest"):
+                identity = idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint())
+                decision = self.storms.admit(alert, route.squad, identity, self.clock())
+                if decision.status == DIGEST:
+                    if decision.schedule_digest:
+                        self._schedule_digest(decision.window)
+                    return "digest", {"detail": f"held for the digest of {decision.window.partition}"}
             if not url:
                 payload = cards.fit(content, cards.adaptive_card_message)
                 path = self.outbox.write("teams", alert.action, alert.dedupe_key, alert.fingerprint(), payload)
@@ -277,7 +274,7 @@ class AlertDelivery:
             status = self.teams.post(url, cards.teams_payload(content, url))
             return "delivered", {"detail": f"{webhook_ref(url)} HTTP {status}"}
 
-        return self._once(key, "teams", post, checked=True)
+        return self._once(self._claim_key(alert, "teams"), "teams", post)
 
     def _schedule_digest(self, window: StormWindow) -> None:
         delay = max(1, math.ceil((window.end - self.clock()).total_seconds()) + 2)
@@ -374,11 +371,14 @@ class AlertDelivery:
 
     def backoff_seconds(self, attempt: int, retry_after: float | None) -> int:
         """Full-jitter exponential backoff for the retry after `attempt`; never sooner than Retry-After."""
-        ceiling = min(
-            self.settings.alert_retry_max_seconds, self.settings.alert_retry_base_seconds * 2 ** (attempt - 1)
+        delay = backoff_delay(
+            attempt,
+            base=self.settings.alert_retry_base_seconds,
+            cap=self.settings.alert_retry_max_seconds,
+            retry_after=retry_after,
+            rng=self.rng,
         )
-        delay = max(ceiling * self.rng(), retry_after or 0.0, 1.0 if self.settings.alert_retry_base_seconds else 0.0)
-        return min(MAX_VISIBILITY_SECONDS, math.ceil(delay))
+        return min(MAX_VISIBILITY_SECONDS, math.ceil(max(delay, 1.0)))
 
     def _follow_up(self, outcome: DeliveryOutcome, message: dict[str, Any], attempt: int, alert: Alert | None) -> None:
         retry = [r for r in outcome.results if r.status == "retry"]
@@ -439,16 +439,3 @@ def _reason(err: Exception) -> str:
 
 def _placeholder(squad: str) -> Alert:
     return Alert("digest", "info", "digest", "-", squad, (), (), "digest")
-
-
-_deliveries: dict[int, AlertDelivery] = {}
-_lock = threading.Lock()
-
-
-def delivery_for(runtime: Any) -> AlertDelivery:
-    """The process's `AlertDelivery` for a runtime (one per runtime: Teams rate limits are per process)."""
-    with _lock:
-        found = _deliveries.get(id(runtime))
-        if found is None or found.settings is not runtime.settings:
-            found = _deliveries[id(runtime)] = AlertDelivery.from_settings(runtime.settings, runtime.storage)
-        return found

@@ -2,7 +2,9 @@
 
 Windows are fixed buckets of `window_minutes` (UTC). In the `alertstorms` table each (squad,
 window) partition holds a counter row and one row per alert with the decision taken for it the
-first time it was seen, so a redelivered or replayed alert always gets the same answer. The
+first time it was seen, so a redelivered or replayed alert always gets the same answer. The two
+are written in one entity-group transaction (one round trip); partitions are already spread by
+squad and window. The
 (N+1)-th alert schedules one digest message for the end of the window; the digest then lists
 every alert that was held back. Storm control applies to Teams cards only: incidents are already
 one per dedupe key.
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.alerts.model import Alert
-from shared.errors import ConflictError, StorageError
+from shared.errors import BatchRejected, ConflictError, StorageError
 
 TABLE = "alertstorms"
 COUNTER = "counter"
@@ -26,9 +29,9 @@ DIGEST = "digest"
 
 
 class StormStore(Protocol):
-    def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool: ...
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None: ...
-    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None: ...
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> Any: ...
+    def transact(self, table: str, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]: ...
     def query(self, table: str, filter: str | None = None, **params: Any) -> Any: ...
 
 
@@ -66,36 +69,79 @@ class StormDecision:
 
 
 class StormGate:
+    """Counts alerts per (squad, window). One alert costs one round trip: an entity-group transaction
+    that creates its member row and bumps the counter (etag-checked) together. The counter's last
+    known state is kept in process, so a read is needed only when another worker moved it."""
+
     def __init__(self, store: StormStore, threshold: int, window_minutes: int) -> None:
         self.store = store
         self.threshold = threshold
         self.window_minutes = window_minutes
+        self._counters: dict[str, dict[str, Any]] = {}  # window partition -> last counter entity seen
+        self._decided: dict[tuple[str, str], tuple[str, int]] = {}  # (partition, identity) -> (decision, seq)
+        self._lock = threading.Lock()
 
     def admit(self, alert: Alert, squad: str, identity: str, now: datetime) -> StormDecision:
         """Decide once per alert identity whether its card goes out now or into the window's digest."""
         window = window_of(squad, now, self.window_minutes)
         if self.threshold <= 0:
             return StormDecision(DELIVER, window, 0)
-        seen = self.store.get(TABLE, window.partition, identity)
-        if seen is None:
-            seq, digest_scheduled = self._count(window)
+        with self._lock:
+            known = self._decided.get((window.partition, identity))
+        if known is not None and known[0] == DELIVER:  # a retry of a card this process counted
+            return StormDecision(DELIVER, window, known[1])
+        summary = json.dumps(
+            {"kind": alert.kind, "severity": alert.severity, "title": alert.title[:300], "action": alert.action}
+        )
+        for _ in range(50):
+            with self._lock:
+                counter = self._counters.get(window.partition)
+            if counter is None:
+                counter = self.store.get(TABLE, window.partition, COUNTER)
+            seq = int(counter.get("Count", 0)) + 1 if counter else 1
             status = DELIVER if seq <= self.threshold else DIGEST
             member = {
+                "PartitionKey": window.partition,
+                "RowKey": identity,
                 "Squad": squad,
                 "Seq": seq,
                 "Decision": status,
-                "Alert": json.dumps(
-                    {"kind": alert.kind, "severity": alert.severity, "title": alert.title[:300], "action": alert.action}
-                ),
+                "Alert": summary,
                 "DedupeKey": alert.dedupe_key[:1000],
             }
-            if not self.store.insert(TABLE, window.partition, identity, member):
-                seen = self.store.get(TABLE, window.partition, identity)
-        if seen is not None:
-            status, seq = str(seen.get("Decision", DELIVER)), int(seen.get("Seq", 0))
-            counter = self.store.get(TABLE, window.partition, COUNTER) or {}
-            digest_scheduled = bool(counter.get("DigestScheduled"))
-        return StormDecision(status, window, seq, schedule_digest=status == DIGEST and not digest_scheduled)
+            if counter is None:
+                bump: tuple[Any, ...] = (
+                    "create",
+                    {"PartitionKey": window.partition, "RowKey": COUNTER, "Count": 1, "DigestScheduled": False},
+                )
+            else:
+                body = {k: v for k, v in counter.items() if k != "_etag"}
+                bump = ("update", {**body, "Count": seq}, {"mode": "replace", "etag": counter["_etag"]})
+            try:
+                answers = self.store.transact(TABLE, [("create", member), bump])
+            except BatchRejected as rejected:
+                if rejected.index == 0:  # this alert was counted before: the same answer again
+                    seen = self.store.get(TABLE, window.partition, identity) or {}
+                    status, seq = str(seen.get("Decision", DELIVER)), int(seen.get("Seq", 0))
+                    scheduled = False
+                    if status == DIGEST:
+                        counter = self.store.get(TABLE, window.partition, COUNTER) or {}
+                        scheduled = bool(counter.get("DigestScheduled"))
+                    return StormDecision(status, window, seq, schedule_digest=status == DIGEST and not scheduled)
+                with self._lock:
+                    self._counters.pop(window.partition, None)
+                continue  # the counter moved (another worker): read it and try again
+            fresh = {**bump[1], "_etag": (answers[1] if len(answers) > 1 else {}).get("etag")}
+            with self._lock:
+                if len(self._counters) > 10_000 or len(self._decided) > 100_000:
+                    self._counters.clear()  # bounded memory: forgetting costs a read
+                    self._decided.clear()
+                if fresh["_etag"]:
+                    self._counters[window.partition] = fresh
+                self._decided[(window.partition, identity)] = (status, seq)
+            scheduled = bool(fresh.get("DigestScheduled"))
+            return StormDecision(status, window, seq, schedule_digest=status == DIGEST and not scheduled)
+        raise StorageError(f"storm counter {window.partition} is too contended; retry later")
 
     def mark_digest_scheduled(self, window: StormWindow) -> None:
         """Remember that the digest message is on the queue (best effort: a second one is harmless)."""
@@ -105,6 +151,8 @@ class StormGate:
                 return
             try:
                 self.store.replace_if_unchanged(TABLE, {**counter, "DigestScheduled": True})
+                with self._lock:
+                    self._counters.pop(window.partition, None)
                 return
             except ConflictError:
                 continue
@@ -129,19 +177,3 @@ class StormGate:
                 )
             )
         return out
-
-    def _count(self, window: StormWindow) -> tuple[int, bool]:
-        """Increment the window's counter with optimistic concurrency; (new count, digest scheduled?)."""
-        for _ in range(50):
-            counter = self.store.get(TABLE, window.partition, COUNTER)
-            if counter is None:
-                if self.store.insert(TABLE, window.partition, COUNTER, {"Count": 1, "DigestScheduled": False}):
-                    return 1, False
-                continue
-            count = int(counter.get("Count", 0)) + 1
-            try:
-                self.store.replace_if_unchanged(TABLE, {**counter, "Count": count})
-            except ConflictError:
-                continue
-            return count, bool(counter.get("DigestScheduled"))
-        raise StorageError(f"storm counter {window.partition} is too contended; retry later")

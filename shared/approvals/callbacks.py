@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from shared.errors import ForbiddenActionError, TransientUpstreamError, UpstreamError
+from shared.retry import retry_after_from
 from shared.urls import outbound_problem, pinned_session, redact_url
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class LogicAppCallback:
         except requests.RequestException as exc:
             raise TransientUpstreamError(f"{what}: {redacted(url)} unreachable: {type(exc).__name__}") from None
         if resp.status_code == 429 or resp.status_code >= 500:
-            retry_after = _retry_after(resp.headers.get("Retry-After"))
+            retry_after = retry_after_from(resp.headers)
             raise TransientUpstreamError(
                 f"{what}: {redacted(url)} answered {resp.status_code}", retry_after=retry_after
             )
@@ -66,10 +67,3 @@ class LogicAppCallback:
             raise UpstreamError(f"{what}: {redacted(url)} answered {resp.status_code}")
         log.info("%s: %s answered %s", what, redacted(url), resp.status_code)
         return int(resp.status_code)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

@@ -17,10 +17,11 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from shared.errors import BadInputError, ConflictError
-from shared.idempotency import IdempotencyStore, idempotency_key
+from shared.idempotency import Idempotency, Scope, idempotency_key
 
 KEY_HEADER = "idempotency-key"
 RUN_HEADER = "x-ms-workflow-run-id"
@@ -71,22 +72,21 @@ def answer_once(
     """Run `run()` once per key; a replay gets the stored answer with `replayed=True`."""
     if not key:
         return run()
-    claims = IdempotencyStore(store, f"http-{operation}")
     if key.startswith(RUN_KEY_PREFIX):  # derived from the run: the body tells two calls of one action apart
         key += ":" + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     row = idempotency_key(*scope_ids, key)
-    claim = claims.claim(row, payload)
-    if claim.status == "completed" and claim.result is not None:
-        return Answer(int(claim.result["status"]), claim.result["body"], replayed=True)
-    if claim.status == "in_progress":
-        raise ConflictError("a request with this Idempotency-Key is still running; retry in a few seconds")
-    try:
-        answer = run()
-    except BaseException:
-        claims.release(row)
-        raise
-    if 200 <= answer.status < 300:
-        claims.complete(row, {"status": answer.status, "body": answer.body})
-    else:
-        claims.release(row)
-    return answer
+    done = Idempotency(store).once(
+        Scope(f"http-{operation}", lease=timedelta(minutes=2), expires_after=timedelta(days=14), spread=1),
+        row,
+        run,
+        payload=payload,
+        keep=lambda answer: 200 <= answer.status < 300,  # only a success is replayed
+        encode=lambda answer: {"status": answer.status, "body": answer.body},
+        decode=lambda doc: Answer(int(doc["status"]), doc["body"], replayed=True),
+    )
+    if done.busy:
+        raise ConflictError(
+            f"a request with this Idempotency-Key is still running; retry in {max(1, round(done.retry_after))} s"
+        )
+    assert done.result is not None
+    return done.result

@@ -31,10 +31,8 @@ def caller_dedupe_key(dedupe_key: str, title: str, resource_id: str) -> str:
 
 def enqueue(store: Any, alert: Alert) -> str:
     """Put one alert on the alerts queue through the alert capability; returns the message id."""
-    try:
-        from shared.alerts.delivery import enqueue_alert
-    except ImportError:  # the delivery module of issue 4 not merged yet: same queue, same message shape
-        return str(store.send(ALERTS_QUEUE, alert.to_dict()))
+    from shared.alerts.delivery import enqueue_alert
+
     return str(enqueue_alert(store, alert))
 
 

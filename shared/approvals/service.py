@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.approvals import notify
@@ -44,12 +44,16 @@ from shared.approvals.workflow import (
     with_outcome,
 )
 from shared.errors import BadInputError, ConflictError, NotFoundError, UpstreamError
-from shared.idempotency import IdempotencyStore
+from shared.idempotency import Idempotency, Scope
 
 log = logging.getLogger(__name__)
 
 TABLE = "approvals"
 PARTITION = "approval"
+# one record per approval and step; the lease covers an ARM action with its retries (or a warehouse write)
+ACTION_SCOPE = Scope("approval-action", lease=timedelta(minutes=10), spread=1)
+AUDIT_SCOPE = Scope("approval-audit", lease=timedelta(minutes=5), spread=1)
+CALLBACK_SCOPE = Scope("approval-callback", lease=timedelta(minutes=2), spread=1)
 QUEUE = "approval-actions"
 
 
@@ -239,26 +243,22 @@ def finish(
 
 def _action_step(runtime: Any, approval: Approval, arm_factory: Callable[[], ArmClient]) -> ActionOutcome:
     assert approval.decision is not None
-    claims = IdempotencyStore(runtime.storage, "approval-action")
-    claim = claims.claim(approval.approval_id)
-    if claim.status == "completed" and claim.result:
-        return _outcome_from(claim.result)
-    if claim.status == "in_progress":
-        raise ConflictError(f"the action of approval {approval.approval_id} is running in another worker")
-    try:
+    decision = approval.decision.decision
+
+    def act() -> ActionOutcome:
         mode = runtime.settings.remediation_mode
-        if approval.decision.decision == "approve":
+        if decision == "approve":
             target = ActionTarget(approval.resource_id, approval.expected_usd_per_day, approval.impact_usd_per_hour)
-            outcome = run_action(approval.action, target, GuardRails.from_settings(runtime.settings), arm_factory)
-        elif approval.decision.decision == "escalate":
-            outcome = ActionOutcome(approval.action, "skipped", mode, "escalated: nothing done, handed to a human")
-        else:
-            outcome = ActionOutcome(approval.action, "skipped", mode, "rejected: nothing done")
-    except Exception:
-        claims.release(approval.approval_id)
-        raise
-    claims.complete(approval.approval_id, _outcome_doc(outcome))
-    return outcome
+            return run_action(approval.action, target, GuardRails.from_settings(runtime.settings), arm_factory)
+        if decision == "escalate":
+            return ActionOutcome(approval.action, "skipped", mode, "escalated: nothing done, handed to a human")
+        return ActionOutcome(approval.action, "skipped", mode, "rejected: nothing done")
+
+    done = _idempotency(runtime).once(
+        ACTION_SCOPE, approval.approval_id, act, encode=_outcome_doc, decode=_outcome_from
+    ).raise_if_busy(f"the action of approval {approval.approval_id}")
+    assert done.result is not None
+    return done.result
 
 
 def _store_outcome(store: Any, approval_id: str, outcome: ActionOutcome) -> Approval:
@@ -274,11 +274,7 @@ def _store_outcome(store: Any, approval_id: str, outcome: ActionOutcome) -> Appr
 
 
 def _audit_step(runtime: Any, approval: Approval, outcome: ActionOutcome, correlation_id: str) -> None:
-    claims = IdempotencyStore(runtime.storage, "approval-audit")
-    claim = claims.claim(approval.approval_id)
-    if claim.status != "new":
-        return
-    try:
+    def audit() -> dict[str, Any]:
         record = audit_record(approval, outcome, _now())
         write_audit(runtime.storage, runtime.warehouse, record)
         notify.enqueue(runtime.storage, notify.audit_alert(approval, outcome, correlation_id))
@@ -289,30 +285,38 @@ def _audit_step(runtime: Any, approval: Approval, outcome: ActionOutcome, correl
                 else (approval.decision.reason if approval.decision else "")
             )
             notify.enqueue(runtime.storage, notify.escalation_alert(approval, why or "escalated", correlation_id))
-    except Exception:
-        claims.release(approval.approval_id)
-        raise
-    claims.complete(approval.approval_id, {"auditId": record.audit_id})
+        return {"auditId": record.audit_id}
+
+    # a holder that crashed mid-audit is picked up after its lease: BUSY retries, never acknowledges
+    _idempotency(runtime).once(AUDIT_SCOPE, approval.approval_id, audit).raise_if_busy(
+        f"the audit of approval {approval.approval_id}"
+    )
 
 
 def _callback_step(runtime: Any, approval: Approval, callback: LogicAppCallback) -> None:
     run = hashlib.sha256(approval.callback_url.encode()).hexdigest()[:32]
-    claims = IdempotencyStore(runtime.storage, "approval-callback")
-    key = f"{approval.approval_id}:{run}"
-    claim = claims.claim(key)
-    if claim.status != "new":
-        return
-    try:
-        status = callback.post(approval.callback_url, callback_body(approval), what=f"approval {approval.approval_id}")
-    except UpstreamError as err:
-        if err.status >= 503:  # transient: the queue retries
-            claims.release(key)
-            raise
-        # 4xx: the run is gone (timed out, cancelled); a retry cannot help
-        log.warning("Logic App callback for %s refused: %s", approval.approval_id, err.detail)
-        claims.complete(key, {"status": err.status, "detail": err.detail})
-        return
-    claims.complete(key, {"status": status})
+
+    def call_back() -> dict[str, Any]:
+        try:
+            status = callback.post(
+                approval.callback_url, callback_body(approval), what=f"approval {approval.approval_id}"
+            )
+        except UpstreamError as err:
+            if err.status >= 503:  # transient: the claim is released and the queue retries
+                raise
+            # 4xx: the run is gone (timed out, cancelled); a retry cannot help
+            log.warning("Logic App callback for %s refused: %s", approval.approval_id, err.detail)
+            return {"status": err.status, "detail": err.detail}
+        return {"status": status}
+
+    _idempotency(runtime).once(CALLBACK_SCOPE, f"{approval.approval_id}:{run}", call_back).raise_if_busy(
+        f"the callback of approval {approval.approval_id}"
+    )
+
+
+def _idempotency(runtime: Any) -> Idempotency:
+    found = getattr(runtime, "idempotency", None)
+    return found if isinstance(found, Idempotency) else Idempotency(runtime.storage)
 
 
 def _outcome_doc(outcome: ActionOutcome) -> dict[str, Any]:

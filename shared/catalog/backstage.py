@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
-from shared.adapters.teams import parse_retry_after
 from shared.errors import SettingsError, TransientUpstreamError, UpstreamAuthError, UpstreamError
+from shared.retry import parse_retry_after
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ def _runtime() -> Any:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from shared.alerts.delivery import alert_message, delivery_for, enqueue_alert
+    from shared.alerts.delivery import alert_message, enqueue_alert
     from shared.alerts.model import Alert
 
     try:
@@ -64,7 +64,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         message_id = enqueue_alert(runtime.storage, alert)
         print(json.dumps({"queued": message_id, "dedupe_key": alert.dedupe_key}))
         return 0
-    outcome = delivery_for(runtime).handle(alert_message(alert))
+    outcome = runtime.alert_delivery.handle(alert_message(alert))
     print(json.dumps(outcome.summary(), indent=2))
     return 1 if outcome.poisoned else 0
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from shared.adapters.teams import parse_retry_after
 from shared.dora import store
 from shared.dora.services import from_backstage_entities
 from shared.errors import SettingsError, TransientUpstreamError, UpstreamAuthError, UpstreamError
+from shared.retry import parse_retry_after
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime

@@ -4,6 +4,11 @@ The `policystate` table holds one row per (resource, assignment, definition refe
 newest `data.timestamp` seen. An event older than the row is stale, one with the same timestamp
 is a duplicate; both are dropped. The first write is a conditional insert and later ones an
 optimistic replace, so two workers racing on the same key cannot both win.
+
+Round trips: a new key costs one insert; a duplicate one failed insert and one read (or nothing
+when this process committed it). Rows are spread over `SPREAD` partitions `state-<hex>` by the
+key's hash (one partition caps at ~2,000 entities/s). `admit_many` admits a received batch with
+one entity-group transaction per partition instead of one insert per event.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.errors import ConflictError
+from shared.errors import BatchRejected, ConflictError
 from shared.policy.events import PolicyStateEvent
 
 TABLE = "policystate"
-PARTITION = "state"
+PARTITION = "state"  # prefix: rows live in `state-00` .. `state-0f`
+SPREAD = 16
 NEW = "new"
 DUPLICATE = "duplicate"
 STALE = "stale"
@@ -26,7 +32,8 @@ STALE = "stale"
 class LedgerStore(Protocol):
     def insert(self, table: str, partition: str, row: str, fields: dict[str, Any]) -> bool: ...
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None: ...
-    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> None: ...
+    def replace_if_unchanged(self, table: str, entity: dict[str, Any]) -> Any: ...
+    def transact(self, table: str, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,11 @@ class Admission:
 
 def state_row_key(event: PolicyStateEvent) -> str:
     return hashlib.sha256("|".join(event.key).encode()).hexdigest()
+
+
+def state_partition(row: str) -> str:
+    """The ledger partition of a row key (a sha256 hex): `state-<int(row[:2], 16) % SPREAD as 2 hex>`."""
+    return f"{PARTITION}-{int(row[:2], 16) % SPREAD:02x}"
 
 
 def _fields(event: PolicyStateEvent) -> dict[str, Any]:
@@ -70,18 +82,68 @@ class PolicyStateLedger:
 
     def admit(self, event: PolicyStateEvent) -> Admission:
         """Record the event if it is the newest for its key. In: a parsed event. Out: the Admission."""
-        row = state_row_key(event)
-        with self._lock:
-            known = self._seen.get(row)
-        if known is not None and event.timestamp <= known:
-            return Admission(DUPLICATE if event.timestamp == known else STALE)
-        admission = self._admit(event, row)
-        if admission.admitted:
+        return self.admit_many([event])[0]
+
+    def admit_many(self, events: list[PolicyStateEvent]) -> list[Admission]:
+        """Admit a received batch: the Admission of each event, in order. Within the batch only the
+        newest event of a key can be new; the new rows of one partition go in one transaction (a row
+        that exists already fails it: that event is then admitted on its own, the rest retried)."""
+        out: list[Admission | None] = [None] * len(events)
+        newest: dict[str, int] = {}
+        for i, event in enumerate(events):
+            row = state_row_key(event)
             with self._lock:
+                known = self._seen.get(row)
+            if known is not None and event.timestamp <= known:
+                out[i] = Admission(DUPLICATE if event.timestamp == known else STALE)
+                continue
+            j = newest.get(row)
+            if j is None or event.timestamp > events[j].timestamp:
+                newest[row] = i
+        groups: dict[str, list[int]] = {}
+        for row, i in newest.items():
+            groups.setdefault(state_partition(row), []).append(i)
+        for partition, indexes in groups.items():
+            for i, admission in zip(indexes, self._admit_group(partition, [events[i] for i in indexes]), strict=True):
+                out[i] = admission
+        for i, event in enumerate(events):  # the older copies of a key within the batch
+            if out[i] is None:
+                first = events[newest[state_row_key(event)]]
+                out[i] = Admission(DUPLICATE if event.timestamp == first.timestamp else STALE)
+        return [a for a in out if a is not None]
+
+    def _admit_group(self, partition: str, events: list[PolicyStateEvent]) -> list[Admission]:
+        """One partition's candidates: one transaction of inserts (up to 100 at a time). A row that
+        exists already refuses it: that event and the rest of the chunk are then admitted one by one
+        (insert, read on conflict), which is what a storm of duplicates costs anyway."""
+        result: list[Admission] = []
+        for start in range(0, len(events), 100):
+            chunk = events[start : start + 100]
+            if len(chunk) > 1:
+                ops: list[tuple[Any, ...]] = [
+                    ("create", {"PartitionKey": partition, "RowKey": state_row_key(e), **_fields(e)}) for e in chunk
+                ]
+                try:
+                    self.store.transact(TABLE, ops)
+                except BatchRejected:
+                    pass
+                else:
+                    result.extend(Admission(NEW) for _ in chunk)
+                    self._remember(chunk)
+                    continue
+            for event in chunk:
+                admission = self._admit(event, state_row_key(event))
+                if admission.admitted:
+                    self._remember([event])
+                result.append(admission)
+        return result
+
+    def _remember(self, events: list[PolicyStateEvent]) -> None:
+        with self._lock:
+            for event in events:
                 if len(self._seen) >= self.memory:
                     self._seen.clear()  # a bounded cache: forgetting only costs a storage read
-                self._seen[row] = event.timestamp
-        return admission
+                self._seen[state_row_key(event)] = event.timestamp
 
     def forget(self, event: PolicyStateEvent) -> None:
         """Drop the process memory of the event's key (after a failed attempt the row is rolled back)."""
@@ -89,10 +151,11 @@ class PolicyStateLedger:
             self._seen.pop(state_row_key(event), None)
 
     def _admit(self, event: PolicyStateEvent, row: str) -> Admission:
+        partition = state_partition(row)
         for _ in range(self.attempts):
-            if self.store.insert(TABLE, PARTITION, row, _fields(event)):
+            if self.store.insert(TABLE, partition, row, _fields(event)):
                 return Admission(NEW)
-            current = self.store.get(TABLE, PARTITION, row)
+            current = self.store.get(TABLE, partition, row)
             if current is None:
                 continue  # deleted meanwhile: insert again
             seen = str(current.get("Timestamp_", ""))

@@ -25,7 +25,7 @@ from shared.policy.planning import (
     RemediationPlan,
     plan_remediations,
 )
-from shared.policy.worker import PENDING_PARTITION, REMEDIATIONS_TABLE, _hash
+from shared.policy.worker import REMEDIATIONS_TABLE, _hash, pending_rows
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def run_plan(store: Any, settings: Settings, arm: Any, *, now: datetime | None =
     """Plan the pending violations of closed windows and carry the plan out. Returns PlanRun."""
     now = now or datetime.now(UTC)
     current_window = int(now.timestamp()) // settings.remediation_window_seconds
-    rows = list(store.query(REMEDIATIONS_TABLE, "PartitionKey eq @pk", pk=PENDING_PARTITION))
+    rows = pending_rows(store)
     ready = [r for r in rows if int(r.get("Window", 0)) < current_window]
     pending = [
         PendingViolation(r["AssignmentId"], r.get("DefinitionReferenceId", ""), r["ResourceId"], int(r["Window"]))
@@ -116,10 +116,10 @@ def run_plan(store: Any, settings: Settings, arm: Any, *, now: datetime | None =
         running_keys=[str(t.get("KeyId", "")) for t in running],
         running_count=len(running),
     )
-    by_group: dict[tuple[str, str, int], list[str]] = {}
+    by_group: dict[tuple[str, str, int], list[tuple[str, str]]] = {}
     for r in ready:
         group = (r["AssignmentId"].lower(), str(r.get("DefinitionReferenceId", "")).lower(), int(r["Window"]))
-        by_group.setdefault(group, []).append(r["RowKey"])
+        by_group.setdefault(group, []).append((r["PartitionKey"], r["RowKey"]))
     outcome = PlanRun(plan, pending_left=len(rows) - len(ready))
     throttled = False
     for task in plan.tasks:
@@ -151,8 +151,8 @@ def run_plan(store: Any, settings: Settings, arm: Any, *, now: datetime | None =
                 task.name,
                 extra={"assignment": task.key.assignment_id, "scope": task.key.scope, "reason": task.reason},
             )
-        for row in by_group[group]:
-            store.delete(REMEDIATIONS_TABLE, PENDING_PARTITION, row)
+        for partition, row in by_group[group]:
+            store.delete(REMEDIATIONS_TABLE, partition, row)
     return outcome
 
 

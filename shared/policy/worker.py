@@ -22,9 +22,8 @@ from shared.alerts.delivery import enqueue_alert
 from shared.alerts.model import Alert
 from shared.alerts.routing import owner_from_tags
 from shared.errors import ConflictError, UpstreamAuthError, ValueFlowError
-from shared.policy.dedupe import PARTITION as STATE_PARTITION
 from shared.policy.dedupe import TABLE as STATE_TABLE
-from shared.policy.dedupe import PolicyStateLedger, state_row_key
+from shared.policy.dedupe import Admission, PolicyStateLedger, state_partition, state_row_key
 from shared.policy.effects import (
     ESCALATE,
     EffectCache,
@@ -44,8 +43,9 @@ WORK_QUEUE = "policy-work"
 POISON_QUEUE = "policy-work-poison"
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a unit test keeps them equal)
 REMEDIATIONS_TABLE = "remediations"
-PENDING_PARTITION = "pending"
-OPEN_ALERT_PARTITION = "open-alert"
+PENDING_PARTITION = "pending"  # prefix: rows live in `pending-00`..`pending-0f` (by row hash)
+OPEN_ALERT_PARTITION = "open-alert"  # prefix, likewise
+SPREAD = 16
 OWNER_PARTITION = "owner"
 COUNTER_PARTITION = "counter"
 CONFIG_ALERT_PARTITION = "config-alert"
@@ -138,28 +138,43 @@ class PolicyWorker:
         """In: the queue message body. Out: WorkOutcome. A malformed item is counted and dropped;
         any other failure is raised so the host retries it, and on the last attempt an alert says
         that it is going to `policy-work-poison`."""
-        try:
-            doc = json.loads(body)
-            event = PolicyStateEvent.from_dict(doc["event"])
-            received_at = datetime.fromisoformat(doc["received_at"])
-            if not event.resource_id or not event.assignment_id or not event.timestamp:
-                raise KeyError("event fields")
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("policy work item dropped: not a work item (%s)", type(exc).__name__)
-            count(self.store, "rejected-malformed-work-item")
-            return WorkOutcome("rejected", "malformed work item")
-        try:
-            return self._process(event, received_at)
-        except UpstreamAuthError as exc:
-            # a missing or refused credential is configuration, not a blip: no retries, park the item, alert once
-            return self._park(body, event, message_id, exc)
-        except Exception as exc:
-            if dequeue_count >= MAX_DEQUEUE_COUNT:
-                self._poison_alert(event, message_id, exc)
-            raise
+        outcome = self.process_batch([(body, dequeue_count, message_id)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    def _process(self, event: PolicyStateEvent, received_at: datetime) -> WorkOutcome:
-        admission = self.ledger.admit(event)
+    def process_batch(self, messages: list[tuple[bytes | str, int, str]]) -> list[WorkOutcome | Exception]:
+        """A received batch of (body, dequeue count, message id): the outcome of each, or the exception
+        that must leave that message on the queue for a retry (the others are done: acknowledge them).
+        The ledger admits the whole batch with one transaction per partition."""
+        results: list[WorkOutcome | Exception | None] = [None] * len(messages)
+        parsed: list[tuple[int, PolicyStateEvent, datetime]] = []
+        for i, (body, _, _) in enumerate(messages):
+            item = _parse_item(body)
+            if item is None:
+                count(self.store, "rejected-malformed-work-item")
+                results[i] = WorkOutcome("rejected", "malformed work item")
+            else:
+                parsed.append((i, *item))
+        try:
+            admissions = self.ledger.admit_many([event for _, event, _ in parsed])
+        except Exception as exc:
+            admissions = [exc] * len(parsed)  # type: ignore[list-item]
+        for (i, event, received_at), admission in zip(parsed, admissions, strict=True):
+            try:
+                if isinstance(admission, Exception):
+                    raise admission
+                results[i] = self._process(event, received_at, admission)
+            except UpstreamAuthError as exc:
+                # a missing or refused credential is configuration, not a blip: no retries, park, alert once
+                results[i] = self._park(messages[i][0], event, messages[i][2], exc)
+            except Exception as exc:
+                if messages[i][1] >= MAX_DEQUEUE_COUNT:
+                    self._poison_alert(event, messages[i][2], exc)
+                results[i] = exc
+        return [r for r in results if r is not None]
+
+    def _process(self, event: PolicyStateEvent, received_at: datetime, admission: Admission) -> WorkOutcome:
         if not admission.admitted:
             log.info(
                 "policy event dropped: %s",
@@ -184,10 +199,11 @@ class PolicyWorker:
         if path_for_effect(effect) == ESCALATE:
             return self._escalate(event, effect)
         window = int(received_at.timestamp()) // self.settings.remediation_window_seconds
+        row = pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id)
         self.store.upsert(
             REMEDIATIONS_TABLE,
-            PENDING_PARTITION,
-            pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id),
+            spread_partition(PENDING_PARTITION, row),
+            row,
             {
                 "AssignmentId": event.assignment_id,
                 "DefinitionReferenceId": event.definition_reference_id,
@@ -206,7 +222,7 @@ class PolicyWorker:
         incident = wants_incident(event.assignment_id, self.settings.policy_incident_assignments)
         opened = self.store.insert(
             STATE_TABLE,
-            OPEN_ALERT_PARTITION,
+            spread_partition(OPEN_ALERT_PARTITION, row),
             row,
             {"DedupeKey": key, "Owner": owner, "ResourceId": event.resource_id, "Incident": incident},
         )
@@ -215,33 +231,31 @@ class PolicyWorker:
         try:
             enqueue_alert(self.store, Alert(**violation_alert_fields(event, effect, owner, incident)))
         except Exception:
-            self.store.delete(STATE_TABLE, OPEN_ALERT_PARTITION, row)  # not sent: the retry must send it
+            self.store.delete(STATE_TABLE, spread_partition(OPEN_ALERT_PARTITION, row), row)  # the retry must send it
             raise
         log.info("policy violation escalated", extra={"dedupe_key": key, "owner": owner, "incident": incident})
         return WorkOutcome("alerted", key)
 
     def _close(self, event: PolicyStateEvent) -> WorkOutcome:
-        self.store.delete(
-            REMEDIATIONS_TABLE,
-            PENDING_PARTITION,
-            pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id),
-        )
+        pending = pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id)
+        self.store.delete(REMEDIATIONS_TABLE, spread_partition(PENDING_PARTITION, pending), pending)
         key = violation_key(event.assignment_id, event.definition_reference_id, event.resource_id)
         row = _hash(key)
-        opened = self.store.get(STATE_TABLE, OPEN_ALERT_PARTITION, row)
+        partition = spread_partition(OPEN_ALERT_PARTITION, row)
+        opened = self.store.get(STATE_TABLE, partition, row)
         if opened is None:
             return WorkOutcome("nothing-to-resolve")
         enqueue_alert(self.store, Alert(**resolved_alert_fields(event, str(opened.get("Owner", "")))))
-        self.store.delete(STATE_TABLE, OPEN_ALERT_PARTITION, row)
+        self.store.delete(STATE_TABLE, partition, row)
         return WorkOutcome("resolved", key)
 
     def _forget(self, event: PolicyStateEvent) -> None:
         self.ledger.forget(event)
         row = state_row_key(event)
         try:
-            current = self.store.get(STATE_TABLE, STATE_PARTITION, row)
+            current = self.store.get(STATE_TABLE, state_partition(row), row)
             if current is not None and current.get("Timestamp_") == event.timestamp:
-                self.store.delete(STATE_TABLE, STATE_PARTITION, row)
+                self.store.delete(STATE_TABLE, state_partition(row), row)
         except ValueFlowError:
             log.warning("could not roll back policy state %s; a retry may be dropped as duplicate", row)
 
@@ -337,45 +351,44 @@ class PolicyWorker:
         return owner
 
 
+def _parse_item(body: bytes | str) -> tuple[PolicyStateEvent, datetime] | None:
+    try:
+        doc = json.loads(body)
+        event = PolicyStateEvent.from_dict(doc["event"])
+        received_at = datetime.fromisoformat(doc["received_at"])
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("policy work item dropped: not a work item (%s)", type(exc).__name__)
+        return None
+    if not event.resource_id or not event.assignment_id or not event.timestamp:
+        log.warning("policy work item dropped: not a work item (event fields missing)")
+        return None
+    return event, received_at
+
+
+def spread_partition(prefix: str, row: str) -> str:
+    """`<prefix>-<hex>`: one of SPREAD partitions by the row key's hash (a sha256 hex), so no partition is hot."""
+    return f"{prefix}-{int(row[:2], 16) % SPREAD:02x}"
+
+
+def spread_rows(store: Any, table: str, prefix: str) -> list[dict[str, Any]]:
+    """Every row of a spread family: one partition-range query that also takes the unspread `<prefix>`
+    partition written before the rows were spread (so nothing pending before an upgrade is left behind)."""
+    return list(store.query(table, "PartitionKey ge @lo and PartitionKey lt @hi", lo=prefix, hi=prefix + "."))
+
+
+def pending_rows(store: Any) -> list[dict[str, Any]]:
+    """The pending remediable violations (table `remediations`)."""
+    return spread_rows(store, REMEDIATIONS_TABLE, PENDING_PARTITION)
+
+
+def open_alert_rows(store: Any) -> list[dict[str, Any]]:
+    """The escalated violations with an open alert (table `policystate`)."""
+    return spread_rows(store, STATE_TABLE, OPEN_ALERT_PARTITION)
+
+
 def pending_row_key(assignment_id: str, definition_reference_id: str, resource_id: str) -> str:
     return _hash("|".join(p.lower() for p in (assignment_id, definition_reference_id, resource_id)))
 
 
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-_arms: dict[int, tuple[Settings, Any]] = {}
-_arms_lock = threading.Lock()
-
-
-def arm_for(settings: Settings) -> Any:
-    """One `Arm` per settings object per process (its write budget must be shared by invocations)."""
-    from shared.adapters.arm import Arm
-
-    with _arms_lock:
-        entry = _arms.get(id(settings))
-        if entry is None or entry[0] is not settings:  # the reference kept in the entry pins the id
-            entry = (settings, Arm.from_settings(settings))
-            _arms[id(settings)] = entry
-        return entry[1]
-
-
-_workers: dict[int, tuple[Any, PolicyWorker]] = {}
-
-
-def worker_for(runtime: Any) -> PolicyWorker:
-    """One PolicyWorker per runtime per process, so its effect and owner caches outlive an invocation."""
-    arm = arm_for(runtime.settings)
-    with _arms_lock:
-        entry = _workers.get(id(runtime))
-        if entry is None or entry[0] is not runtime:
-            entry = (runtime, PolicyWorker(runtime.storage, runtime.settings, arm))
-            _workers[id(runtime)] = entry
-        return entry[1]
-
-
-def install_worker(runtime: Any, worker: PolicyWorker) -> None:
-    """Use `worker` for `runtime` from now on (dev tools: the demo points it at a local fake ARM)."""
-    with _arms_lock:
-        _workers[id(runtime)] = (runtime, worker)

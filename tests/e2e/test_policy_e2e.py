@@ -10,6 +10,7 @@ import pytest
 from werkzeug import Request, Response
 
 from shared.adapters.storage import StateStore
+from shared.policy.worker import pending_rows
 from tests.conftest import load_fixture, start_host, stop_host
 
 pytestmark = pytest.mark.e2e
@@ -116,7 +117,7 @@ def test_event_burst_through_the_local_host_becomes_one_remediation_put(policy_h
 
     # WHEN the worker has drained the queue and the coalescing window has closed
     def pending():
-        return list(host.store.query("remediations", "PartitionKey eq @pk", pk="pending"))
+        return pending_rows(host.store)
 
     assert wait_for(lambda: host.store.queue_length("policy-work") == 0 and len(pending()) == 26), host.log()[-3000:]
     time.sleep(2.1)

@@ -53,6 +53,36 @@ class MemoryStore:
     def delete(self, table: str, partition: str, row: str) -> None:
         self._t(table).pop((partition, row), None)
 
+    def transact(self, table: str, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """All or nothing within one partition, BatchRejected(index) like StateStore."""
+        from shared.errors import BatchRejected
+
+        assert len({op[1]["PartitionKey"] for op in operations}) <= 1, "one partition per transaction"
+        staged: dict[tuple[str, str], dict[str, Any] | None] = {}
+        answers: list[dict[str, Any]] = []
+        for i, op in enumerate(operations):
+            kind, entity = op[0], dict(op[1])
+            opts = op[2] if len(op) > 2 else {}
+            key = (entity["PartitionKey"], entity["RowKey"])
+            current = staged[key] if key in staged else self._t(table).get(key)
+            if kind == "create" and current is not None:
+                raise BatchRejected("exists", i)
+            if kind == "update" and (current is None or (opts.get("etag") and current["_etag"] != opts["etag"])):
+                raise BatchRejected("changed", i)
+            if kind == "delete":
+                staged[key] = None
+                answers.append({})
+                continue
+            etag = next(self._etags)
+            staged[key] = {**{k: v for k, v in entity.items() if k != "_etag"}, "_etag": etag}
+            answers.append({"etag": etag})
+        for key, value in staged.items():
+            if value is None:
+                self._t(table).pop(key, None)
+            else:
+                self._t(table)[key] = value
+        return answers
+
     def query(self, table: str, filter: str | None = None, **params: Any):
         for entity in list(self._t(table).values()):
             if filter is None or _matches(entity, filter, params):
@@ -68,13 +98,18 @@ class MemoryStore:
 
 def _matches(entity: dict[str, Any], filter: str, params: dict[str, Any]) -> bool:
     for clause in filter.split(" and "):
-        field, _, value = re.match(r"(\w+) (eq) (.+)", clause.strip()).groups()
+        field, op, value = re.match(r"(\w+) (eq|ge|lt) (.+)", clause.strip()).groups()
         if value.startswith("@"):
             expected: Any = params[value[1:]]
         elif value in ("true", "false"):
             expected = value == "true"
         else:
             expected = value.strip("'")
-        if entity.get(field) != expected:
+        actual = entity.get(field)
+        if op == "eq" and actual != expected:
+            return False
+        if op == "ge" and not (actual is not None and actual >= expected):
+            return False
+        if op == "lt" and not (actual is not None and actual < expected):
             return False
     return True

@@ -237,3 +237,46 @@ def test_unreachable_state_storage_raises_so_the_host_redelivers_instead_of_pois
     with pytest.raises(StorageError):
         delivery.handle(alert_message(_alert()))
     assert store.take(POISON) == []
+
+
+class CountingStore(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __getattribute__(self, name):
+        attr = super().__getattribute__(name)
+        if name in ("insert", "get", "upsert", "delete", "replace_if_unchanged", "transact", "send", "query"):
+            calls = super().__getattribute__("calls")
+
+            def counted(*a, **k):
+                calls.append(name)
+                return attr(*a, **k)
+
+            return counted
+        return attr
+
+
+def test_a_teams_only_alert_costs_a_claim_a_storm_count_and_a_completion_and_a_replay_two_reads(tmp_path):
+    # GIVEN delivery on a counting store, storm control on (the default threshold)
+    settings = load_settings({"OUTBOX_DIR": str(tmp_path / "outbox")}, local_settings=tmp_path / "none.json")
+    routes = parse_routes(
+        {"routes": {"squad-payments": {"teams_webhook_url": HOOK}}},
+        default_webhook_url="",
+        allowed_hosts=("*.logic.azure.com",),
+    )
+    store = CountingStore()
+    teams = RecordingTeams()
+    delivery = AlertDelivery(settings, store, routes, teams=teams)
+    delivery.handle(alert_message(_alert(severity="warning", dedupe_key="cost:other"), channels=["teams"]))
+    store.calls.clear()  # the squad's first alert in a window also reads the storm counter once
+    alert = _alert(severity="warning")
+    # WHEN an alert is delivered, then the same message comes again
+    delivery.handle(alert_message(alert, channels=["teams"]))
+    first = list(store.calls)
+    store.calls.clear()
+    replay = delivery.handle(alert_message(alert, channels=["teams"]))
+    # THEN it costs three table round trips (no read before the claim), the replay two, and one card
+    assert first == ["insert", "transact", "upsert"]
+    assert store.calls == ["insert", "get"] and replay.results[0].status == "duplicate"
+    assert len(teams.posts) == 2

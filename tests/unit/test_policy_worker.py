@@ -8,7 +8,14 @@ import pytest
 
 from shared.errors import TransientUpstreamError
 from shared.policy.remediation import run_plan, set_kill_switch
-from shared.policy.worker import MAX_DEQUEUE_COUNT, WORK_QUEUE, PolicyWorker, accept_event, read_counters
+from shared.policy.worker import (
+    MAX_DEQUEUE_COUNT,
+    WORK_QUEUE,
+    PolicyWorker,
+    accept_event,
+    pending_rows,
+    read_counters,
+)
 from shared.settings import load_settings
 from tests.conftest import load_fixture
 from tests.unit.policy_memory import MemoryStore
@@ -81,7 +88,7 @@ def test_remediable_violation_becomes_pending_once_and_duplicates_are_dropped(tm
     assert worker.process(item).status == "duplicate"
     older = work_item("eventgrid-subscription-single-policy.json", timestamp="2026-11-20T13:00:00Z")
     assert worker.process(older).status == "stale"
-    assert len(list(store.query("remediations", "PartitionKey eq @pk", pk="pending"))) == 1
+    assert len(pending_rows(store)) == 1
     assert arm.effect_calls == 1 and not store.sent(ALERTS_QUEUE)
 
 
@@ -140,7 +147,7 @@ def test_plan_of_closed_window_creates_one_task_in_enforce_and_none_in_dry_run(t
         run = run_plan(store, s, arm, now=datetime(2026, 11, 20, 15, tzinfo=UTC))
         assert len(arm.puts) == expected_puts
         assert len(run.plan.tasks) == 1
-        assert not list(store.query("remediations", "PartitionKey eq @pk", pk="pending"))
+        assert not pending_rows(store)
         if mode == "enforce":
             assert arm.puts[0]["resource_count"] == 42 and arm.puts[0]["ref"] == ""
 

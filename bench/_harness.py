@@ -1,0 +1,186 @@
+"""What the delivery and policy benchmarks share: the baseline tree, child runs, storage round trips.
+
+- `baseline_tree(commit)`: `git archive` of an older commit into a temp folder, so today's code and
+  the baseline run side by side in the same `make bench`, on the same Azurite, from the same driver.
+- `run_child(module, impl_root, args)`: run `python -m <module> --child ...` with `impl_root` first on
+  `sys.path` (its `shared` package is the one measured); the child prints one JSON line.
+- `count_round_trips()`: a counting hook on azure-core's `RequestsTransport.send`, the call every
+  storage client (old or new) makes once per HTTP request: every storage operation, retries
+  included, classified as table insert/get/query/upsert/replace/merge/delete/batch and queue
+  put/get/delete/update, with empty queue polls apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections import Counter
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_COMMIT = "c9e90f0"  # the implementation before issue 17
+AZURE_LATENCY_MS = 10.0  # stated per-operation latency of Azure Storage from a Functions instance in-region
+PARTITION_ENTITIES_PER_S = 2000  # Azure Tables: target per partition (1 KiB entities)
+ACCOUNT_TRANSACTIONS_PER_S = 20000  # Azure Storage: target per account
+QUEUE_MESSAGES_PER_S = 2000  # Azure Queues: target per queue (1 KiB messages)
+
+
+def baseline_tree(commit: str = BASELINE_COMMIT) -> Path | None:
+    """The files of `commit` in a temp folder (None when git or the commit is not available)."""
+    try:
+        raw = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "shared", "devhost"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"baseline {commit} not available ({exc}); measuring today's code only", file=sys.stderr)
+        return None
+    target = Path(tempfile.mkdtemp(prefix=f"bench-baseline-{commit}-"))
+    with tarfile.open(fileobj=BytesIO(raw)) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def run_child(module: str, impl_root: Path, args: list[str], timeout: float) -> dict[str, Any] | None:
+    """Run one measured child; its last stdout line is JSON. None (and the stderr tail) on failure."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(impl_root), str(ROOT)])}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--child", "--impl-root", str(impl_root), *args],
+            cwd=str(ROOT),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        print(f"{module} child ({impl_root.name}) timed out after {timeout:.0f}s", file=sys.stderr)
+        return None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        print(f"{module} child ({impl_root.name}) failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+        return None
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def use_implementation(argv: list[str]) -> None:
+    """In a child: put `--impl-root` first on sys.path before anything imports `shared`."""
+    if "--impl-root" in argv:
+        root = argv[argv.index("--impl-root") + 1]
+        sys.path.insert(0, root)
+        for name in [m for m in sys.modules if m == "shared" or m.startswith("shared.")]:
+            del sys.modules[name]
+
+
+class RoundTrips:
+    """Counts storage HTTP requests by kind while `active`."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()  # wall time spent waiting for each kind of request
+        self.active = False
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, seconds: float = 0.0) -> None:
+        if self.active:
+            with self._lock:
+                self.counts[kind] += 1
+                self.seconds[kind] += seconds
+
+    def total(self, *, without: tuple[str, ...] = ("queue.get-empty", "queue.properties", "other")) -> int:
+        """Requests of the work itself: not the idle polls and queue-length checks of the bench driver."""
+        return sum(n for k, n in self.counts.items() if k not in without)
+
+
+def count_round_trips() -> RoundTrips:
+    """Install the counting hook (once per process) and return its counter."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    trips = RoundTrips()
+    original = RequestsTransport.send
+
+    def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        response = original(self, request, **kwargs)
+        took = time.perf_counter() - started
+        try:
+            trips.add(_classify(request, response), took)
+        except Exception:  # never let the measure break the run
+            trips.add("unknown", took)
+        return response
+
+    RequestsTransport.send = send  # type: ignore[method-assign]
+    return trips
+
+
+def _classify(request: Any, response: Any) -> str:
+    url = urlsplit(request.url)
+    path = url.path.rstrip("/")
+    method = request.method.upper()
+    status = response.status_code
+    headers = {str(k).lower(): str(v) for k, v in request.headers.items()}
+    is_table = "dataserviceversion" in headers or "odata" in headers.get("accept", "") or path.endswith("$batch")
+    if is_table or ".table." in url.netloc:
+        if path.endswith("$batch"):
+            return "table.batch" if status < 300 else "table.batch-refused"
+        if path.endswith("/Tables") or "Tables(" in path:
+            return "table.setup"
+        has_key = path.endswith(")") and "PartitionKey=" in path
+        if method == "POST":
+            return "table.insert" if status < 300 else "table.insert-conflict"
+        if method == "GET":
+            if has_key:
+                return "table.get" if status < 300 else "table.get-missing"
+            return "table.query"
+        if method == "PUT":
+            conditional = headers.get("if-match") not in (None, "*")
+            return "table.replace-if-match" if conditional else "table.upsert"
+        if method in ("MERGE", "PATCH"):
+            return "table.merge"
+        if method == "DELETE":
+            return "table.delete"
+        return f"table.{method.lower()}"
+    if "/messages" in path or ".queue." in url.netloc or url.query.startswith("comp=metadata"):
+        if "/messages" not in path:
+            return "queue.setup" if method == "PUT" else "queue.properties"
+        if method == "POST":
+            return "queue.put"
+        if method == "GET":
+            body = response.body() if hasattr(response, "body") else b""
+            return "queue.get" if b"<QueueMessage>" in (body or b"") else "queue.get-empty"
+        if method == "DELETE":
+            return "queue.delete"
+        if method == "PUT":
+            return "queue.update"
+    return "other"
+
+
+def projection(
+    ops_per_unit: float, hot_partition_share: float, latency_ms: float = AZURE_LATENCY_MS
+) -> dict[str, float]:
+    """Units/s a worker thread, and the account and the hottest partition, allow on Azure Storage.
+
+    `hot_partition_share`: the share of a unit's table entity writes/reads that land in the one
+    partition everything shares (1.0 = every unit touches it; 1/16 when spread over 16)."""
+    per_thread = 1000.0 / (ops_per_unit * latency_ms) if ops_per_unit else 0.0
+    account = ACCOUNT_TRANSACTIONS_PER_S / ops_per_unit if ops_per_unit else 0.0
+    partition = PARTITION_ENTITIES_PER_S / hot_partition_share if hot_partition_share else float("inf")
+    return {"per_thread": per_thread, "account_ceiling": account, "partition_ceiling": partition}
+
+
+def table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    """A Markdown table (what docs/benchmarks.md takes as is)."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
