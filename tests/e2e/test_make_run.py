@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from shared.adapters.storage import StateStore
+from shared.policy.worker import pending_rows
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
@@ -100,11 +101,9 @@ def test_make_run_attaches_to_a_running_azurite_says_so_and_runs_the_policy_path
             assert resp.status == 200
         # THEN the worker asks the fake ARM and the watch creates the remediation task there, with no retries
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not list(
-            store.query("remediations", "PartitionKey eq @pk", pk="pending")
-        ):
+        while time.monotonic() < deadline and not pending_rows(store):
             time.sleep(0.3)
-        assert list(store.query("remediations", "PartitionKey eq @pk", pk="pending")), log_path.read_text()[-3000:]
+        assert pending_rows(store), log_path.read_text()[-3000:]
         time.sleep(1.2)
         admin = urllib.request.Request(
             f"http://127.0.0.1:{port}/admin/functions/remediation_watch",

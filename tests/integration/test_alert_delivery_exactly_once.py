@@ -9,6 +9,7 @@ real queue on Azurite.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -80,11 +81,13 @@ def _drain_memory(delivery: AlertDelivery, store: MemoryStore) -> None:
 def _drain(delivery: AlertDelivery, store) -> int:
     """Process what delivery re-enqueued (visibility 0) until the queue is empty, like the queue trigger."""
     handled = 0
-    for _ in range(200):
+    deadline = time.monotonic() + 60  # retries come back after their (>= 1 s) visibility delay
+    while time.monotonic() < deadline:
         batch = store.receive(QUEUE, max_messages=32, visibility_timeout=30)
         if not batch:
             if store.queue_length(QUEUE) == 0:
                 return handled
+            time.sleep(0.2)
             continue
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda m: delivery.handle(m.body), batch))

@@ -15,6 +15,7 @@ from shared.demands.model import Demand
 from shared.demands.reconcile import reconcile
 from shared.demands.sync import POISON, QUEUE, DemandSync, demand_message
 from shared.devops.hooks import dispatch, event_from_dict
+from shared.idempotency import IdempotencyStore
 from shared.runtime import Runtime
 from shared.settings import load_settings
 from tests.conftest import load_fixture
@@ -113,7 +114,7 @@ def test_without_its_link_record_the_work_item_is_found_by_its_sn_tag(peers, syn
     # GIVEN the link and idempotency records are lost (another storage account, a restore...)
     rt.storage.delete("demands", "demand", SYS_ID)
     fresh = DemandSync(replace(rt.settings), rt.storage)
-    fresh.once_store.scope = "demands-after-restore"
+    fresh.once_store = IdempotencyStore(rt.storage, "demands-after-restore")
     # WHEN the approval comes again THEN the tagged work item is adopted, not duplicated
     outcome = fresh.handle(demand_message(Demand.from_payload(doc)))
     assert outcome.status == "done" and len(peers.ado.work_items) == 1
