@@ -815,7 +815,7 @@ def _normalise_block(block: _Block, file: ExportFile, columns: dict[str, str], s
     service = col("service")
     resource_text = col("resource")
     unattributed = resource_text.str.lower().isin(_NULL_IDS)
-    azure_ids = resource_text.str.startswith("/") | (provider == "azure")
+    azure_ids = resource_text.str.lower().str.startswith("/subscriptions/") | (provider == "azure")
     # Azure resource ids are case-insensitive; AWS ARNs and GCP names are not
     resource_id = resource_text.where(~azure_ids, resource_text.str.lower())
     if unattributed.any():
