@@ -295,6 +295,12 @@ class Settings:
         "series in CUR are divided by its rate; series in a currency without a rate are not scored (reported).",
         sample="",
     )
+    warehouse_embedded_memory_mb: int = _setting(
+        "WAREHOUSE_EMBEDDED_MEMORY_MB",
+        384,
+        _int_range(64, 65536),
+        "Memory the embedded warehouse (DuckDB) may use before it spills to disk; ingest and scans stay under it.",
+    )
     cost_ingest_block_mb: int = _setting(
         "COST_INGEST_BLOCK_MB",
         8,

@@ -407,6 +407,25 @@ def normalise_account(value: str) -> str:
     return text
 
 
+def provider_of_series(series_id: str) -> str:
+    """`azure|aws|gcp|oci` of a resource series id by its shape ('' for aggregates: squads, services...)."""
+    text = series_id.strip().lower()
+    if text.startswith("/subscriptions/"):
+        return "azure"
+    if text.startswith("arn:aws") or text.startswith("aws:"):
+        return "aws"
+    if text.startswith("//") and ".googleapis.com/" in text or text.startswith("gcp:"):
+        return "gcp"
+    if text.startswith("ocid1.") or text.startswith("oci:"):
+        return "oci"
+    return ""
+
+
+def provider_label(provider: str) -> str:
+    """How a provider is shown to people (`AWS`, `Google Cloud`...)."""
+    return PROVIDER_LABELS.get(provider, provider)
+
+
 def unattributed_id(provider: str, account: str, service: str) -> str:
     """The series of usage without a resource id (tax, support, marketplace fees): one per account and service."""
     slug = re.sub(r"[^a-z0-9.]+", "-", (service or "unknown").lower()).strip("-") or "unknown"
@@ -641,7 +660,8 @@ class _FileReader:
         width = len(self.header)
         stream = self._text_stream()
         try:
-            text = io.TextIOWrapper(_ArrowReadable(stream), encoding="utf-8-sig", errors="replace", newline="")
+            raw = io.BufferedReader(_ArrowReadable(stream))
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             reader = csv.reader(text)
             for record in reader:
                 if len(record) != width and record:

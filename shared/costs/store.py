@@ -226,31 +226,43 @@ def _series_expr(kind: str) -> str:
 def daily_series(
     wh: WarehouseSession, kind: str, start: date, end: date, *, part: int = 0, parts: int = 1
 ) -> pd.DataFrame:
-    """Daily usage cost per series of `kind` (GROUP BY in the warehouse): columns SERIES_ID, USAGE_DATE, COST."""
+    """Daily usage cost per series of `kind` and currency (GROUP BY in the warehouse, fetched columnar):
+    columns SERIES_ID (categorical), USAGE_DATE, COST (float), CURRENCY. Currencies are never summed together."""
     expr = _series_expr(kind)
-    rows = wh.query(
-        f"SELECT {expr} AS SERIES_ID, USAGE_DATE, SUM(COST) AS COST FROM COST_DAILY "
+    frame = wh.query_frame(
+        f"SELECT {expr} AS SERIES_ID, USAGE_DATE, CAST(SUM(COST) AS DOUBLE) AS COST, "
+        f"COALESCE(CURRENCY, '') AS CURRENCY FROM COST_DAILY "
         f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s{_partition_filter(part, parts)} "
-        f"GROUP BY {expr}, USAGE_DATE",
+        f"GROUP BY {expr}, USAGE_DATE, COALESCE(CURRENCY, '')",
         (start, end),
+        categorical=("SERIES_ID", "CURRENCY"),
     )
-    return _frame(rows, ["SERIES_ID", "USAGE_DATE", "COST"])
+    return _typed(frame, ["SERIES_ID", "USAGE_DATE", "COST", "CURRENCY"])
 
 
-def member_series(wh: WarehouseSession, kind: str, series_ids: Sequence[str], start: date, end: date) -> pd.DataFrame:
+def member_series(
+    wh: WarehouseSession,
+    kind: str,
+    series_ids: Sequence[str],
+    start: date,
+    end: date,
+    *,
+    currency: str | None = None,
+) -> pd.DataFrame:
     """Daily cost of the members of flagged series: meters of a resource, resources of an aggregate.
 
-    Columns SERIES_ID, MEMBER_ID, USAGE_DATE, COST."""
+    Columns SERIES_ID, MEMBER_ID, USAGE_DATE, COST; only rows in `currency` when it is given."""
     if not series_ids:
         return _frame([], ["SERIES_ID", "MEMBER_ID", "USAGE_DATE", "COST"])
     expr = _series_expr(kind)
     member = "METER" if kind == "resource" else "RESOURCE_ID"
     placeholders = ", ".join(["%s"] * len(series_ids))
+    in_currency = " AND COALESCE(CURRENCY, '') = %s" if currency is not None else ""
     rows = wh.query(
         f"SELECT {expr} AS SERIES_ID, {member} AS MEMBER_ID, USAGE_DATE, SUM(COST) AS COST FROM COST_DAILY "
-        f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s AND {expr} IN ({placeholders}) "
+        f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s AND {expr} IN ({placeholders}){in_currency} "
         f"GROUP BY {expr}, {member}, USAGE_DATE",
-        (start, end, *series_ids),
+        (start, end, *series_ids, *((currency,) if currency is not None else ())),
     )
     return _frame(rows, ["SERIES_ID", "MEMBER_ID", "USAGE_DATE", "COST"])
 
@@ -258,11 +270,12 @@ def member_series(wh: WarehouseSession, kind: str, series_ids: Sequence[str], st
 def resource_attributes(
     wh: WarehouseSession, start: date, end: date, *, part: int = 0, parts: int = 1
 ) -> dict[str, dict[str, str]]:
-    """Owner, subscription and service of each resource, from its most recent day in the window."""
+    """Owner, subscription, service and provider of each resource, from its most recent day in the window."""
     rows = wh.query(
-        "SELECT RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME, MAX(USAGE_DATE) AS LAST_SEEN FROM COST_DAILY "
+        "SELECT RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME, COALESCE(PROVIDER, '') AS PROVIDER, "
+        "MAX(USAGE_DATE) AS LAST_SEEN FROM COST_DAILY "
         f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s{_partition_filter(part, parts)} "
-        "GROUP BY RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME",
+        "GROUP BY RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME, COALESCE(PROVIDER, '')",
         (start, end),
     )
     out: dict[str, dict[str, Any]] = {}
@@ -271,18 +284,53 @@ def resource_attributes(
             "owner": row["OWNER"] or "",
             "subscription_id": row["SUBSCRIPTION_ID"] or "",
             "service": row["SERVICE_NAME"] or "",
+            "provider": row["PROVIDER"] or "",
         }
     return out
 
 
+# -- currencies: a series is per currency -----------------------------------------------------------------------
+
+
+def currency_series_id(series_id: str, currency: str, threshold_currency: str) -> str:
+    """The id of a series in `currency`: unchanged in the threshold currency (or when unknown), else suffixed
+    ` [EUR]`, so that a squad billed in two currencies has two series, never one summed across them."""
+    if not currency or currency == threshold_currency:
+        return series_id
+    return f"{series_id} [{currency}]"
+
+
+def split_currency(series_id: str, threshold_currency: str) -> tuple[str, str]:
+    """(base series id, currency) of a series id made by `currency_series_id`."""
+    if series_id.endswith("]") and " [" in series_id:
+        base, _, currency = series_id.rpartition(" [")
+        code = currency[:-1]
+        if len(code) == 3 and code.isalpha() and code.isupper():
+            return base, code
+    return series_id, threshold_currency
+
+
 def day_stats(wh: WarehouseSession, start: date, end: date) -> dict[date, tuple[int, float]]:
-    """Per day: (number of resources with usage, total usage cost), for the freshness check."""
-    rows = wh.query(
-        "SELECT USAGE_DATE, COUNT(DISTINCT RESOURCE_ID) AS N, SUM(COST) AS TOTAL FROM COST_DAILY "
+    """Per day: (number of resources with usage, total usage cost), for the freshness check.
+
+    The total is in one currency (the one with the most rows in the window): amounts in different currencies are
+    never added, and comparing a day with its weekdays needs like for like."""
+    counts = wh.query(
+        "SELECT USAGE_DATE, COUNT(DISTINCT RESOURCE_ID) AS N FROM COST_DAILY "
         "WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s GROUP BY USAGE_DATE",
         (start, end),
     )
-    return {_as_date(r["USAGE_DATE"]): (int(r["N"]), float(r["TOTAL"] or 0.0)) for r in rows}
+    totals = wh.query(
+        "SELECT USAGE_DATE, COALESCE(CURRENCY, '') AS CURRENCY, COUNT(*) AS ROWS_, SUM(COST) AS TOTAL FROM COST_DAILY "
+        "WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s GROUP BY USAGE_DATE, COALESCE(CURRENCY, '')",
+        (start, end),
+    )
+    weight: dict[str, int] = {}
+    for r in totals:
+        weight[r["CURRENCY"]] = weight.get(r["CURRENCY"], 0) + int(r["ROWS_"])
+    main = max(weight, key=lambda c: (weight[c], c)) if weight else ""
+    by_day = {_as_date(r["USAGE_DATE"]): float(r["TOTAL"] or 0.0) for r in totals if r["CURRENCY"] == main}
+    return {_as_date(r["USAGE_DATE"]): (int(r["N"]), by_day.get(_as_date(r["USAGE_DATE"]), 0.0)) for r in counts}
 
 
 def series_count(wh: WarehouseSession, start: date, end: date) -> int:
@@ -432,6 +480,14 @@ def _as_date(value: Any) -> date:
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value)[:10])
+
+
+def _typed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    if frame.empty and not len(frame.columns):
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    if "COST" in frame:
+        frame["COST"] = frame["COST"].astype(float)
+    return frame[columns]
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
