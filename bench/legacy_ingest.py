@@ -1,4 +1,8 @@
-"""Cost Management exports and Query API answers, parsed and normalised into daily cost rows (pure: bytes in, frames out).
+"""The previous cost export parser (as shipped before issue 10), kept only as the baseline `bench_ingest` measures.
+
+Not used by the app. Its original description follows.
+
+Cost Management exports and Query API answers, parsed and normalised into daily cost rows (pure: bytes in, frames out).
 
 Schemas, detected by header (case-insensitive):
 

@@ -297,7 +297,7 @@ class Settings:
     )
     warehouse_embedded_memory_mb: int = _setting(
         "WAREHOUSE_EMBEDDED_MEMORY_MB",
-        384,
+        256,
         _int_range(64, 65536),
         "Memory the embedded warehouse (DuckDB) may use before it spills to disk; ingest and scans stay under it.",
     )
@@ -309,9 +309,9 @@ class Settings:
     )
     cost_ingest_flush_rows: int = _setting(
         "COST_INGEST_FLUSH_ROWS",
-        200000,
+        100000,
         _int_range(1000, 10_000_000),
-        "Aggregated rows buffered before they are staged in the warehouse (bounds ingest memory).",
+        "Normalised rows buffered before they are staged in the warehouse (bounds ingest memory).",
     )
     cost_scan_schedule: str = _setting(
         "COST_SCAN_SCHEDULE", "0 30 6 * * *", _schedule, "NCRONTAB of the daily cost scan (UTC)."

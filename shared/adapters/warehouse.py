@@ -112,6 +112,19 @@ class WarehouseSession:
         """Append a DataFrame to an existing table (columns must be the table's, upper-case)."""
         if frame is None or len(frame) == 0:
             return 0
+        duck = getattr(self._conn, "_duck_conn", None)
+        if duck is not None and not any(isinstance(v, (dict, list)) for v in frame.iloc[0].tolist()):
+            # embedded: DuckDB scans the DataFrame itself (fakesnow's write_pandas visits every cell in Python)
+            columns = ", ".join(str(c) for c in frame.columns)
+            try:
+                duck.register("_valueflow_frame", frame)
+                try:
+                    duck.execute(f"INSERT INTO {table.upper()} ({columns}) SELECT {columns} FROM _valueflow_frame")
+                finally:
+                    duck.unregister("_valueflow_frame")
+            except Exception as exc:
+                raise WarehouseError(f"bulk load into {table} failed: {_first_line(exc)}") from exc
+            return len(frame)
         try:
             ok, _chunks, nrows, _ = self._write_pandas(self._conn, frame, table.upper(), quote_identifiers=False)
         except Exception as exc:

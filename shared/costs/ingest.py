@@ -16,9 +16,9 @@ with `IS_USAGE = False` (for reconciliation), never scored, and counted by reaso
 usage (corrections, `ChargeClass=Correction`) is real data: netted into its day and counted, never rejected.
 
 Memory does not grow with the export: files are read in blocks (`pyarrow`'s streaming CSV reader on only the
-needed columns, typed as strings; Parquet row groups), each block is validated, normalised and aggregated to one
-row per (day, resource, meter, charge category, tags, currency); the partial aggregates go to a sink (the
-warehouse's staging table) whenever `flush_rows` are buffered, and the warehouse merges them (`store.py`).
+needed columns, typed as strings; Parquet row batches), each block is validated and normalised, and the rows go to
+a sink (the warehouse's staging table) whenever `flush_rows` are buffered; the warehouse aggregates them to one row
+per (day, resource, meter, charge category, tags, currency, provider) when the run is swapped in (`store.py`).
 Bad input raises :class:`CostExportError` listing file, line, column and problem, and nothing is loaded.
 """
 
@@ -52,7 +52,7 @@ SCHEMA_QUERY_API = "query-api"
 SERIES_BUCKETS = 4096
 MAX_REPORTED_PROBLEMS = 20
 DEFAULT_BLOCK_BYTES = 8 << 20
-DEFAULT_FLUSH_ROWS = 200_000
+DEFAULT_FLUSH_ROWS = 100_000
 _TAG_CACHE_LIMIT = 200_000
 
 # the columns of COST_DAILY a parsed run provides (SOURCE_KEY and RUN_ID are added when it is stored)
@@ -714,7 +714,8 @@ def _strings_frame(batch: Any, columns: dict[str, str]) -> pd.DataFrame:
             continue
         if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
             array = pc.cast(array, pa.string())
-        out[field_name] = pd.Series(array.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+        array = pc.utf8_trim_whitespace(array.fill_null(""))
+        out[field_name] = pd.Series(array.to_numpy(zero_copy_only=False), dtype=object)
     return pd.DataFrame(out)
 
 
@@ -758,7 +759,7 @@ def _normalise_block(block: _Block, file: ExportFile, columns: dict[str, str], s
     empty = pd.Series([""] * n, index=raw.index, dtype=object)
 
     def col(name: str) -> pd.Series:
-        return raw[name].str.strip() if name in raw else empty
+        return raw.get(name, empty)  # trimmed when read
 
     focus = state.schema_kind == SCHEMA_FOCUS
     day = _parse_days(col("day"))
@@ -773,7 +774,7 @@ def _normalise_block(block: _Block, file: ExportFile, columns: dict[str, str], s
         is_usage = (lower_category == "usage") & ~unused
         category = category.where(~unused, "Usage (unused commitment)")
         corrections = int((col("charge_class").str.lower() == "correction").sum())
-        provider = col("provider").str.lower().map(lambda p: normalise_provider(p))
+        provider = _map_distinct(col("provider"), normalise_provider)
         day_end = _parse_days(col("day_end")) if "day_end" in raw else pd.Series(pd.NaT, index=raw.index)
     else:
         is_usage = (lower_category == "usage") | (lower_category == "") if "category" in raw else empty == ""
@@ -829,7 +830,7 @@ def _normalise_block(block: _Block, file: ExportFile, columns: dict[str, str], s
         return pd.DataFrame()  # keep reading (to find more problems) but stop aggregating
 
     # -- identifiers in one shape per source
-    account = col("account").map(normalise_account)
+    account = _map_distinct(col("account"), normalise_account)
     if "billing_account" in raw:
         account = account.where(account != "", col("billing_account"))
     service = col("service")
@@ -847,18 +848,21 @@ def _normalise_block(block: _Block, file: ExportFile, columns: dict[str, str], s
     meter = col("meter")
 
     # -- tags, parsed once per distinct text
-    tag_text = col("tags")
     cache = state.tag_cache
     if len(cache) > _TAG_CACHE_LIMIT:
         cache.clear()
-    for text in tag_text.unique():
+    codes, distinct = pd.factorize(col("tags"))
+    triples = []
+    for text in distinct:
         if text not in cache:
             tags = parse_tags(text)
             if tags is None:
                 state.unparseable_tags += 1
                 tags = {}
             cache[text] = normalise_tags(tags, state.keys)
-    parsed = tag_text.map(cache)
+        triples.append(cache[text])
+    owner_of, center_of, env_of = (np.asarray([t[k] for t in triples] or [""], dtype=object) for k in range(3))
+    codes = np.where(codes < 0, 0, codes)
 
     currency = col("currency").str.upper()
     frame = pd.DataFrame(
@@ -869,9 +873,9 @@ def _normalise_block(block: _Block, file: ExportFile, columns: dict[str, str], s
             "RESOURCE_GROUP": col("resource_group").str.lower(),
             "SERVICE_NAME": service,
             "METER": meter.where(meter != "", service),
-            "OWNER": parsed.str[0],
-            "COST_CENTER": parsed.str[1],
-            "ENVIRONMENT": parsed.str[2],
+            "OWNER": owner_of[codes],
+            "COST_CENTER": center_of[codes],
+            "ENVIRONMENT": env_of[codes],
             "CHARGE_CATEGORY": category,
             "IS_USAGE": is_usage.astype(bool),
             "COST": cost.astype(float),
@@ -901,7 +905,18 @@ def _normalise_block(block: _Block, file: ExportFile, columns: dict[str, str], s
         first, last = frame["USAGE_DATE"].min(), frame["USAGE_DATE"].max()
         report.first_day = first if report.first_day is None else min(report.first_day, first)
         report.last_day = last if report.last_day is None else max(report.last_day, last)
-    return aggregate(frame)
+    # staged as normalised rows: the warehouse's GROUP BY merges them when the run is swapped in
+    frame["SERIES_BUCKET"] = _map_distinct(frame["RESOURCE_ID"], series_bucket).astype("int64")
+    return frame[list(FRAME_COLUMNS)]
+
+
+def _map_distinct(values: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
+    """`fn` applied once per distinct value (exports repeat the same ids and names on many rows)."""
+    codes, distinct = pd.factorize(values)
+    if not len(distinct):
+        return pd.Series(np.full(len(values), fn(""), dtype=object), index=values.index)
+    mapped = np.asarray([fn(v) for v in distinct], dtype=object)
+    return pd.Series(mapped[np.where(codes < 0, 0, codes)], index=values.index)
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -921,7 +936,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class _Buffer:
-    """Partial aggregates, handed to the sink (re-aggregated) whenever `flush_rows` are buffered."""
+    """Normalised rows, handed to the sink whenever `flush_rows` are buffered (few, large bulk loads)."""
 
     def __init__(self, sink: Callable[[pd.DataFrame], None], flush_rows: int) -> None:
         self.sink = sink
@@ -940,7 +955,7 @@ class _Buffer:
     def flush(self) -> None:
         if not self.frames:
             return
-        frame = self.frames[0] if len(self.frames) == 1 else aggregate(pd.concat(self.frames, ignore_index=True))
+        frame = self.frames[0] if len(self.frames) == 1 else pd.concat(self.frames, ignore_index=True)
         self.frames, self.rows = [], 0
         self.sink(frame)
 
