@@ -34,7 +34,10 @@ def own_usage_total(path: Path) -> dict[str, float]:
         cost = next(columns[c] for c in ("costinbillingcurrency", "cost", "pretaxcost") if c in columns)
         currency = next(columns[c] for c in ("billingcurrency", "billingcurrencycode", "currency") if c in columns)
         usage = frame[frame[columns["chargetype"]] == "Usage"] if "chargetype" in columns else frame
-    return {str(k): round(float(v), 6) for k, v in usage.groupby(currency)[cost].apply(lambda s: s.astype(float).sum()).items()}
+    return {
+        str(k): round(float(v), 6)
+        for k, v in usage.groupby(currency)[cost].apply(lambda s: s.astype(float).sum()).items()
+    }
 
 
 @pytest.fixture
@@ -113,7 +116,9 @@ def test_azure_focus_1_0r2_run_with_its_manifest(cli):
 
 def test_identifiers_have_one_shape_per_source_and_unattributed_usage_keeps_its_account(cli, base_env):
     cli(VARIANTS / "focus-1.0-azure.csv")
-    rows = _warehouse_rows(base_env, "SELECT DISTINCT RESOURCE_ID, SUBSCRIPTION_ID, PROVIDER FROM COST_DAILY WHERE IS_USAGE")
+    rows = _warehouse_rows(
+        base_env, "SELECT DISTINCT RESOURCE_ID, SUBSCRIPTION_ID, PROVIDER FROM COST_DAILY WHERE IS_USAGE"
+    )
     subs = {r["SUBSCRIPTION_ID"] for r in rows}
     # FOCUS writes /subscriptions/<guid> in SubAccountId; usage details and the Query API the bare guid
     assert subs == {"11111111-2222-4333-8444-555555555510"}
@@ -140,7 +145,9 @@ def test_gcp_key_value_labels_and_oci_namespaced_tags_name_the_owner(cli, base_e
     web = next(r for r in rows if r["RESOURCE_ID"].endswith("instances/Web-1"))
     assert (web["OWNER"], web["ENVIRONMENT"], web["PROVIDER"]) == ("squad-gcp", "prod", "gcp")
     cli(VARIANTS / "focus-1.0-oci.csv.gz")
-    rows = _warehouse_rows(base_env, "SELECT DISTINCT RESOURCE_ID, OWNER, PROVIDER FROM COST_DAILY WHERE PROVIDER = 'oci'")
+    rows = _warehouse_rows(
+        base_env, "SELECT DISTINCT RESOURCE_ID, OWNER, PROVIDER FROM COST_DAILY WHERE PROVIDER = 'oci'"
+    )
     db = next(r for r in rows if "autonomousdatabase" in r["RESOURCE_ID"])
     assert db["OWNER"] == "squad-db"
 
