@@ -351,7 +351,7 @@ class Settings:
     )
     cost_partition_size: int = _setting(
         "COST_PARTITION_SIZE",
-        50000,
+        15000,
         _int_range(10, 10_000_000),
         "Series per scoring partition; above it the daily scan fans out on queue cost-partitions.",
     )

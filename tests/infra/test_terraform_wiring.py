@@ -22,6 +22,7 @@ INFRA = Path(__file__).resolve().parents[2] / "infra"
 # Settings the code declares that must NOT be app settings in Azure, each with why.
 DEV_ONLY = {
     "WAREHOUSE_PATH",  # embedded warehouse folder; Azure uses WAREHOUSE=snowflake
+    "WAREHOUSE_EMBEDDED_MEMORY_MB",  # memory limit of the embedded DuckDB warehouse
     "VALUEFLOW_STATE_DIR",  # local host state (Azurite data, generated key)
     "VALUEFLOW_PORT",  # port of the local host
     "LOCAL_FUNCTION_KEY",  # key of the local host; Azure has its own host keys
@@ -33,7 +34,10 @@ REPLACED_BY_IDENTITY = {
 }
 # Settings whose code default is right in Azure, so infra need not set them. Empty today: list a
 # setting here (with why) rather than leaving it silently unset.
-DEFAULT_OK: set[str] = set()
+DEFAULT_OK: set[str] = {
+    "COST_INGEST_BLOCK_MB",  # ingest block size: the default bounds memory on Flex Consumption
+    "COST_INGEST_FLUSH_ROWS",  # rows per staged bulk load: the default suits Snowflake's write_pandas
+}
 
 # App settings infra sets that the settings module does not declare: read by the platform or SDKs.
 PLATFORM_SETTINGS = {
