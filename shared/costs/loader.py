@@ -113,9 +113,11 @@ def _folder_run(exports: CostExportStorage, container: str, marker: str) -> Expo
     folder = str(PurePosixPath(marker).parent)
     where = locate(marker)
     if where is None:
-        raise BadInputError(
-            f"{container}/{marker}: a manifest-less run folder must be <root>/<provider>/<export>/"
-            "<YYYYMMDD-YYYYMMDD>/<runId>/ (see docs/costs.md)"
+        from shared.costs.ingest import CostExportError
+
+        problem = "a manifest-less run folder must be <root>/<provider>/<export>/<YYYYMMDD-YYYYMMDD>/<runId>/"
+        raise CostExportError(
+            f"{container}/{marker}: {problem}", errors=[{"file": marker, "line": None, "problem": problem}]
         )
     names = sorted(n for n in exports.list(container, folder + "/") if is_data_file(n))
     files = tuple(ExportFile(n, opener=exports.opener(container, n)) for n in names)

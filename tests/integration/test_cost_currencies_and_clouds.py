@@ -138,3 +138,10 @@ def test_aws_focus_files_dropped_in_a_container_load_through_blob_created_with_a
     with cost_runtime.warehouse.session() as wh:
         rows = wh.query("SELECT DISTINCT SOURCE_KEY, PROVIDER FROM COST_DAILY")
     assert rows == [{"SOURCE_KEY": "blob:cost-exports/aws/cur-focus", "PROVIDER": "aws"}]
+
+
+def test_a_success_marker_outside_the_folder_convention_is_rejected_for_good_naming_the_convention(cost_runtime):
+    cost_runtime.storage.put_blob("cost-exports", "dropped/_SUCCESS", b"")
+    base = cost_runtime.storage._blobs.url.rstrip("/")
+    result = handle_export_event(cost_runtime, BLOB_CREATED, {"url": f"{base}/cost-exports/dropped/_SUCCESS"})
+    assert result["status"] == "rejected" and "<YYYYMMDD-YYYYMMDD>/<runId>" in result["detail"]
