@@ -109,13 +109,14 @@ class WarehouseSession:
             raise WarehouseError(f"warehouse query failed: {_first_line(exc)}") from exc
 
     def write_frame(self, frame: Any, table: str) -> int:
-        """Append a DataFrame to an existing table (columns must be the table's, upper-case)."""
+        """Append a DataFrame or an Arrow table to an existing table (columns must be the table's, upper-case)."""
         if frame is None or len(frame) == 0:
             return 0
         duck = getattr(self._conn, "_duck_conn", None)
-        if duck is not None and not any(isinstance(v, (dict, list)) for v in frame.iloc[0].tolist()):
+        is_arrow = hasattr(frame, "column_names")
+        if duck is not None and (is_arrow or not any(isinstance(v, (dict, list)) for v in frame.iloc[0].tolist())):
             # embedded: DuckDB scans the DataFrame itself (fakesnow's write_pandas visits every cell in Python)
-            columns = ", ".join(str(c) for c in frame.columns)
+            columns = ", ".join(str(c) for c in (frame.column_names if is_arrow else frame.columns))
             try:
                 duck.register("_valueflow_frame", frame)
                 try:
@@ -125,6 +126,8 @@ class WarehouseSession:
             except Exception as exc:
                 raise WarehouseError(f"bulk load into {table} failed: {_first_line(exc)}") from exc
             return len(frame)
+        if is_arrow:
+            frame = frame.to_pandas(date_as_object=True)  # snowflake's write_pandas takes pandas
         try:
             ok, _chunks, nrows, _ = self._write_pandas(self._conn, frame, table.upper(), quote_identifiers=False)
         except Exception as exc:

@@ -79,13 +79,13 @@ def _stored_report(row: dict[str, Any]) -> dict[str, Any]:
 def load_export_run(
     wh: WarehouseSession,
     run: ExportRun,
-    read: Callable[[Callable[[pd.DataFrame], None]], RunReport],
+    read: Callable[[Callable[[Any], None]], RunReport],
     *,
     now: datetime | None = None,
 ) -> tuple[LoadOutcome, RunReport | None]:
     """Stream a run into the warehouse, all-or-nothing: stage, then swap.
 
-    `read(sink)` reads the run block by block, handing aggregated frames to `sink`, which bulk-loads them into
+    `read(sink)` reads the run block by block, handing rows (Arrow tables or DataFrames) to `sink`, which bulk-loads them into
     COST_DAILY_STAGE under a fresh load id (memory stays bounded by the reader's flush size). When it raises
     (a bad file) the staged rows are deleted and nothing changes. On success one transaction deletes the rows of
     (source, period), merges the staged rows (GROUP BY in the warehouse) into COST_DAILY and records the run;
@@ -97,10 +97,15 @@ def load_export_run(
         return LoadOutcome(run.run_id, "already_loaded", 0, start, end, report=_stored_report(earlier)), None
     load_id = f"{run.run_id[:80]}:{uuid.uuid4().hex}"
 
-    def sink(frame: pd.DataFrame) -> None:
-        staged = frame.copy()
-        staged.insert(0, "LOAD_ID", load_id)
-        staged["USAGE_DATE"] = staged["USAGE_DATE"].astype(object)
+    def sink(rows: Any) -> None:
+        if isinstance(rows, pd.DataFrame):
+            staged: Any = rows.copy()
+            staged.insert(0, "LOAD_ID", load_id)
+            staged["USAGE_DATE"] = staged["USAGE_DATE"].astype(object)
+        else:  # an Arrow table from the streaming reader
+            import pyarrow as pa
+
+            staged = rows.add_column(0, "LOAD_ID", pa.array([load_id] * len(rows), pa.string()))
         wh.write_frame(staged, "COST_DAILY_STAGE")
 
     try:
