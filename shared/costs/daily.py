@@ -12,12 +12,10 @@ and episode transitions ignore a day an episode has already seen, so reruns and 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -30,6 +28,7 @@ import pandas as pd
 from shared.alerts.delivery import enqueue_alert
 from shared.alerts.model import Alert
 from shared.costs import store
+from shared.costs.currency import by_currency, currency_config, currency_rates, with_currency_and_provider
 from shared.costs.episodes import (
     VERDICTS,
     CostEpisode,
@@ -42,7 +41,7 @@ from shared.costs.episodes import (
     is_explained,
 )
 from shared.costs.freshness import TRAILING_DAYS, check_freshness
-from shared.costs.ingest import provider_label, provider_of_series, series_bucket
+from shared.costs.ingest import provider_of_series, series_bucket
 from shared.costs.scoring import ScoringConfig, score_day, top_contributors
 from shared.errors import BadInputError, NotFoundError, ValueFlowError
 from shared.idempotency import TABLE as IDEMPOTENCY_TABLE
@@ -96,55 +95,6 @@ def scoring_config(runtime: Runtime) -> ScoringConfig:
     return ScoringConfig(
         min_impact_usd_per_day=s.cost_min_impact_usd_per_day, critical_usd_per_hour=s.cost_critical_usd_per_hour
     )
-
-
-def currency_rates(runtime: Runtime) -> dict[str, float]:
-    """Currency -> units of COST_THRESHOLD_CURRENCY per unit (explicit, from COST_CURRENCY_RATES; never looked up).
-
-    The threshold currency is 1; rows without a currency (old Query API pulls) are taken as the threshold currency."""
-    s = runtime.settings
-    return {**dict(s.cost_currency_rates), s.cost_threshold_currency: 1.0, "": 1.0}
-
-
-_MONEY_FIELDS = ("min_impact_usd_per_day", "critical_usd_per_hour", "absolute_noise_floor_usd")
-
-
-def currency_config(config: ScoringConfig, rate: float) -> ScoringConfig:
-    """The scoring config for series in a currency worth `rate` threshold-currency units: money gates divided."""
-    if rate == 1.0:
-        return config
-    changes = {f: getattr(config, f) / rate for f in _MONEY_FIELDS if hasattr(config, f)}
-    return dataclasses.replace(config, **changes)
-
-
-def _by_currency(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    if frame.empty:
-        return []
-    if "CURRENCY" not in frame:
-        return [("", frame)]
-    currencies = frame["CURRENCY"].astype(str)
-    return [(str(c), frame[currencies == c]) for c in sorted(set(currencies))]
-
-
-def with_currency_and_provider(fields: dict[str, Any], episode: CostEpisode, base_currency: str) -> dict[str, Any]:
-    """An anomaly alert that says its currency (amounts are in the series' own currency) and its provider."""
-    _base, currency = store.split_currency(episode.series_id, base_currency)
-    provider = provider_label(provider_of_series(_base))
-    extra: list[tuple[str, str]] = [("Currency", currency)]
-    if provider:
-        extra.append(("Provider", provider))
-    out = dict(fields)
-    if currency != "USD":
-        # the alert texts write amounts with "$": say the real currency instead of pretending dollars
-        def money(text: str) -> str:
-            return re.sub(r"\$(?=[\d-])", f"{currency} ", text)
-
-        for key in ("title", "summary"):
-            if isinstance(out.get(key), str):
-                out[key] = money(out[key])
-        out["facts"] = tuple((k, money(v)) for k, v in out.get("facts", ()))
-    out["facts"] = tuple(out.get("facts", ())) + tuple(extra)
-    return out
 
 
 # -- the timer ------------------------------------------------------------------------------------------------
@@ -325,11 +275,11 @@ def _score_kind(runtime: Runtime, kind: str, day: date, part: int, parts: int) -
         open_now = store.open_episodes(wh, kind, part=part, parts=parts)
     # a series is per currency: each currency is scored on its own, with the thresholds in that currency
     base_currency = runtime.settings.cost_threshold_currency
-    rates = currency_rates(runtime)
+    rates = currency_rates(runtime.settings)
     index: dict[str, tuple[Any, int]] = {}
     flagged: list[str] = []
     flagged_by_currency: dict[str, list[str]] = {}
-    for currency, rows in _by_currency(frame):
+    for currency, rows in by_currency(frame):
         rate = rates.get(currency)
         if rate is None:
             report.unscored_currencies[currency] = int(rows["SERIES_ID"].nunique())
