@@ -186,3 +186,26 @@ def test_query_api_rows_become_daily_usage_rows():
     assert set(frame["RESOURCE_ID"]) == {AKS} and "squad-payments" in set(frame["OWNER"])
     with pytest.raises(CostExportError, match="no numeric cost"):
         query_result_frame(columns, [["x", 20261120, AKS, "", "", "USD"]], "/subscriptions/s", "owner")
+
+
+def test_streamed_sources_read_like_bytes_parquet_spooled_and_gzip_decompressed_as_a_stream():
+    csv_bytes = (FOCUS_RUN / "part_0_0001.csv").read_bytes()
+    buffer = io.BytesIO()
+    pd.read_csv(io.BytesIO(csv_bytes), dtype=str, keep_default_na=False).to_parquet(buffer)
+    parquet = buffer.getvalue()
+    files = (
+        ExportFile("blob/part_0_0001.parquet", opener=lambda: io.BytesIO(parquet)),
+        ExportFile("blob/part_0_0002.csv.gz", opener=lambda: io.BytesIO(gzip.compress(csv_bytes))),
+    )
+    parsed = parse_run(ExportRun("blob", "s", None, None, files))
+    assert parsed.rows_read == 12 and parsed.cost_by_currency == {"USD": round(2 * 105.37, 6)}
+
+
+def test_a_corrupt_gzip_or_a_file_that_is_not_utf8_is_named():
+    good = (FOCUS_RUN / "part_0_0001.csv").read_bytes()
+    broken = gzip.compress(good)[:-30] + b"\x00" * 30
+    with pytest.raises(CostExportError, match="part.csv.gz: corrupt gzip file"):
+        parse_run(ExportRun("r", "s", None, None, (ExportFile("part.csv.gz", broken),)))
+    latin = good.replace(b"squad-payments", "squad-p\u00e4yments".encode("latin-1"))
+    with pytest.raises(CostExportError, match="not UTF-8"):
+        parse_run(ExportRun("r", "s", None, None, (ExportFile("part.csv", latin),)))
