@@ -103,6 +103,11 @@ def test_with_an_explicit_rate_each_currency_is_its_own_series_and_alerts_name_t
     assert last == {"EUR": 700.0, "USD": 700.0}
     doc = next(e for e in list_episodes(runtime) if "vm-eur" in e["series_id"])
     assert (doc["currency"], doc["provider"]) == ("EUR", "azure")
+    # and the anomaly API's view of it says so too
+    from shared.approvals.anomalies import episode_view
+
+    wire = episode_view(doc).as_wire()
+    assert (wire["currency"], wire["provider"]) == ("EUR", "azure")
 
 
 def test_aws_focus_files_dropped_in_a_container_load_through_blob_created_with_a_success_marker(cost_runtime):
