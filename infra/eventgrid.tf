@@ -79,6 +79,44 @@ resource "azurerm_eventgrid_system_topic_event_subscription" "cost_export_manife
   depends_on = [azurerm_role_assignment.cost_topic_dead_letter]
 }
 
+resource "azurerm_eventgrid_system_topic_event_subscription" "cost_export_success_marker" {
+  count               = var.event_subscriptions_enabled ? 1 : 0
+  name                = "cost-export-ingest-marker"
+  system_topic        = azurerm_eventgrid_system_topic.cost_exports.name
+  resource_group_name = azurerm_resource_group.main.name
+
+  azure_function_endpoint {
+    function_id = "${local.function_app_id}/functions/cost_export_ingest"
+    # One marker per delivery, like the manifests.
+    max_events_per_batch = 1
+  }
+
+  included_event_types = ["Microsoft.Storage.BlobCreated"]
+
+  # Manifest-less FOCUS folders (AWS, Google Cloud, Oracle): the _SUCCESS marker written after the last part.
+  subject_filter {
+    subject_begins_with = "/blobServices/default/containers/${local.cost_export_container}/"
+    subject_ends_with   = "/_SUCCESS"
+    case_sensitive      = false
+  }
+
+  retry_policy {
+    max_delivery_attempts = local.event_retry.max_delivery_attempts
+    event_time_to_live    = local.event_retry.event_time_to_live
+  }
+
+  dead_letter_identity {
+    type = "SystemAssigned"
+  }
+
+  storage_blob_dead_letter_destination {
+    storage_account_id          = azurerm_storage_account.app.id
+    storage_blob_container_name = local.dead_letter_container
+  }
+
+  depends_on = [azurerm_role_assignment.cost_topic_dead_letter]
+}
+
 # ---------------------------------------------------------------------------------------------
 # Azure Policy state changes of each target subscription -> policy_events
 #

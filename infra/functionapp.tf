@@ -93,6 +93,8 @@ locals {
     "COST_FEEDBACK_SUPPRESS_DAYS"         = tostring(var.cost_feedback_suppress_days)
     "COST_PARTITION_SIZE"                 = tostring(var.cost_partition_size)
     "COST_QUERY_SCOPES"                   = join(",", var.cost_query_scopes)
+    "COST_THRESHOLD_CURRENCY"             = var.cost_threshold_currency
+    "COST_CURRENCY_RATES"                 = join(",", [for code, rate in var.cost_currency_rates : "${code}=${rate}"])
 
     "REMEDIATION_MODE"                = var.remediation_mode
     "REMEDIATION_ALLOWED_ASSIGNMENTS" = join(",", var.remediation_allowed_assignments)

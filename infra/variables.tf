@@ -271,12 +271,29 @@ variable "cost_feedback_suppress_days" {
 variable "cost_partition_size" {
   description = "Series per scoring partition; above it the daily scan fans out on queue cost-partitions."
   type        = number
-  default     = 50000
+  default     = 15000
 
   validation {
     condition     = var.cost_partition_size >= 10
     error_message = "cost_partition_size must be at least 10."
   }
+}
+
+variable "cost_threshold_currency" {
+  description = "Currency COST_CRITICAL_USD_PER_HOUR and COST_MIN_IMPACT_USD_PER_DAY are stated in (ISO 4217)."
+  type        = string
+  default     = "USD"
+
+  validation {
+    condition     = can(regex("^[A-Z]{3}$", var.cost_threshold_currency))
+    error_message = "cost_threshold_currency must be an ISO 4217 code like USD or EUR."
+  }
+}
+
+variable "cost_currency_rates" {
+  description = "Explicit rates: currency => units of cost_threshold_currency per 1 unit (e.g. { EUR = 1.08 }). Series in a currency without a rate are not scored."
+  type        = map(number)
+  default     = {}
 }
 
 variable "cost_query_scopes" {

@@ -210,6 +210,27 @@ def _priority_rules(raw: str) -> str:
     return raw.strip()
 
 
+def _currency(raw: str) -> str:
+    value = raw.strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", value):
+        raise ValueError("expected an ISO 4217 currency code like USD or EUR")
+    return value
+
+
+def _rates(raw: str) -> tuple[tuple[str, float], ...]:
+    out = []
+    for part in _csv(raw):
+        code, sep, rate = part.partition("=")
+        try:
+            value = float(rate) if sep else 0.0
+        except ValueError:
+            value = 0.0
+        if not re.fullmatch(r"[A-Za-z]{3}", code.strip()) or not value > 0:
+            raise ValueError("expected CUR=rate pairs like EUR=1.08,GBP=1.27 (rate > 0)")
+        out.append((code.strip().upper(), value))
+    return tuple(out)
+
+
 def is_loopback_host(host: str | None) -> bool:
     """True for `localhost` and literal 127.0.0.0/8 or ::1 addresses: where plain http and dev credentials
     are allowed (`127.attacker.example` is not loopback; see shared.urls)."""
@@ -418,10 +439,48 @@ class Settings:
 
     # -- cost anomalies --
     cost_critical_usd_per_hour: float = _setting(
-        "COST_CRITICAL_USD_PER_HOUR", 1000.0, _positive_float, "Excess $/hour above which an anomaly is critical."
+        "COST_CRITICAL_USD_PER_HOUR",
+        1000.0,
+        _positive_float,
+        "Excess per hour above which an anomaly is critical, in COST_THRESHOLD_CURRENCY (the name keeps USD).",
     )
     cost_min_impact_usd_per_day: float = _setting(
-        "COST_MIN_IMPACT_USD_PER_DAY", 10.0, _positive_float, "No alert under this excess $/day."
+        "COST_MIN_IMPACT_USD_PER_DAY",
+        10.0,
+        _positive_float,
+        "No alert under this excess per day, in COST_THRESHOLD_CURRENCY (the name keeps USD).",
+    )
+    cost_threshold_currency: str = _setting(
+        "COST_THRESHOLD_CURRENCY",
+        "USD",
+        _currency,
+        "Currency the two cost thresholds are stated in; series in it are scored with them as they are.",
+    )
+    cost_currency_rates: tuple[tuple[str, float], ...] = _setting(
+        "COST_CURRENCY_RATES",
+        (),
+        _rates,
+        "Explicit rates CUR=units of COST_THRESHOLD_CURRENCY per 1 CUR (EUR=1.08,GBP=1.27): the thresholds of a "
+        "series in CUR are divided by its rate; series in a currency without a rate are not scored (reported).",
+        sample="",
+    )
+    warehouse_embedded_memory_mb: int = _setting(
+        "WAREHOUSE_EMBEDDED_MEMORY_MB",
+        256,
+        _int_range(64, 65536),
+        "Memory the embedded warehouse (DuckDB) may use before it spills to disk; ingest and scans stay under it.",
+    )
+    cost_ingest_block_mb: int = _setting(
+        "COST_INGEST_BLOCK_MB",
+        8,
+        _int_range(1, 256),
+        "Size of the blocks an export file is read in (MB of CSV); with COST_INGEST_FLUSH_ROWS it bounds memory.",
+    )
+    cost_ingest_flush_rows: int = _setting(
+        "COST_INGEST_FLUSH_ROWS",
+        100000,
+        _int_range(1000, 10_000_000),
+        "Normalised rows buffered before they are staged in the warehouse (bounds ingest memory).",
     )
     cost_scan_schedule: str = _setting(
         "COST_SCAN_SCHEDULE", "0 30 6 * * *", _schedule, "NCRONTAB of the daily cost scan (UTC)."
@@ -479,7 +538,7 @@ class Settings:
     )
     cost_partition_size: int = _setting(
         "COST_PARTITION_SIZE",
-        50000,
+        15000,
         _int_range(10, 10_000_000),
         "Series per scoring partition; above it the daily scan fans out on queue cost-partitions.",
     )

@@ -8,7 +8,10 @@ on Azurite, path-style `http://127.0.0.1:10000/<account>/<container>/<blob>`.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 from shared.adapters.http import pooled_session
@@ -71,8 +74,49 @@ class CostExportStorage:
             raise NotFoundError(f"blob {container}/{name} does not exist (yet)")
         return data
 
+    def opener(self, container: str, name: str) -> Callable[[], IO[bytes]]:
+        """A callable opening the blob as a stream read in chunks (never the whole blob in memory)."""
+
+        def open_blob() -> IO[bytes]:
+            from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+            from shared.errors import StorageError
+
+            client = self.store._blobs.get_blob_client(container, name)  # noqa: SLF001 - the export account's client
+            try:
+                download = client.download_blob(max_concurrency=1)
+            except ResourceNotFoundError as exc:
+                raise NotFoundError(f"blob {container}/{name} does not exist (yet)") from exc
+            except AzureError as exc:
+                raise StorageError(f"download of {container}/{name} failed: {exc}") from exc
+            return io.BufferedReader(_ChunkStream(download.chunks()), buffer_size=1 << 20)
+
+        return open_blob
+
     def list(self, container: str, prefix: str) -> list[str]:
         return self.store.list_blobs(container, prefix)
 
     def upload(self, container: str, name: str, data: bytes) -> None:
         self.store.put_blob(container, name, data)
+
+
+class _ChunkStream(io.RawIOBase):
+    """The chunks of a blob download as a readable raw stream."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not len(self._pending):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n

@@ -62,17 +62,72 @@ class WarehouseSession:
         except Exception as exc:
             raise WarehouseError(f"warehouse query failed: {_first_line(exc)}") from exc
 
-    def query_frame(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
-        """A pandas DataFrame of the result (columns upper-case)."""
+    def query_frame(
+        self,
+        sql: str,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        categorical: Sequence[str] = (),
+    ) -> Any:
+        """A pandas DataFrame of the result (columns upper-case), fetched columnar: never a Python object per cell.
+
+        Snowflake hands the result over as Arrow batches (`fetch_arrow_batches`), the embedded warehouse as one
+        Arrow table; `categorical` columns (repeated ids) become pandas categoricals, one string per distinct value.
+        """
         import pandas as pd
 
-        rows = self.query(sql, params)
-        return pd.DataFrame(rows)
+        frames = [_arrow_to_pandas(batch, categorical) for batch in self.query_arrow_batches(sql, params)]
+        frames = [f for f in frames if len(f.columns)]
+        if not frames:
+            return pd.DataFrame()
+        if len(frames) == 1:
+            return frames[0]
+        from pandas.api.types import union_categoricals
+
+        out = pd.concat(frames, ignore_index=True)
+        for column in categorical:
+            if column in out and not isinstance(out[column].dtype, pd.CategoricalDtype):
+                out[column] = pd.Series(
+                    union_categoricals([f[column] for f in frames], ignore_order=True), index=out.index
+                )
+        return out
+
+    def query_arrow_batches(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Iterator[Any]:
+        """The result as pyarrow RecordBatches/Tables (columns upper-case), as the driver streams them."""
+        try:
+            cur = self._conn.cursor()
+            cur.execute(sql, params)
+            names = [d[0].upper() for d in cur.description or []]
+            # snowflake-connector-python streams Arrow batches; fakesnow keeps the result as one Arrow table
+            batches = cur.fetch_arrow_batches() if hasattr(cur, "fetch_arrow_batches") else [_arrow_table(cur)]
+            for batch in batches:
+                if batch is not None:
+                    yield batch.rename_columns(names) if len(names) == batch.num_columns else batch
+        except WarehouseError:
+            raise
+        except Exception as exc:
+            raise WarehouseError(f"warehouse query failed: {_first_line(exc)}") from exc
 
     def write_frame(self, frame: Any, table: str) -> int:
-        """Append a DataFrame to an existing table (columns must be the table's, upper-case)."""
+        """Append a DataFrame or an Arrow table to an existing table (columns must be the table's, upper-case)."""
         if frame is None or len(frame) == 0:
             return 0
+        duck = getattr(self._conn, "_duck_conn", None)
+        is_arrow = hasattr(frame, "column_names")
+        if duck is not None and (is_arrow or not any(isinstance(v, (dict, list)) for v in frame.iloc[0].tolist())):
+            # embedded: DuckDB scans the DataFrame itself (fakesnow's write_pandas visits every cell in Python)
+            columns = ", ".join(str(c) for c in (frame.column_names if is_arrow else frame.columns))
+            try:
+                duck.register("_valueflow_frame", frame)
+                try:
+                    duck.execute(f"INSERT INTO {table.upper()} ({columns}) SELECT {columns} FROM _valueflow_frame")
+                finally:
+                    duck.unregister("_valueflow_frame")
+            except Exception as exc:
+                raise WarehouseError(f"bulk load into {table} failed: {_first_line(exc)}") from exc
+            return len(frame)
+        if is_arrow:
+            frame = frame.to_pandas(date_as_object=True)  # snowflake's write_pandas takes pandas
         try:
             ok, _chunks, nrows, _ = self._write_pandas(self._conn, frame, table.upper(), quote_identifiers=False)
         except Exception as exc:
@@ -159,6 +214,8 @@ class Warehouse:
                         f"(a running job or `make run`?); tried for {LOCK_RETRY_SECONDS:.0f}s"
                     ) from exc
                 time.sleep(0.25)
+        # the embedded engine spills to disk past this (a big GROUP BY must not grow the process without bound)
+        fs.duck_conn.execute(f"SET memory_limit = '{int(self.settings.warehouse_embedded_memory_mb)}MB'")
         try:
             yield WarehouseSession(conn, write_pandas)
         finally:
@@ -223,6 +280,31 @@ class Warehouse:
         with self.session() as wh:
             rows = wh.query("SELECT 1 AS OK")
         return "ok" if rows and rows[0].get("OK") == 1 else "unexpected answer"
+
+
+def _arrow_table(cur: Any) -> Any:
+    import pyarrow as pa
+
+    table = getattr(cur, "_arrow_table", None)  # fakesnow's result, without a copy per row
+    if table is None:
+        frame = cur.fetch_pandas_all()
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table
+
+
+def _arrow_to_pandas(batch: Any, categorical: Sequence[str]) -> Any:
+    import pyarrow as pa
+
+    columns = []
+    for name in batch.column_names:
+        column = batch.column(name)
+        if name in categorical and not pa.types.is_dictionary(column.type):
+            column = column.dictionary_encode()
+        elif pa.types.is_decimal(column.type):
+            column = column.cast(pa.float64())
+        columns.append(column)
+    table = pa.table(columns, names=batch.column_names) if batch.num_columns else pa.table({})
+    return table.to_pandas(date_as_object=True)
 
 
 _process_locks: dict[str, threading.RLock] = {}

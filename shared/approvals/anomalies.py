@@ -38,6 +38,8 @@ class EpisodeView:
     total_excess_usd: float
     top_causes: tuple[str, ...]
     verdict: str
+    currency: str = ""  # the series' billing currency: amounts above are in it
+    provider: str = ""  # azure|aws|gcp|oci for resource series ('' for aggregates)
 
     @property
     def resource_id(self) -> str:
@@ -60,6 +62,8 @@ class EpisodeView:
             "totalExcessUsd": self.total_excess_usd,
             "topCauses": list(self.top_causes),
             "verdict": self.verdict,
+            "currency": self.currency,
+            "provider": self.provider,
         }
 
 
@@ -96,6 +100,8 @@ def episode_view(obj: Any) -> EpisodeView:
         total_excess_usd=num("total_excess_usd"),
         top_causes=_causes(get("contributors", "top_causes", default=())),
         verdict=str(get("verdict")),
+        currency=str(get("currency") or ""),
+        provider=str(get("provider") or ""),
     )
 
 

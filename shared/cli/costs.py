@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
         "ingest",
         help="load local Cost Management export files or folders into the warehouse",
         description="Each manifest.json found is one run (idempotent per runId); data files (csv, csv.gz, parquet) "
-        "without a manifest are one run per folder. A run replaces the rows of its period; a broken run loads nothing.",
+        "without a manifest are one run per folder. A run replaces the rows of its period; a broken run loads nothing. "
+        "Files are streamed (memory does not grow with their size). --json prints per run at least status, schema, "
+        "rows_read, rows, period and cost_by_currency (usage cost per currency, to reconcile with the export).",
     )
     ingest.add_argument("paths", nargs="+", help="files or folders")
     ingest.add_argument("--json", action="store_true", help="machine-readable output")
@@ -175,12 +177,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(json.dumps([r.as_dict() for r in results], default=str, indent=2))
         return 0
     for r in results:
-        o = r.outcome
-        status = o.status if o else "skipped"
-        period = f"{o.period_start}..{o.period_end}" if o else "-"
+        doc = r.as_dict()
+        money = ", ".join(f"{cur} {total:,.2f}" for cur, total in doc.get("cost_by_currency", {}).items()) or "-"
         print(
-            f"{status:<15} {r.schema:<22} rows read {r.rows_read:>8}  loaded {o.rows if o else 0:>8}  {period}  {r.source}"
+            f"{doc['status']:<15} {doc['schema']:<24} rows read {doc['rows_read']:>9}  loaded {doc.get('rows', 0):>8}  "
+            f"{doc.get('period', '-')}  usage {money}  {r.source}"
         )
+        if doc.get("excluded"):
+            print("    not usage: " + ", ".join(f"{reason} {n}" for reason, n in doc["excluded"].items()))
         for warning in r.warnings:
             print(f"    warning: {warning}")
     return 0

@@ -28,6 +28,7 @@ import pandas as pd
 from shared.alerts.delivery import enqueue_alert
 from shared.alerts.model import Alert
 from shared.costs import store
+from shared.costs.currency import by_currency, currency_config, currency_rates, with_currency_and_provider
 from shared.costs.episodes import (
     VERDICTS,
     CostEpisode,
@@ -40,7 +41,7 @@ from shared.costs.episodes import (
     is_explained,
 )
 from shared.costs.freshness import TRAILING_DAYS, check_freshness
-from shared.costs.ingest import series_bucket
+from shared.costs.ingest import provider_of_series, series_bucket
 from shared.costs.scoring import ScoringConfig, score_day, top_contributors
 from shared.errors import BadInputError, NotFoundError, ValueFlowError
 from shared.idempotency import TABLE as IDEMPOTENCY_TABLE
@@ -73,6 +74,7 @@ class ScanReport:
     events: dict[str, int] = field(default_factory=dict)
     alerts_sent: int = 0
     alerts_muted: int = 0
+    unscored_currencies: dict[str, int] = field(default_factory=dict)  # currency -> series without a rate
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -84,6 +86,8 @@ class ScanReport:
         self.alerts_muted += other.alerts_muted
         for k, v in other.events.items():
             self.events[k] = self.events.get(k, 0) + v
+        for k, v in other.unscored_currencies.items():
+            self.unscored_currencies[k] = self.unscored_currencies.get(k, 0) + v
 
 
 def scoring_config(runtime: Runtime) -> ScoringConfig:
@@ -269,32 +273,50 @@ def _score_kind(runtime: Runtime, kind: str, day: date, part: int, parts: int) -
         frame = store.daily_series(wh, kind, start, day, part=part, parts=parts)
         attributes = store.resource_attributes(wh, start, day, part=part, parts=parts) if kind == "resource" else {}
         open_now = store.open_episodes(wh, kind, part=part, parts=parts)
-    ids, dates, costs = densify(frame, start, day)
-    report.series_scored = len(ids)
-    if len(ids):
-        result = score_day(costs, dates, len(dates) - 1, config)
-        flagged = [str(ids[i]) for i in np.flatnonzero(result.anomaly)]
-    else:
-        flagged = []
+    # a series is per currency: each currency is scored on its own, with the thresholds in that currency
+    base_currency = runtime.settings.cost_threshold_currency
+    rates = currency_rates(runtime.settings)
+    index: dict[str, tuple[Any, int]] = {}
+    flagged: list[str] = []
+    flagged_by_currency: dict[str, list[str]] = {}
+    for currency, rows in by_currency(frame):
+        rate = rates.get(currency)
+        if rate is None:
+            report.unscored_currencies[currency] = int(rows["SERIES_ID"].nunique())
+            log.warning("cost series in %s not scored: no rate to %s in COST_CURRENCY_RATES", currency, base_currency)
+            continue
+        ids, dates, costs = densify(rows, start, day)
+        if not len(ids):
+            continue
+        report.series_scored += len(ids)
+        result = score_day(costs, dates, len(dates) - 1, currency_config(config, rate))
+        for i, base_id in enumerate(ids):
+            index[store.currency_series_id(str(base_id), currency, base_currency)] = (result, i)
+        for hit in np.flatnonzero(result.anomaly):
+            flagged.append(store.currency_series_id(str(ids[hit]), currency, base_currency))
+            flagged_by_currency.setdefault(currency, []).append(str(ids[hit]))
     report.anomalies = len(flagged)
-    contributors = _contributors(runtime, kind, flagged, start, day, config) if flagged else {}
+    contributors: dict[str, tuple[tuple[str, float, float], ...]] = {}
+    for currency, base_ids in flagged_by_currency.items():
+        found = _contributors(runtime, kind, base_ids, start, day, currency_config(config, rates[currency]), currency)
+        contributors.update({store.currency_series_id(k, currency, base_currency): v for k, v in found.items()})
 
     touched = set(flagged) | set(open_now)
-    index = {str(s): i for i, s in enumerate(ids)}
     suppressions = load_suppressions(runtime) if touched else {}
     events: list[EpisodeEvent] = []
     changed: list[CostEpisode] = []
     for series_id in sorted(touched):
-        i = index.get(series_id)
-        attrs = attributes.get(series_id, {})
-        owner = attrs.get("owner", "") if kind == "resource" else (series_id if kind == "owner" else "")
-        if i is None:
+        result, i = index.get(series_id, (None, -1))
+        base_id, _currency = store.split_currency(series_id, base_currency)
+        attrs = attributes.get(base_id, {})
+        owner = attrs.get("owner", "") if kind == "resource" else (base_id if kind == "owner" else "")
+        if result is None:
             series_day = _absent_day(series_id, kind, day, owner)
         else:
             series_day = SeriesDay(
                 series_id=series_id,
                 series_kind=kind,
-                series_bucket=series_bucket(series_id),
+                series_bucket=series_bucket(base_id),  # the partition of the resource, whatever its currency
                 day=day,
                 status=str(result.status[i]),
                 anomaly=bool(result.anomaly[i]),
@@ -324,7 +346,8 @@ def _score_kind(runtime: Runtime, kind: str, day: date, part: int, parts: int) -
         if _mute(runtime, event, explained):
             report.alerts_muted += 1
             continue
-        report.alerts_sent += _send_alert(runtime, event.key, anomaly_alert_fields(event, correlation_id()))
+        fields = with_currency_and_provider(anomaly_alert_fields(event, correlation_id()), event.episode, base_currency)
+        report.alerts_sent += _send_alert(runtime, event.key, fields)
         if event.episode.severity == "critical" and event.action in ("open", "update"):
             request_approval(runtime, event.episode)
     return report, changed
@@ -370,15 +393,22 @@ def _mute(runtime: Runtime, event: EpisodeEvent, explained: set[str]) -> bool:
 
 
 def _absent_day(series_id: str, kind: str, day: date, owner: str) -> SeriesDay:
-    return SeriesDay(series_id, kind, series_bucket(series_id), day, "absent", False, "none", "absent",
+    base_id = series_id.rsplit(" [", 1)[0] if series_id.endswith("]") else series_id
+    return SeriesDay(series_id, kind, series_bucket(base_id), day, "absent", False, "none", "absent",
                      0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, owner)  # fmt: skip
 
 
 def _contributors(
-    runtime: Runtime, kind: str, flagged: list[str], start: date, day: date, config: ScoringConfig
+    runtime: Runtime,
+    kind: str,
+    flagged: list[str],
+    start: date,
+    day: date,
+    config: ScoringConfig,
+    currency: str | None = None,
 ) -> dict[str, tuple[tuple[str, float, float], ...]]:
     with runtime.warehouse.session() as wh:
-        members = store.member_series(wh, kind, flagged, start, day)
+        members = store.member_series(wh, kind, flagged, start, day, currency=currency)
     out: dict[str, tuple[tuple[str, float, float], ...]] = {}
     for series_id, rows in members.groupby("SERIES_ID"):
         member_rows = rows[["MEMBER_ID", "USAGE_DATE", "COST"]].rename(columns={"MEMBER_ID": "SERIES_ID"})
@@ -400,7 +430,17 @@ def densify(
     dates = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1)
     if frame.empty:
         return np.asarray([], dtype=object), dates, np.zeros((0, n_days))
-    ids, inverse = np.unique(frame["SERIES_ID"].astype(str).to_numpy(), return_inverse=True)
+    series = frame["SERIES_ID"]
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        # columnar fetch: one string per series, an integer code per row (no string per row)
+        series = series.cat.remove_unused_categories()
+        names = series.cat.categories.astype(str).to_numpy(dtype=object)
+        order = np.argsort(names, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        ids, inverse = names[order], rank[series.cat.codes.to_numpy()]
+    else:
+        ids, inverse = np.unique(series.astype(str).to_numpy(), return_inverse=True)
     day_index = (pd.to_datetime(frame["USAGE_DATE"]).to_numpy().astype("datetime64[D]") - dates[0]).astype(np.int64)
     costs = np.full((len(ids), n_days), np.nan)
     costs[inverse, day_index] = frame["COST"].astype(float).to_numpy()
@@ -457,6 +497,9 @@ def request_approval(runtime: Runtime, episode: CostEpisode) -> bool:
 
 def _mirror(runtime: Runtime, episode: CostEpisode) -> None:
     doc = episode.as_dict()
+    base_id, currency = store.split_currency(episode.series_id, runtime.settings.cost_threshold_currency)
+    doc.setdefault("currency", currency)
+    doc.setdefault("provider", provider_of_series(base_id))
     runtime.storage.upsert(
         EPISODES_TABLE,
         EPISODE_PARTITION,

@@ -1,6 +1,16 @@
 """Getting cost data in: export runs from blob storage (Event Grid) or local files (CLI), and Query API pulls.
 
-Each source ends in `store.load_run`: one transaction per run, all-or-nothing, idempotent per run id.
+Each source ends in `store.load_export_run`: the run is streamed block by block into a staging table, then
+swapped in by one transaction (all-or-nothing, idempotent per run id). Files are never read whole into memory:
+local files are opened by path, blobs are downloaded in chunks.
+
+Blob layouts that start a load (BlobCreated -> queue `cost-ingest` -> `cost_ingest_worker`):
+
+* Cost Management exports: `<root>/<export>/<YYYYMMDD-YYYYMMDD>/<runId>/manifest.json` (written last).
+* Any other FOCUS export (AWS CUR 2.0 FOCUS, Google Cloud, Oracle, or Azure files copied by hand), manifest-less:
+  put the data files (csv, csv.gz, parquet) in `<root>/<provider>/<export>/<YYYYMMDD-YYYYMMDD>/<runId>/`, then
+  write an empty `_SUCCESS` blob in the same folder. Every data file of the folder is one run (`runId` = the
+  folder), replacing the period of the folder name for the source `<root>/<provider>/<export>`.
 """
 
 from __future__ import annotations
@@ -18,13 +28,14 @@ from shared.costs.ingest import (
     ExportFile,
     ExportRun,
     ParsedRun,
+    RunReport,
     TagKeys,
     is_data_file,
     locate,
     manifest_blob_names,
     parse_manifest,
-    parse_run,
     query_result_frame,
+    read_run,
     run_from_manifest,
 )
 from shared.errors import BadInputError
@@ -35,6 +46,7 @@ log = logging.getLogger(__name__)
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 INGEST_QUEUE = "cost-ingest"
+RUN_MARKER = "_success"  # a manifest-less run folder is complete when this blob lands (compared lower-cased)
 
 
 def tag_keys(settings: Settings) -> TagKeys:
@@ -57,9 +69,16 @@ class IngestResult:
     warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
+        """At least status, schema, rows_read, rows, period and cost_by_currency (the `costs ingest --json` contract)."""
         out: dict[str, Any] = {"source": self.source, "schema": self.schema, "rows_read": self.rows_read}
         if self.outcome:
             out.update(self.outcome.as_dict())
+            if self.outcome.status == "already_loaded":
+                # the figures of the run as it was loaded the first time
+                out["schema"] = self.schema or self.outcome.report.get("schema", "")
+                out["rows_read"] = self.rows_read or self.outcome.report.get("rows_read", 0)
+        else:
+            out.setdefault("status", "skipped")
         if self.skipped:
             out["skipped"] = self.skipped
         if self.warnings:
@@ -76,14 +95,39 @@ def ingest_blob_event(runtime: Runtime, event_type: str, data: dict[str, Any]) -
     if event_type != BLOB_CREATED:
         return IngestResult(url, None, skipped=f"event type {event_type} is not {BLOB_CREATED}")
     ref = parse_blob_url(url)
-    if PurePosixPath(ref.name).name.lower() != "manifest.json":
-        return IngestResult(url, None, skipped="not a manifest.json blob")
+    leaf = PurePosixPath(ref.name).name.lower()
+    if leaf not in ("manifest.json", RUN_MARKER):
+        return IngestResult(url, None, skipped="not a manifest.json or _SUCCESS blob")
     exports = CostExportStorage.from_settings(runtime.settings, runtime.storage)
+    if leaf == RUN_MARKER:
+        return _load(runtime, _folder_run(exports, ref.container, ref.name), f"{ref.container}/{ref.name}")
     manifest_bytes = exports.read(ref.container, ref.name)
     manifest = parse_manifest(ref.name, manifest_bytes)
-    files = [ExportFile(name, exports.read(ref.container, name)) for name in manifest_blob_names(manifest)]
+    files = [ExportFile(name, opener=exports.opener(ref.container, name)) for name in manifest_blob_names(manifest)]
     run = run_from_manifest(ref.name, manifest, files)
     return _load(runtime, run, f"{ref.container}/{ref.name}")
+
+
+def _folder_run(exports: CostExportStorage, container: str, marker: str) -> ExportRun:
+    """The run of a manifest-less folder: every data file next to its `_SUCCESS` marker."""
+    folder = str(PurePosixPath(marker).parent)
+    where = locate(marker)
+    if where is None:
+        from shared.costs.ingest import CostExportError
+
+        problem = "a manifest-less run folder must be <root>/<provider>/<export>/<YYYYMMDD-YYYYMMDD>/<runId>/"
+        raise CostExportError(
+            f"{container}/{marker}: {problem}", errors=[{"file": marker, "line": None, "problem": problem}]
+        )
+    names = sorted(n for n in exports.list(container, folder + "/") if is_data_file(n))
+    files = tuple(ExportFile(n, opener=exports.opener(container, n)) for n in names)
+    return ExportRun(
+        run_id=f"blob:{container}/{folder}".lower(),
+        source_key=f"blob:{container}/{where.export_path}".lower(),
+        period_start=where.period_start,
+        period_end=where.period_end,
+        files=files,
+    )
 
 
 def ingest_paths(runtime: Runtime, paths: list[str]) -> list[IngestResult]:
@@ -113,11 +157,12 @@ def ingest_paths(runtime: Runtime, paths: list[str]) -> list[IngestResult]:
             local = manifest_path.parent / PurePosixPath(name).name
             if not local.is_file():
                 raise BadInputError(f"{manifest_path}: lists {name}, but {local} does not exist")
-            files.append(ExportFile(str(local), local.read_bytes()))
+            files.append(ExportFile(str(local), path=str(local)))
         results.append(_load(runtime, run_from_manifest(manifest_path.as_posix(), manifest, files), str(manifest_path)))
     for folder, data_files in sorted(loose.items()):
-        files = [ExportFile(str(f), f.read_bytes()) for f in sorted(data_files)]
-        digest = hashlib.sha256(b"".join(hashlib.sha256(f.data).digest() for f in files)).hexdigest()[:32]
+        files = [ExportFile(str(f), path=str(f)) for f in sorted(data_files)]
+        # the run id is the content hash (streamed): reloading the same files is a no-op
+        digest = hashlib.sha256("".join(f.sha256() for f in files).encode()).hexdigest()[:32]
         where = locate(data_files[0].as_posix())
         source_key = "local:" + (where.export_path if where else folder.resolve().as_posix()).lower()
         run = ExportRun(
@@ -169,15 +214,33 @@ def pull_configured_scopes(runtime: Runtime, day: date, days: int = 3) -> list[I
 
 
 def _load(runtime: Runtime, run: ExportRun, source: str) -> IngestResult:
-    parsed = parse_run(run, tag_keys(runtime.settings))
+    settings = runtime.settings
+    keys = tag_keys(settings)
+
+    def read(sink: Any) -> RunReport:
+        return read_run(
+            run,
+            sink,
+            keys,
+            block_bytes=settings.cost_ingest_block_mb << 20,
+            flush_rows=settings.cost_ingest_flush_rows,
+        )
+
     with runtime.warehouse.session() as wh:
-        outcome = store.load_run(wh, parsed)
+        outcome, report = store.load_export_run(wh, run, read)
     log.info(
         "cost export run %s",
         outcome.status,
-        extra={"run_id": run.run_id, "rows": outcome.rows, "period": f"{outcome.period_start}..{outcome.period_end}"},
+        extra={
+            "run_id": run.run_id,
+            "rows": outcome.rows,
+            "period": f"{outcome.period_start}..{outcome.period_end}",
+            "cost_by_currency": outcome.report.get("cost_by_currency"),
+        },
     )
-    return IngestResult(source, outcome, parsed.schema, parsed.rows_read, warnings=parsed.warnings)
+    if report is None:
+        return IngestResult(source, outcome)
+    return IngestResult(source, outcome, report.schema, report.rows_read, warnings=tuple(report.warnings))
 
 
 def accept_export_event(runtime: Runtime, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -193,8 +256,8 @@ def accept_export_event(runtime: Runtime, event_type: str, data: dict[str, Any])
     except BadInputError as err:
         log.warning("cost export event ignored: %s", err.detail)
         return {"url": url, "status": "ignored", "reason": err.detail}
-    if PurePosixPath(ref.name).name.lower() != "manifest.json":
-        return {"url": url, "status": "skipped", "reason": "not a manifest.json blob"}
+    if PurePosixPath(ref.name).name.lower() not in ("manifest.json", RUN_MARKER):
+        return {"url": url, "status": "skipped", "reason": "not a manifest.json or _SUCCESS blob"}
     runtime.storage.send(INGEST_QUEUE, {"event_type": event_type, "data": {"url": url}})
     return {"url": url, "status": "queued"}
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ import pandas as pd
 
 from shared.adapters.warehouse import WarehouseSession
 from shared.costs.episodes import CostEpisode
-from shared.costs.ingest import ParsedRun
+from shared.costs.ingest import FRAME_COLUMNS, ExportRun, ParsedRun, RunReport
 
 SERIES_COLUMN = {
     "resource": "RESOURCE_ID",
@@ -32,7 +32,9 @@ UNOWNED = "(untagged)"
 
 @dataclass(frozen=True)
 class LoadOutcome:
-    """What loading a run did: `loaded`, `already_loaded` (same runId before) or `superseded` (a newer run owns it)."""
+    """What loading a run did: `loaded`, `already_loaded` (same runId before) or `superseded` (a newer run owns it).
+
+    `report` is the run's reconciliation report (RunReport.as_dict: cost_by_currency, excluded rows by reason...)."""
 
     run_id: str
     status: str
@@ -40,6 +42,7 @@ class LoadOutcome:
     period_start: date
     period_end: date
     replaced_rows: int = 0
+    report: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,70 +51,159 @@ class LoadOutcome:
             "rows": self.rows,
             "period": f"{self.period_start}..{self.period_end}",
             "replaced_rows": self.replaced_rows,
+            "cost_by_currency": self.report.get("cost_by_currency", {}),
+            **{k: v for k, v in self.report.items() if k not in ("cost_by_currency", "schema", "rows_read")},
         }
 
 
-def load_run(wh: WarehouseSession, parsed: ParsedRun, *, now: datetime | None = None) -> LoadOutcome:
-    """Store a parsed run in one transaction: delete the rows of (source, period), insert the run's, record the run.
+_STAGE_COLUMNS = ", ".join(c for c in FRAME_COLUMNS if c not in ("COST", "BILLED_COST"))
+_STAGE_KEYS = ", ".join(c for c in FRAME_COLUMNS if c not in ("COST", "BILLED_COST", "SERIES_BUCKET"))
 
-    Idempotent per run id; an older run arriving after a newer one for the same period is recorded as
-    superseded and changes nothing (Event Grid does not keep order)."""
+
+def _done_before(wh: WarehouseSession, run_id: str) -> dict[str, Any] | None:
+    rows = wh.query(
+        "SELECT STATUS, PERIOD_START, PERIOD_END, REPORT FROM COST_EXPORT_RUNS "
+        "WHERE RUN_ID = %s AND STATUS IN ('loaded', 'superseded')",
+        (run_id,),
+    )
+    return rows[0] if rows else None
+
+
+def _stored_report(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return dict(json.loads(row.get("REPORT") or "{}"))
+    except (TypeError, ValueError):
+        return {}
+
+
+def load_export_run(
+    wh: WarehouseSession,
+    run: ExportRun,
+    read: Callable[[Callable[[Any], None]], RunReport],
+    *,
+    now: datetime | None = None,
+) -> tuple[LoadOutcome, RunReport | None]:
+    """Stream a run into the warehouse, all-or-nothing: stage, then swap.
+
+    `read(sink)` reads the run block by block, handing rows (Arrow tables or DataFrames) to `sink`, which bulk-loads them into
+    COST_DAILY_STAGE under a fresh load id (memory stays bounded by the reader's flush size). When it raises
+    (a bad file) the staged rows are deleted and nothing changes. On success one transaction deletes the rows of
+    (source, period), merges the staged rows (GROUP BY in the warehouse) into COST_DAILY and records the run;
+    then the staged rows are deleted. Idempotent per run id (a run loaded before is not read again)."""
     now = (now or datetime.now(UTC)).replace(tzinfo=None)
-    run = parsed.run
-    start, end = parsed.period_start, parsed.period_end
-    with wh.transaction():
-        done = wh.query(
-            "SELECT STATUS FROM COST_EXPORT_RUNS WHERE RUN_ID = %s AND STATUS IN ('loaded', 'superseded')",
-            (run.run_id,),
-        )
-        if done:
-            return LoadOutcome(run.run_id, "already_loaded", 0, start, end)
-        if run.submitted_at is not None:
-            newer = wh.query(
-                "SELECT COUNT(*) AS N FROM COST_EXPORT_RUNS WHERE SOURCE_KEY = %s AND PERIOD_START = %s "
-                "AND PERIOD_END = %s AND STATUS = 'loaded' AND SUBMITTED_AT > %s",
-                (run.source_key, start, end, run.submitted_at),
+    earlier = _done_before(wh, run.run_id)
+    if earlier:
+        start, end = _as_date(earlier["PERIOD_START"]), _as_date(earlier["PERIOD_END"])
+        return LoadOutcome(run.run_id, "already_loaded", 0, start, end, report=_stored_report(earlier)), None
+    load_id = f"{run.run_id[:80]}:{uuid.uuid4().hex}"
+
+    def sink(rows: Any) -> None:
+        if isinstance(rows, pd.DataFrame):
+            staged: Any = rows.copy()
+            staged.insert(0, "LOAD_ID", load_id)
+            staged["USAGE_DATE"] = staged["USAGE_DATE"].astype(object)
+        else:  # an Arrow table from the streaming reader
+            import pyarrow as pa
+
+            staged = rows.add_column(0, "LOAD_ID", pa.array([load_id] * len(rows), pa.string()))
+        wh.write_frame(staged, "COST_DAILY_STAGE")
+
+    try:
+        report = read(sink)
+    except BaseException:
+        wh.execute("DELETE FROM COST_DAILY_STAGE WHERE LOAD_ID = %s", (load_id,))
+        raise
+    start = run.period_start or report.first_day or now.date()
+    end = run.period_end or report.last_day or start
+    report_doc = report.as_dict()
+    try:
+        with wh.transaction():
+            if run.submitted_at is not None:
+                newer = wh.query(
+                    "SELECT COUNT(*) AS N FROM COST_EXPORT_RUNS WHERE SOURCE_KEY = %s AND PERIOD_START = %s "
+                    "AND PERIOD_END = %s AND STATUS = 'loaded' AND SUBMITTED_AT > %s",
+                    (run.source_key, start, end, run.submitted_at),
+                )
+                if newer and int(newer[0]["N"]) > 0:
+                    _record(wh, run, start, end, report, "superseded", 0, now)
+                    return LoadOutcome(run.run_id, "superseded", 0, start, end, report=report_doc), report
+            replaced = wh.query(
+                "SELECT COUNT(*) AS N FROM COST_DAILY WHERE SOURCE_KEY = %s AND USAGE_DATE BETWEEN %s AND %s",
+                (run.source_key, start, end),
             )
-            if newer and int(newer[0]["N"]) > 0:
-                _record_run(wh, parsed, "superseded", 0, now)
-                return LoadOutcome(run.run_id, "superseded", 0, start, end)
-        replaced = wh.query(
-            "SELECT COUNT(*) AS N FROM COST_DAILY WHERE SOURCE_KEY = %s AND USAGE_DATE BETWEEN %s AND %s",
-            (run.source_key, start, end),
-        )
-        wh.execute(
-            "DELETE FROM COST_DAILY WHERE SOURCE_KEY = %s AND USAGE_DATE BETWEEN %s AND %s",
-            (run.source_key, start, end),
-        )
-        frame = parsed.frame.copy()
-        frame.insert(0, "RUN_ID", run.run_id)
-        frame.insert(0, "SOURCE_KEY", run.source_key)
-        rows = wh.write_frame(frame, "COST_DAILY") if len(frame) else 0
-        _record_run(wh, parsed, "loaded", rows, now)
-    return LoadOutcome(run.run_id, "loaded", rows, start, end, int(replaced[0]["N"]) if replaced else 0)
+            wh.execute(
+                "DELETE FROM COST_DAILY WHERE SOURCE_KEY = %s AND USAGE_DATE BETWEEN %s AND %s",
+                (run.source_key, start, end),
+            )
+            wh.execute(
+                f"INSERT INTO COST_DAILY (SOURCE_KEY, RUN_ID, {_STAGE_COLUMNS}, COST, BILLED_COST) "
+                f"SELECT %s, %s, {_STAGE_COLUMNS}, SUM(COST), SUM(BILLED_COST) FROM COST_DAILY_STAGE "
+                f"WHERE LOAD_ID = %s GROUP BY {_STAGE_COLUMNS}",
+                (run.source_key, run.run_id, load_id),
+            )
+            counted = wh.query("SELECT COUNT(*) AS N FROM COST_DAILY WHERE RUN_ID = %s", (run.run_id,))
+            rows = int(counted[0]["N"]) if counted else 0
+            _record(wh, run, start, end, report, "loaded", rows, now)
+    finally:
+        wh.execute("DELETE FROM COST_DAILY_STAGE WHERE LOAD_ID = %s", (load_id,))
+    return (
+        LoadOutcome(run.run_id, "loaded", rows, start, end, int(replaced[0]["N"]) if replaced else 0, report_doc),
+        report,
+    )
 
 
-def _record_run(wh: WarehouseSession, parsed: ParsedRun, status: str, rows: int, now: datetime) -> None:
-    run = parsed.run
+def _record(
+    wh: WarehouseSession,
+    run: ExportRun,
+    start: date,
+    end: date,
+    report: RunReport,
+    status: str,
+    rows: int,
+    now: datetime,
+) -> None:
     wh.execute(
         "INSERT INTO COST_EXPORT_RUNS (RUN_ID, SOURCE_KEY, PERIOD_START, PERIOD_END, SUBMITTED_AT, SCHEMA_NAME, "
-        "FILES, ROWS_READ, ROWS_LOADED, USAGE_COST, LOADED_AT, STATUS) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "FILES, ROWS_READ, ROWS_LOADED, USAGE_COST, LOADED_AT, STATUS, REPORT) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             run.run_id,
             run.source_key,
-            parsed.period_start,
-            parsed.period_end,
+            start,
+            end,
             run.submitted_at,
-            parsed.schema,
+            report.schema,
             len(run.files),
-            parsed.rows_read,
+            report.rows_read,
             rows,
-            round(parsed.usage_cost, 6),
+            # one number only when the run has one currency: never a sum across currencies
+            round(next(iter(report.cost_by_currency.values())), 6) if len(report.cost_by_currency) == 1 else None,
             now,
             status,
+            json.dumps(report.as_dict(), default=str),
         ),
     )
+
+
+def load_run(wh: WarehouseSession, parsed: ParsedRun, *, now: datetime | None = None) -> LoadOutcome:
+    """Store a run already in memory (a Query API pull, a small parsed run) the same way: stage, then swap."""
+    report = parsed.report or RunReport(schema=parsed.schema, rows_read=parsed.rows_read)
+    if parsed.report is None and len(parsed.frame):
+        usage = parsed.frame[parsed.frame["IS_USAGE"]]
+        report.usage_rows = len(usage)
+        report.cost_by_currency = {str(k): float(v) for k, v in usage.groupby("CURRENCY")["COST"].sum().items()}
+        report.first_day, report.last_day = min(parsed.frame["USAGE_DATE"]), max(parsed.frame["USAGE_DATE"])
+    run = parsed.run
+    if run.period_start is None or run.period_end is None:
+        run = replace(run, period_start=parsed.period_start, period_end=parsed.period_end)
+
+    def read(sink: Callable[[pd.DataFrame], None]) -> RunReport:
+        if len(parsed.frame):
+            sink(parsed.frame)
+        return report
+
+    outcome, _ = load_export_run(wh, run, read, now=now)
+    return outcome
 
 
 def export_runs(wh: WarehouseSession, limit: int = 50) -> list[dict[str, Any]]:
@@ -139,31 +231,43 @@ def _series_expr(kind: str) -> str:
 def daily_series(
     wh: WarehouseSession, kind: str, start: date, end: date, *, part: int = 0, parts: int = 1
 ) -> pd.DataFrame:
-    """Daily usage cost per series of `kind` (GROUP BY in the warehouse): columns SERIES_ID, USAGE_DATE, COST."""
+    """Daily usage cost per series of `kind` and currency (GROUP BY in the warehouse, fetched columnar):
+    columns SERIES_ID (categorical), USAGE_DATE, COST (float), CURRENCY. Currencies are never summed together."""
     expr = _series_expr(kind)
-    rows = wh.query(
-        f"SELECT {expr} AS SERIES_ID, USAGE_DATE, SUM(COST) AS COST FROM COST_DAILY "
+    frame = wh.query_frame(
+        f"SELECT {expr} AS SERIES_ID, USAGE_DATE, CAST(SUM(COST) AS DOUBLE) AS COST, "
+        f"COALESCE(CURRENCY, '') AS CURRENCY FROM COST_DAILY "
         f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s{_partition_filter(part, parts)} "
-        f"GROUP BY {expr}, USAGE_DATE",
+        f"GROUP BY {expr}, USAGE_DATE, COALESCE(CURRENCY, '')",
         (start, end),
+        categorical=("SERIES_ID", "CURRENCY"),
     )
-    return _frame(rows, ["SERIES_ID", "USAGE_DATE", "COST"])
+    return _typed(frame, ["SERIES_ID", "USAGE_DATE", "COST", "CURRENCY"])
 
 
-def member_series(wh: WarehouseSession, kind: str, series_ids: Sequence[str], start: date, end: date) -> pd.DataFrame:
+def member_series(
+    wh: WarehouseSession,
+    kind: str,
+    series_ids: Sequence[str],
+    start: date,
+    end: date,
+    *,
+    currency: str | None = None,
+) -> pd.DataFrame:
     """Daily cost of the members of flagged series: meters of a resource, resources of an aggregate.
 
-    Columns SERIES_ID, MEMBER_ID, USAGE_DATE, COST."""
+    Columns SERIES_ID, MEMBER_ID, USAGE_DATE, COST; only rows in `currency` when it is given."""
     if not series_ids:
         return _frame([], ["SERIES_ID", "MEMBER_ID", "USAGE_DATE", "COST"])
     expr = _series_expr(kind)
     member = "METER" if kind == "resource" else "RESOURCE_ID"
     placeholders = ", ".join(["%s"] * len(series_ids))
+    in_currency = " AND COALESCE(CURRENCY, '') = %s" if currency is not None else ""
     rows = wh.query(
         f"SELECT {expr} AS SERIES_ID, {member} AS MEMBER_ID, USAGE_DATE, SUM(COST) AS COST FROM COST_DAILY "
-        f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s AND {expr} IN ({placeholders}) "
+        f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s AND {expr} IN ({placeholders}){in_currency} "
         f"GROUP BY {expr}, {member}, USAGE_DATE",
-        (start, end, *series_ids),
+        (start, end, *series_ids, *((currency,) if currency is not None else ())),
     )
     return _frame(rows, ["SERIES_ID", "MEMBER_ID", "USAGE_DATE", "COST"])
 
@@ -171,11 +275,12 @@ def member_series(wh: WarehouseSession, kind: str, series_ids: Sequence[str], st
 def resource_attributes(
     wh: WarehouseSession, start: date, end: date, *, part: int = 0, parts: int = 1
 ) -> dict[str, dict[str, str]]:
-    """Owner, subscription and service of each resource, from its most recent day in the window."""
+    """Owner, subscription, service and provider of each resource, from its most recent day in the window."""
     rows = wh.query(
-        "SELECT RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME, MAX(USAGE_DATE) AS LAST_SEEN FROM COST_DAILY "
+        "SELECT RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME, COALESCE(PROVIDER, '') AS PROVIDER, "
+        "MAX(USAGE_DATE) AS LAST_SEEN FROM COST_DAILY "
         f"WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s{_partition_filter(part, parts)} "
-        "GROUP BY RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME",
+        "GROUP BY RESOURCE_ID, OWNER, SUBSCRIPTION_ID, SERVICE_NAME, COALESCE(PROVIDER, '')",
         (start, end),
     )
     out: dict[str, dict[str, Any]] = {}
@@ -184,18 +289,53 @@ def resource_attributes(
             "owner": row["OWNER"] or "",
             "subscription_id": row["SUBSCRIPTION_ID"] or "",
             "service": row["SERVICE_NAME"] or "",
+            "provider": row["PROVIDER"] or "",
         }
     return out
 
 
+# -- currencies: a series is per currency -----------------------------------------------------------------------
+
+
+def currency_series_id(series_id: str, currency: str, threshold_currency: str) -> str:
+    """The id of a series in `currency`: unchanged in the threshold currency (or when unknown), else suffixed
+    ` [EUR]`, so that a squad billed in two currencies has two series, never one summed across them."""
+    if not currency or currency == threshold_currency:
+        return series_id
+    return f"{series_id} [{currency}]"
+
+
+def split_currency(series_id: str, threshold_currency: str) -> tuple[str, str]:
+    """(base series id, currency) of a series id made by `currency_series_id`."""
+    if series_id.endswith("]") and " [" in series_id:
+        base, _, currency = series_id.rpartition(" [")
+        code = currency[:-1]
+        if len(code) == 3 and code.isalpha() and code.isupper():
+            return base, code
+    return series_id, threshold_currency
+
+
 def day_stats(wh: WarehouseSession, start: date, end: date) -> dict[date, tuple[int, float]]:
-    """Per day: (number of resources with usage, total usage cost), for the freshness check."""
-    rows = wh.query(
-        "SELECT USAGE_DATE, COUNT(DISTINCT RESOURCE_ID) AS N, SUM(COST) AS TOTAL FROM COST_DAILY "
+    """Per day: (number of resources with usage, total usage cost), for the freshness check.
+
+    The total is in one currency (the one with the most rows in the window): amounts in different currencies are
+    never added, and comparing a day with its weekdays needs like for like."""
+    counts = wh.query(
+        "SELECT USAGE_DATE, COUNT(DISTINCT RESOURCE_ID) AS N FROM COST_DAILY "
         "WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s GROUP BY USAGE_DATE",
         (start, end),
     )
-    return {_as_date(r["USAGE_DATE"]): (int(r["N"]), float(r["TOTAL"] or 0.0)) for r in rows}
+    totals = wh.query(
+        "SELECT USAGE_DATE, COALESCE(CURRENCY, '') AS CURRENCY, COUNT(*) AS ROWS_, SUM(COST) AS TOTAL FROM COST_DAILY "
+        "WHERE IS_USAGE AND USAGE_DATE BETWEEN %s AND %s GROUP BY USAGE_DATE, COALESCE(CURRENCY, '')",
+        (start, end),
+    )
+    weight: dict[str, int] = {}
+    for r in totals:
+        weight[r["CURRENCY"]] = weight.get(r["CURRENCY"], 0) + int(r["ROWS_"])
+    main = max(weight, key=lambda c: (weight[c], c)) if weight else ""
+    by_day = {_as_date(r["USAGE_DATE"]): float(r["TOTAL"] or 0.0) for r in totals if r["CURRENCY"] == main}
+    return {_as_date(r["USAGE_DATE"]): (int(r["N"]), by_day.get(_as_date(r["USAGE_DATE"]), 0.0)) for r in counts}
 
 
 def series_count(wh: WarehouseSession, start: date, end: date) -> int:
@@ -345,6 +485,14 @@ def _as_date(value: Any) -> date:
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value)[:10])
+
+
+def _typed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    if frame.empty and not len(frame.columns):
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    if "COST" in frame:
+        frame["COST"] = frame["COST"].astype(float)
+    return frame[columns]
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:

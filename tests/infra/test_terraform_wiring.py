@@ -22,6 +22,7 @@ INFRA = Path(__file__).resolve().parents[2] / "infra"
 # Settings the code declares that must NOT be app settings in Azure, each with why.
 DEV_ONLY = {
     "WAREHOUSE_PATH",  # embedded warehouse folder; Azure uses WAREHOUSE=snowflake
+    "WAREHOUSE_EMBEDDED_MEMORY_MB",  # memory limit of the embedded DuckDB warehouse
     "VALUEFLOW_STATE_DIR",  # local host state (Azurite data, generated key)
     "VALUEFLOW_PORT",  # port of the local host
     "LOCAL_FUNCTION_KEY",  # key of the local host; Azure has its own host keys
@@ -40,6 +41,8 @@ DEFAULT_OK: set[str] = {
     "REVIEW_BASE_URL",  # empty = https://WEBSITE_HOSTNAME; set only behind a custom domain or Front Door
     "WEBSITE_HOSTNAME",  # set by the platform
     "WEBSITE_AUTH_ENABLED",  # set by the platform when App Service Authentication is on
+    "COST_INGEST_BLOCK_MB",  # ingest block size: the default bounds memory on Flex Consumption
+    "COST_INGEST_FLUSH_ROWS",  # rows per staged bulk load: the default suits Snowflake's write_pandas
 }
 # Set through the provider's site_config (it moves the app setting there on read) and in the final
 # app settings; not a Key Vault secret: with local auth disabled it cannot ingest without a token.

@@ -45,7 +45,7 @@ def test_focus_export_run_is_read_with_its_period_source_and_amortized_cost():
     assert (run.period_start, run.period_end) == (date(2026, 11, 1), date(2026, 11, 30))
     assert run.source_key.endswith("/providers/microsoft.costmanagement/exports/focus-daily")
     parsed = parse_run(run)
-    assert parsed.schema == "focus-1.0" and parsed.rows_read == 6
+    assert parsed.schema == "focus-1.0r2" and parsed.rows_read == 6  # the manifest's dataVersion
     usage = parsed.frame[parsed.frame["IS_USAGE"]]
     # EffectiveCost (amortized), not BilledCost: the reserved VM costs 18.31, billed 24.00
     vm = usage[usage["RESOURCE_ID"].str.endswith("vm-etl-dev-01")].iloc[0]
@@ -68,7 +68,7 @@ def test_purchase_rows_are_kept_but_never_count_as_usage():
 
 def test_usage_details_with_us_dates_and_tags_without_braces_match_the_focus_series():
     parsed = parse_run(_run(COSTS / "usage-details-amortized.csv"))
-    assert parsed.schema == "usage-details"
+    assert parsed.schema == "usage-details-ea"
     frame = parsed.frame
     assert set(frame["USAGE_DATE"]) == {date(2026, 11, 20)}
     aks = frame[frame["RESOURCE_ID"] == AKS].iloc[0]  # same lower-cased id as in FOCUS
@@ -113,8 +113,6 @@ def test_gzip_and_parquet_parts_read_like_csv():
     ("name", "line", "words"),
     [
         ("non-numeric-cost.csv", 3, "'two dollars' is not a number"),
-        ("negative-usage.csv", 2, "negative cost -5.0 on a usage row"),
-        ("duplicated-rows.csv", 4, "duplicate of line 2"),
         ("dates-out-of-order.csv", 2, "dates out of order"),
         ("malformed.csv", 3, "malformed CSV"),
         ("unknown-schema.csv", 1, "unknown schema"),
@@ -129,10 +127,11 @@ def test_bad_export_files_are_rejected_naming_file_line_and_problem(name, line, 
     assert name in caught.value.detail and f"line {line}" in caught.value.detail
 
 
-def test_negative_refund_alone_is_fine_but_negative_usage_in_the_same_file_is_not():
-    with pytest.raises(CostExportError) as caught:
-        parse_run(_run(COSTS / "bad" / "negative-usage.csv"))
-    assert len(caught.value.errors) == 1  # the refund on line 3 is not a problem
+def test_negative_usage_and_refunds_are_real_data_netted_and_counted_never_rejected():
+    parsed = parse_run(_run(COSTS / "variants" / "focus-1.0-negative-correction.csv"))
+    assert parsed.report.negative_usage_rows == 1 and parsed.report.excluded == {"Refund": 1}
+    assert parsed.cost_by_currency == {"USD": -5.0}
+    assert any("negative cost" in w for w in parsed.warnings)
 
 
 def test_usage_outside_the_export_period_is_rejected():
@@ -159,8 +158,10 @@ def test_export_layout_and_schema_detection():
     where = locate("focus/focus-daily/20261101-20261130/run-7/part_0_0001.csv")
     assert (where.export_path, where.period_start, where.run_id) == ("focus/focus-daily", date(2026, 11, 1), "run-7")
     assert locate("somewhere/else.csv") is None
-    assert detect_schema(["Date", "CostInBillingCurrency", "ChargeType"]) == "usage-details"
-    assert detect_schema(["date", "costInBillingCurrency", "resourceId"]) == "usage-details"
+    assert detect_schema(["Date", "CostInBillingCurrency", "ChargeType"]) == "usage-details-ea"
+    assert detect_schema(["Date", "Cost", "BillingCurrency", "ResourceId"]) == "usage-details-ea-cost"
+    assert detect_schema(["date", "costInBillingCurrency", "resourceId"]) == "usage-details-mca"
+    assert detect_schema(["UsageDateTime", "PreTaxCost", "InstanceId", "Currency"]) == "usage-details-payg"
     assert detect_schema(["EffectiveCost", "ChargePeriodStart", "ChargeCategory", "ServiceSubcategory"]) == "focus-1.1"
     assert detect_schema(["cost", "day"]) is None
     assert parse_tags('"owner": "a","env": "prod"') == {"owner": "a", "env": "prod"}
@@ -185,3 +186,26 @@ def test_query_api_rows_become_daily_usage_rows():
     assert set(frame["RESOURCE_ID"]) == {AKS} and "squad-payments" in set(frame["OWNER"])
     with pytest.raises(CostExportError, match="no numeric cost"):
         query_result_frame(columns, [["x", 20261120, AKS, "", "", "USD"]], "/subscriptions/s", "owner")
+
+
+def test_streamed_sources_read_like_bytes_parquet_spooled_and_gzip_decompressed_as_a_stream():
+    csv_bytes = (FOCUS_RUN / "part_0_0001.csv").read_bytes()
+    buffer = io.BytesIO()
+    pd.read_csv(io.BytesIO(csv_bytes), dtype=str, keep_default_na=False).to_parquet(buffer)
+    parquet = buffer.getvalue()
+    files = (
+        ExportFile("blob/part_0_0001.parquet", opener=lambda: io.BytesIO(parquet)),
+        ExportFile("blob/part_0_0002.csv.gz", opener=lambda: io.BytesIO(gzip.compress(csv_bytes))),
+    )
+    parsed = parse_run(ExportRun("blob", "s", None, None, files))
+    assert parsed.rows_read == 12 and parsed.cost_by_currency == {"USD": round(2 * 105.37, 6)}
+
+
+def test_a_corrupt_gzip_or_a_file_that_is_not_utf8_is_named():
+    good = (FOCUS_RUN / "part_0_0001.csv").read_bytes()
+    broken = gzip.compress(good)[:-30] + b"\x00" * 30
+    with pytest.raises(CostExportError, match="part.csv.gz: corrupt gzip file"):
+        parse_run(ExportRun("r", "s", None, None, (ExportFile("part.csv.gz", broken),)))
+    latin = good.replace(b"squad-payments", "squad-p\u00e4yments".encode("latin-1"))
+    with pytest.raises(CostExportError, match="not UTF-8"):
+        parse_run(ExportRun("r", "s", None, None, (ExportFile("part.csv", latin),)))
