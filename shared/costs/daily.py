@@ -39,6 +39,7 @@ from shared.costs.episodes import (
     data_late_alert_fields,
     is_explained,
 )
+from shared.costs.explain import explain_scores, save_explanations
 from shared.costs.freshness import TRAILING_DAYS, check_freshness
 from shared.costs.ingest import series_bucket
 from shared.costs.scoring import ScoringConfig, score_day, top_contributors
@@ -310,6 +311,9 @@ def _score_kind(runtime: Runtime, kind: str, day: date, part: int, parts: int) -
                 owner=owner,
                 subscription_id=attrs.get("subscription_id", "") if kind == "resource" else "",
                 contributors=contributors.get(series_id, ()),
+                explanation=explain_scores(result, i, contributors=contributors.get(series_id, ()))
+                if result.anomaly[i]
+                else None,
             )
         episode, event = advance(open_now.get(series_id), series_day, suppressions.get(series_id))
         if episode is not None and episode != open_now.get(series_id):
@@ -336,6 +340,7 @@ def _save_episodes(runtime: Runtime, changed: list[CostEpisode]) -> None:
         return
     with runtime.warehouse.session() as wh:
         store.merge_episodes(wh, changed)
+        save_explanations(wh, changed)
     for episode in changed:
         _mirror(runtime, episode)
 
