@@ -1,23 +1,36 @@
 """Daily cost-anomaly scoring: one vectorised pass over a dense (series x days) cost matrix.
 
-Pure: numpy in, numpy out; no I/O. The model, per series and scored day ``t`` (history = days before ``t``):
+Pure: numpy in, numpy out; no I/O. Costs are modelled on the log scale (cloud cost noise is multiplicative:
+a 20 %-noise series moves +50 % far more often than -50 %). Per series and scored day ``t`` (history = the
+days before ``t``; zero days are treated apart, never as "cheap days"):
 
-* day-of-week profile: median over the last ``season_weeks`` weeks of (cost / that week's median);
-* level: median of the last ``level_days`` de-seasonalised costs; when the most recent days all sit above
-  the band of that median (a level shift up), the level is taken from those days instead, so a shift
-  alerts on its first day and is the new normal the next day;
-* noise: robust scale (MAD and an upper quantile, whichever is larger) of the week-local relative residuals,
-  with relative and absolute floors so flat series do not alert on cents;
-* recurring charges: the excess seen on the same day of month in the previous months is expected again;
-* drift: the weekly median has grown by ``drift_min_growth_pct`` over ``drift_weeks`` weeks with the growth
-  spread over several weeks (a step is a level shift, not a drift); reported on the first day it holds.
+* weekly profile: median over the last ``season_weeks`` weeks of each weekday's log deviation from its
+  centred 7-day median, kept only where it stands out from the noise (shrunk to 0 otherwise); a weekday
+  that is mostly zero (dev environments off at the weekend) is expected at zero;
+* noise: robust, heavy-tail aware scale of the de-seasonalised residuals over ``noise_days`` days (the larger
+  of the MAD and an upper-quantile estimate), per weekday with shrinkage towards the series's scale, and
+  towards a prior scale when the history is short;
+* level: median of the last ``level_days`` de-seasonalised days; a trailing run of days all above (or below)
+  the band of that median is a new level (a shift alerts on its first day, is the new normal the next);
+* zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
+  is judged on the size of its days with usage, with no weekly profile;
+* recurring charges: the excess seen on this day of month (one day either side: billing cycles move) in
+  each of the previous ``recurring_months`` months is expected again;
+* guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
+  weekday cost last week (a weekly pattern that changed) is a return to normal, not an anomaly;
+* drift: compounding growth on the log scale - the 5-day median grew by a set percentage over a span of
+  days (``drift_spans``: +30 % in 10 days, +45 % in 21), in both halves of the span (a step is a level shift, not a drift), by ``drift_z``
+  noise units; reported on the first day it holds after ``drift_quiet_days`` without.
 
-Only increases alert, and only past the dollar and percent gates of :class:`ScoringConfig`.
+Only increases alert, and only past the dollar and percent gates of :class:`ScoringConfig`. A backtest
+(:func:`score_days`) computes the rolling medians once for the whole matrix and reuses them for every
+replayed day; the result is identical to scoring each day alone (:func:`score_day`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -41,35 +54,53 @@ REASON_BELOW_GATE = "below_gate"
 REASON_NEW_RESOURCE = "new_resource"
 REASON_SHORT_HISTORY = "short_history"
 
+SEASONALITY_WEEKLY = "weekly"
+SEASONALITY_NONE = "none"
+
 _MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Tunables of the engine; the gates come from the app settings."""
+    """Tunables of the engine; the gates come from the app settings. Noise figures are on the log scale
+    (0.05 ~ 5 % day-to-day)."""
 
     min_impact_usd_per_day: float = 10.0
     min_excess_pct: float = 20.0
     critical_usd_per_hour: float = 1000.0
     z_threshold: float = 4.0
     min_history_days: int = 14
-    season_weeks: int = 6
+    season_weeks: int = 5
+    noise_days: int = 56
     level_days: int = 7
-    relative_noise_floor: float = 0.04
-    absolute_noise_floor_usd: float = 0.5
-    noise_quantile: float = 0.85
     long_level_days: int = 28
-    recurring_months: int = 3
-    recurring_tolerance: float = 0.25
-    drift_weeks: int = 4
-    drift_min_growth_pct: float = 30.0
-    drift_max_week_share: float = 0.75
+    noise_floor: float = 0.03
+    noise_prior: float = 0.08
+    noise_prior_days: float = 4.0
+    weekday_prior_days: float = 8.0
+    tail_quantile: float = 0.9
+    prediction_inflation: float = 1.15
+    profile_min_effect: float = 0.1
+    intermittent_zero_share: float = 0.5
+    recurring_months: int = 2
+    recurring_tolerance: float = 0.3
+    # (span in days, growth over it in %): fast compounding growth, or slower growth held longer
+    drift_spans: tuple[tuple[int, float], ...] = ((10, 30.0), (21, 45.0))
+    drift_z: float = 4.0
+    drift_min_half_share: float = 0.2
     drift_quiet_days: int = 14
+
+
+# columns of history one scored day reads: noise window + centring, or two months back + a week around
+_REACH_DAYS = 80
 
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """Scores per series (and per scored day for a backtest: arrays of shape (n_series, n_days))."""
+    """Scores per series (and per scored day for a backtest: arrays of shape (n_series, n_days)).
+
+    ``noise`` is the day's noise scale (log, ~relative); ``history_days`` the days with data among the
+    ``noise_days`` before the scored day; ``seasonality`` the pattern used ("weekly" or "none")."""
 
     dates: npt.NDArray[np.datetime64]
     cost: FloatArray
@@ -85,6 +116,9 @@ class ScoreResult:
     severity: npt.NDArray[np.str_]
     status: npt.NDArray[np.str_]
     reason: npt.NDArray[np.str_]
+    history_days: npt.NDArray[np.int64]
+    seasonality: npt.NDArray[np.str_]
+    noise: FloatArray
 
     def to_frame(self, series_ids: Any = None) -> Any:
         """Long pandas DataFrame, one row per series and scored day (series absent that day included)."""
@@ -166,14 +200,51 @@ def _same_day_previous_months(day: np.datetime64, months: int) -> list[int]:
     return offsets
 
 
-def _robust_scale(residuals: FloatArray, q: float) -> FloatArray:
-    """Per-row sigma from |residuals|: max of MAD-based and upper-quantile-based estimates."""
-    srt = np.sort(np.abs(residuals), axis=-1)
-    mad = nanquantile_sorted(srt, 0.5) * _MAD_TO_SIGMA
-    # |N(0,1)| quantile q -> sigma; tolerates (1-q) of history being anomalies but sees heavy tails
+def _rolling_median(values: FloatArray, before: int, after: int, min_count: int) -> FloatArray:
+    """Median of columns [j - before, j + after] for every column j (NaN-padded, NaN ignored; NaN where
+    fewer than ``min_count`` values)."""
+    n, t = values.shape
+    padded = np.full((n, t + before + after), np.nan)
+    padded[:, before : before + t] = values
+    med, count = nanmedian_count(np.lib.stride_tricks.sliding_window_view(padded, before + after + 1, axis=1))
+    return np.where(count >= min_count, med, np.nan)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Per-column quantities every scored day reuses; column k is column ``offset + k`` of the matrix."""
+
+    offset: int
+    log_cost: FloatArray  # log of cost, NaN on zero or absent days
+    zero: BoolArray  # cost == 0
+    present: BoolArray  # the series existed that day
+    centred: FloatArray  # median of log cost over the 7 days centred on the column
+    trailing5: FloatArray  # median of log cost over the 5 days ending on the column
+
+
+def _prepare(costs: FloatArray, offset: int) -> _Prepared:
+    present = ~np.isnan(costs)
+    zero = present & (costs <= 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_cost = np.where(present & ~zero, np.log(np.where(costs > 0, costs, 1.0)), np.nan)
+    return _Prepared(
+        offset=offset,
+        log_cost=log_cost,
+        zero=zero,
+        present=present,
+        centred=_rolling_median(log_cost, 3, 3, 3),
+        trailing5=_rolling_median(log_cost, 4, 0, 3),
+    )
+
+
+def _robust_scale(abs_residuals: FloatArray, q: float) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
+    """(MAD-based sigma, tail-aware sigma = max(MAD-based, upper-quantile-based), count) per row."""
+    srt = np.sort(abs_residuals, axis=-1)
+    count = srt.shape[-1] - np.count_nonzero(np.isnan(srt), axis=-1)
+    mad = _quantile_of_sorted(srt, count, 0.5) * _MAD_TO_SIGMA
     z_q = float(np.sqrt(2.0) * _erfinv(q))
-    upper = nanquantile_sorted(srt, q) / z_q
-    return np.fmax(mad, upper)
+    upper = _quantile_of_sorted(srt, count, q) / z_q
+    return mad, np.fmax(mad, upper), count
 
 
 def _erfinv(y: float) -> float:
@@ -186,173 +257,189 @@ def _erfinv(y: float) -> float:
     return x
 
 
-def _deseasonalise(values: FloatArray, profile_cols: FloatArray) -> FloatArray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(profile_cols > 0.05, values / profile_cols, np.nan)
+def _shrink(sigma: FloatArray, count: FloatArray, prior: FloatArray | float, prior_count: float) -> FloatArray:
+    """Variance-weighted blend of a per-row scale with a prior scale worth ``prior_count`` observations."""
+    s = np.nan_to_num(sigma, nan=0.0)
+    c = np.where(np.isnan(sigma), 0.0, count)
+    return np.sqrt((c * s**2 + prior_count * np.asarray(prior) ** 2) / (c + prior_count))
 
 
-def _weekly_drift(
-    weekly: FloatArray, level_scale: FloatArray, cfg: ScoringConfig
-) -> tuple[BoolArray, FloatArray, FloatArray, FloatArray]:
-    """Gradual growth across ``weekly`` medians ((n, k, drift_weeks + 1): k cut-offs, oldest week first).
-
-    True where the last week's median is ``drift_min_growth_pct`` and ``min_impact_usd_per_day`` (times
-    ``level_scale``, the day's profile) above the first week's, and no single week carries more than
-    ``drift_max_week_share`` of the (log) growth. Levels only, so the flag does not flicker with daily
-    noise. Returns (flag, first-week level, last-week level, log growth), each (n, k).
-    """
-    base, now = weekly[..., 0], weekly[..., -1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_growth = np.log(now / base)
-        steps = np.log(weekly[..., 1:] / weekly[..., :-1])
-        share = np.max(steps, axis=-1) / log_growth
-    flag = (
-        (base > 0)
-        & np.all(np.isfinite(weekly), axis=-1)
-        & (log_growth >= np.log1p(cfg.drift_min_growth_pct / 100.0))
-        & ((now - base) * level_scale[:, None] >= cfg.min_impact_usd_per_day)
-        & (share <= cfg.drift_max_week_share)
-    )
-    return flag, base, now, log_growth
+def _cols(p: _Prepared, start: int, stop: int) -> slice:
+    """Local slice of absolute columns [start, stop) (callers keep them inside the prepared range)."""
+    return slice(start - p.offset, stop - p.offset)
 
 
-def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | None = None) -> ScoreResult:
-    """Score column ``t`` of ``costs`` for every series, using only columns ``<= t``.
-
-    ``costs`` is (n_series, n_days) float64, NaN where a series did not exist; ``dates`` the matching
-    consecutive days. Returns a :class:`ScoreResult` of shape (n_series,).
-    """
-    cfg = config or ScoringConfig()
-    costs = np.asarray(costs, dtype=np.float64)
-    if costs.ndim != 2:
-        raise ValueError("costs must be a 2-D (series x days) matrix")
-    n, n_days = costs.shape
-    days = _as_dates(dates, n_days)
-    if not 0 <= t < n_days:
-        raise ValueError(f"day index {t} outside 0..{n_days - 1}")
-
+def _score_prepared(
+    p: _Prepared, costs: FloatArray, days: npt.NDArray[np.datetime64], t: int, cfg: ScoringConfig
+) -> ScoreResult:
+    n = costs.shape[0]
+    z = cfg.z_threshold
     cost = costs[:, t].copy()
-    season_len = 7 * cfg.season_weeks
-    span = season_len + 7
-    # columns are whole weeks ending the day before t: column j has the weekday of t when j % 7 == 0
-    raw = window(costs, t - span, t)
-    phase = np.arange(span) % 7
+    lt = t - p.offset  # local index of the scored day
+    log_cost, centred = p.log_cost, p.centred
 
-    # day-of-week profile: median over weeks of cost / that week's median
-    weeks = raw[:, -season_len:].reshape(n, cfg.season_weeks, 7)
-    week_median, week_present = nanmedian_count(weeks)
-    week_median = np.where(week_present >= 5, week_median, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(week_median[..., None] > 0, weeks / week_median[..., None], np.nan)
-    # zero days (outages) do not make a weekday cheap unless that weekday is zero in most weeks
-    zero_weeks = np.sum(ratio == 0, axis=1)
-    used_weeks = np.sum(ratio > 0, axis=1)
-    used_profile = nanmedian(np.where(ratio > 0, ratio, np.nan), axis=1)
-    profile = np.where(zero_weeks > used_weeks, 0.0, used_profile)
-    profile = np.where(zero_weeks + used_weeks >= 2, profile, 1.0)
-    p_today = profile[:, 0]
-    deseason = _deseasonalise(raw, profile[:, phase])
+    # -- weekly profile: weekday deviations from the centred weekly median, weeks ending 4 days back
+    weeks = cfg.season_weeks
+    prof_cols = np.arange(lt - 3 - 7 * weeks, lt - 3)
+    deviation = (log_cost[:, prof_cols] - centred[:, prof_cols]).reshape(n, weeks, 7)
+    phase_of_k = (prof_cols[:7] - lt) % 7  # weekday phase (0 = the scored day's weekday) of each slot
+    raw_profile_k, profile_count_k = nanmedian_count(np.moveaxis(deviation, 1, -1))
+    zero_k = p.zero[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
+    present_k = p.present[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
+    zero_weekday_k = (present_k >= 2) & (zero_k * 2 > present_k)
+    raw_profile_k = np.where(profile_count_k >= 2, raw_profile_k, 0.0)
 
-    # one-step-ahead errors of the level model (median of the 7 previous days) calibrate the noise
-    rolling, rolling_count = nanmedian_count(np.lib.stride_tricks.sliding_window_view(deseason, 7, axis=1))
-    rolling = np.where(rolling_count >= 3, rolling, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        errors = np.where(rolling[:, :-1] > 0, deseason[:, 7:] / rolling[:, :-1] - 1.0, np.nan)
-    sigma_rel = np.fmax(np.nan_to_num(_robust_scale(errors, cfg.noise_quantile), nan=0.0), cfg.relative_noise_floor)
-    base_level = rolling[:, -1]
+    # -- noise: residuals of the de-seasonalised log cost around its centred median
+    noise_cols = np.arange(lt - 3 - cfg.noise_days, lt - 3)
+    noise_phase = (noise_cols - lt) % 7
+    raw_profile = np.zeros((n, 7))
+    raw_profile[:, phase_of_k] = raw_profile_k
+    residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, noise_phase]
+    abs_res = np.abs(residual)
+    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile)
+    sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
+    # a weekday profile is kept only where it stands out from the noise of its estimate
+    standard_error = 1.25 * sigma[:, None] / np.sqrt(np.maximum(profile_count_k, 1))
+    keep = np.abs(raw_profile_k) > np.maximum(2.0 * standard_error, np.log1p(cfg.profile_min_effect) / 2)
+    profile_k = np.where(keep, raw_profile_k, 0.0)
+    profile = np.zeros((n, 7))
+    profile[:, phase_of_k] = profile_k
+    zero_weekday = np.zeros((n, 7), dtype=bool)
+    zero_weekday[:, phase_of_k] = zero_weekday_k
 
-    # a level shift up: the trailing run of days above the band of the 7-day median sets the level
-    recent = deseason[:, -cfg.level_days :]
-    base_band = cfg.z_threshold * (sigma_rel * base_level + cfg.absolute_noise_floor_usd)
-    above = recent > (base_level + base_band)[:, None]
+    # per weekday: the scored weekday's own residual scale, shrunk towards the series's
+    today_res = np.where(noise_phase[None, :] == 0, abs_res, np.nan)
+    today_med, today_count = nanmedian_count(today_res)
+    tail_factor = np.where(mad > 0, tail_sigma / np.where(mad > 0, mad, 1.0), 1.0)
+    weekday_sigma = _shrink(today_med * _MAD_TO_SIGMA * tail_factor, today_count, sigma, cfg.weekday_prior_days)
+    sigma_today = np.fmax(weekday_sigma, cfg.noise_floor) * cfg.prediction_inflation
+
+    # -- zero inflation: mostly-zero series are judged on the size of their days with usage
+    hist = _cols(p, t - cfg.noise_days, t)
+    present_hist = p.present[:, hist]
+    days_present = present_hist.sum(axis=1)
+    zero_share = p.zero[:, hist].sum(axis=1) / np.maximum(days_present, 1)
+    intermittent = zero_share >= cfg.intermittent_zero_share
+
+    # -- level: median of the last week, de-seasonalised; a trailing run outside its band is a new level
+    recent_cols = np.arange(lt - cfg.level_days, lt)
+    recent = log_cost[:, recent_cols] - profile[:, (recent_cols - lt) % 7]
+    base, base_count = nanmedian_count(recent)
+    long_cols = np.arange(lt - cfg.long_level_days, lt)
+    long_values = log_cost[:, long_cols] - profile[:, (long_cols - lt) % 7]
+    long_level, long_count = nanmedian_count(long_values)
+    long_level = np.where(long_count >= 3, long_level, np.nan)
+    base = np.where(base_count >= 3, base, long_level)
+    band = z * sigma
+    with np.errstate(invalid="ignore"):
+        above = recent > (base + band)[:, None]
+        below = recent < (base - band)[:, None]
     trailing_up = np.sum(np.cumprod(above[:, ::-1], axis=1), axis=1)
-    run_mask = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - trailing_up)[:, None]
+    trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
+    run = np.where(trailing_up >= 1, trailing_up, np.where(trailing_down >= 2, trailing_down, 0))
+    in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run)[:, None]
+    run_level = nanmedian(np.where(in_run, recent, np.nan))
     shifted = trailing_up >= 1
-    level = np.where(shifted, nanmedian(np.where(run_mask, recent, np.nan)), base_level)
+    level = np.where(run > 0, run_level, base)
 
-    # intermittent usage (often zero on working days): expect the usual size of a day with usage
-    history = deseason[:, -season_len:]
-    working = ~np.isnan(history)
-    zero_share = np.sum(history == 0, axis=1) / np.maximum(np.sum(working, axis=1), 1)
-    intermittent = zero_share >= 0.3
     if intermittent.any():
-        # no weekday pattern to speak of: the profile of a mostly-zero series is noise
-        profile[intermittent] = 1.0
-        p_today = profile[:, 0]
-        raw_history = raw[intermittent, -season_len:]
-        used = np.where(raw_history > 0, raw_history, np.nan)
-        used_level = nanmedian(used)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            used_sigma = _robust_scale(used / used_level[:, None] - 1.0, cfg.noise_quantile)
-        level[intermittent] = used_level
-        sigma_rel[intermittent] = np.fmax(np.nan_to_num(used_sigma, nan=0.0), cfg.relative_noise_floor)
+        used = log_cost[intermittent][:, _cols(p, t - cfg.noise_days, t)]
+        used_level, used_count = nanmedian_count(used)
+        i_mad, i_sigma, i_count = _robust_scale(np.abs(used - used_level[:, None]), cfg.tail_quantile)
+        i_sigma = np.fmax(_shrink(i_sigma, i_count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
+        level[intermittent] = np.where(used_count >= 3, used_level, np.nan)
+        long_level[intermittent] = level[intermittent]
+        sigma[intermittent] = i_sigma
+        sigma_today[intermittent] = i_sigma * cfg.prediction_inflation
+        profile[intermittent] = 0.0
+        zero_weekday[intermittent] = False
         shifted[intermittent] = False
-    long_level = nanmedian(deseason[:, -cfg.long_level_days :])
 
-    expected = np.nan_to_num(level * p_today, nan=0.0)
+    p_today = profile[:, 0]
+    zero_today = zero_weekday[:, 0]
+    band_today = z * sigma_today
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = np.where(zero_today, 0.0, np.exp(level + p_today))
+        upper = np.exp(level + np.where(zero_today, 0.0, p_today) + band_today)
+        lower = np.where(zero_today | intermittent, 0.0, np.exp(level + p_today - band_today))
+        long_upper = np.exp(long_level + np.where(zero_today, 0.0, p_today) + band_today)
+        # what the same weekday cost last week, relative to its week: a weekly pattern that changed
+        last_week = log_cost[:, lt - 7] - centred[:, lt - 7]
+        pattern_upper = np.exp(level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today)
+    expected = np.nan_to_num(expected, nan=0.0)
 
-    # recurring charge: the excess seen on this day of month before is expected again
+    # -- recurring charge: the excess seen around this day of month in the previous months
     recurring = np.full(n, np.inf)
     seen_months = np.zeros(n, dtype=np.int64)
     for back in _same_day_previous_months(days[t], cfg.recurring_months):
-        idx = t - back
-        if idx < 0:
-            continue
-        around = window(costs, idx - 7, idx + 8)
-        around = _deseasonalise(around, profile[:, np.arange(idx - 7 - t, idx + 8 - t) % 7])
-        around[:, 7] = np.nan
-        prev_excess = costs[:, idx] - nanmedian(around) * profile[:, (idx - t) % 7]
-        ok = np.isfinite(prev_excess)
-        recurring = np.where(ok, np.fmin(recurring, prev_excess), recurring)
-        seen_months += ok
+        month_excess = np.full(n, -np.inf)
+        month_seen = np.zeros(n, dtype=bool)
+        for jitter in (-1, 0, 1):
+            idx = t - back + jitter
+            if idx < 0 or idx - p.offset - 7 < 0:
+                continue
+            li = idx - p.offset
+            around = np.concatenate([log_cost[:, li - 7 : li], log_cost[:, li + 1 : li + 8]], axis=1)
+            ref = nanmedian(around) + profile[:, (li - lt) % 7]
+            with np.errstate(over="ignore", invalid="ignore"):
+                prev_excess = costs[:, idx] - np.exp(ref)
+            ok = np.isfinite(prev_excess)
+            month_excess = np.where(ok, np.fmax(month_excess, prev_excess), month_excess)
+            month_seen |= ok
+        recurring = np.where(month_seen, np.fmin(recurring, month_excess), recurring)
+        seen_months += month_seen
     recurring = np.where((seen_months > 0) & np.isfinite(recurring), np.maximum(recurring, 0.0), 0.0)
+    # a charge must stand out of the noise to be a charge
+    recurring = np.where(recurring > expected * (np.exp(band_today) - 1.0), recurring, 0.0)
     expected = expected + recurring
+    slack = recurring * (1.0 + cfg.recurring_tolerance)
+    upper = np.nan_to_num(upper, nan=0.0) + slack
+    lower = np.nan_to_num(lower, nan=0.0)
+    long_upper = np.where(np.isnan(long_upper), 0.0, long_upper) + slack
+    pattern_upper = np.where(np.isnan(pattern_upper), 0.0, pattern_upper) + slack
 
-    sigma = np.fmax(sigma_rel * (expected - recurring), cfg.absolute_noise_floor_usd)
-    sigma = sigma + cfg.recurring_tolerance * recurring / cfg.z_threshold
-    band = cfg.z_threshold * sigma
-    lower = np.maximum(expected - band, 0.0)
-    upper = expected + band
-    # an increase back to the level of the last weeks (after an outage, say) is a return to normal
-    long_expected = np.nan_to_num(long_level * p_today, nan=0.0)
-    long_upper = (
-        long_expected + recurring + cfg.z_threshold * np.fmax(sigma_rel * long_expected, cfg.absolute_noise_floor_usd)
-    )
-    long_upper = np.where(intermittent, 0.0, long_upper)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = (cost - expected) / sigma
     excess = cost - expected
-
-    # drift: gradual growth over weeks, reported on the first day it holds; growth that came mostly in
-    # one day's jump was a spike or level shift, alerted (or gated) on that day
-    drift_span = 7 * (cfg.drift_weeks + 1)
-    scale = np.where(p_today > 0, p_today, 1.0)
-    # weekly medians for today's cut-off and the previous ones, read off the 7-day rolling medians:
-    # rolling[:, k] is the median of deseason[:, k : k + 7]
-    quiet = min(cfg.drift_quiet_days, span - drift_span)
-    week_starts = (span - drift_span - np.arange(quiet + 1))[:, None] + 7 * np.arange(cfg.drift_weeks + 1)
-    weekly = np.where(rolling_count[:, week_starts] >= 4, rolling[:, week_starts], np.nan)
-    drift_flags, drift_bases, drift_levels, growths = _weekly_drift(weekly, scale, cfg)
-    drift_base, drift_level, log_growth = drift_bases[:, 0], drift_levels[:, 0], growths[:, 0]
-    # reported once: on the first day it holds after ``drift_quiet_days`` without
-    drift_now = drift_flags[:, 0] & ~np.any(drift_flags[:, 1:], axis=1)
-    # step test: median of 3 days against the median of the 3 days before, anywhere in the drift window
-    triples = nanmedian(np.lib.stride_tricks.sliding_window_view(deseason[:, -drift_span:], 3, axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        steps = np.log(triples[:, 3:] / triples[:, :-3])
-    largest_step = np.max(np.where(np.isfinite(steps), steps, 0.0), axis=1, initial=0.0)
-    jumped = largest_step > cfg.drift_max_week_share * log_growth
-    drift_expected = np.nan_to_num(drift_base * scale, nan=0.0) + recurring
-    drift_excess = np.nan_to_num((drift_level - drift_base) * scale, nan=0.0)
-    drift_pct = np.nan_to_num(100.0 * np.expm1(log_growth), nan=0.0)
-    is_drift = drift_now & ~jumped & ~intermittent
+        unit = np.fmax(expected - recurring, 1e-9) * sigma_today
+        score = np.where(expected > 0, excess / unit, np.where(excess > 0, np.inf, 0.0))
 
-    history_days = np.sum(~np.isnan(window(costs, t - season_len, t)), axis=1)
+    # -- drift: the 5-day median grew by a factor over a span of days, in both halves, past the noise
+    quiet = cfg.drift_quiet_days
+    ends = lt - np.arange(quiet + 1)  # today, then the previous days (was it reported already?)
+    now5 = p.trailing5[:, ends]
+    holds = np.zeros((n, quiet + 1), dtype=bool)
+    growth = np.full(n, np.nan)
+    drift_base = np.full(n, np.nan)
+    for span, min_growth_pct in cfg.drift_spans:
+        half = span // 2
+        mid5 = p.trailing5[:, ends - half]
+        old5 = p.trailing5[:, ends - span]
+        span_growth = now5 - old5
+        with np.errstate(invalid="ignore", over="ignore"):
+            span_usd = (np.exp(now5) - np.exp(old5)) * np.exp(p_today)[:, None]
+            span_holds = (
+                (span_growth >= np.log1p(min_growth_pct / 100.0))
+                & (mid5 - old5 >= cfg.drift_min_half_share * span_growth)
+                & (now5 - mid5 >= cfg.drift_min_half_share * span_growth)
+                & (span_growth >= cfg.drift_z * 0.8 * sigma[:, None])
+                & (span_usd >= cfg.min_impact_usd_per_day)
+            )
+        first = span_holds[:, 0] & np.isnan(growth)
+        growth = np.where(first, span_growth[:, 0], growth)
+        drift_base = np.where(first, old5[:, 0], drift_base)
+        holds |= span_holds
+    is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
+    with np.errstate(over="ignore", invalid="ignore"):
+        drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + recurring
+        drift_excess = np.nan_to_num((np.exp(now5[:, 0]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
+    drift_pct = np.nan_to_num(100.0 * np.expm1(growth), nan=0.0)
+    growth = np.nan_to_num(growth, nan=0.0)
+
+    history_days = days_present.astype(np.int64)
     present = ~np.isnan(cost)
-    scored = present & (history_days >= cfg.min_history_days)
+    scored = present & (history_days >= cfg.min_history_days) & np.isfinite(level)
 
-    is_up = scored & (cost > upper) & (cost > long_upper)
+    is_up = scored & (cost > upper) & (cost > long_upper) & (cost > pattern_upper)
     is_down = scored & (cost < lower)
     with np.errstate(divide="ignore", invalid="ignore"):
         excess_pct = np.where(expected > 0, 100.0 * excess / expected, np.where(excess > 0, np.inf, 0.0))
@@ -363,13 +450,14 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
 
     # drift rows report the baseline they drifted from
     expected = np.where(drift, drift_expected, expected)
-    upper = np.where(drift, drift_expected * (1.0 + cfg.drift_min_growth_pct / 100.0), upper)
+    upper = np.where(drift, drift_expected * (1.0 + cfg.drift_spans[0][1] / 100.0), upper)
     lower = np.where(drift, np.minimum(lower, drift_expected), lower)
     excess = np.where(drift, drift_excess, excess)
     excess_pct = np.where(drift, drift_pct, excess_pct)
-    score = np.where(drift, drift_excess / sigma, score)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(drift, growth / sigma, score)
 
-    recurring_today = scored & (recurring > 0) & (cost > expected - recurring + band) & ~is_up
+    recurring_today = scored & (recurring > 0) & (cost > expected - recurring + (upper - expected) / 2) & ~is_up
     reason = np.full(n, REASON_NONE, dtype="<U16")
     reason[scored & shifted & ~is_up & ~is_down] = REASON_LEVEL_SHIFT
     reason[recurring_today] = REASON_RECURRING
@@ -395,6 +483,8 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
     severity[anomaly] = "warning"
     severity[anomaly & (excess_hour > cfg.critical_usd_per_hour)] = "critical"
 
+    seasonality = np.where(np.any(profile != 0.0, axis=1) | np.any(zero_weekday, axis=1), SEASONALITY_WEEKLY, SEASONALITY_NONE)
+
     def unscored(values: FloatArray) -> FloatArray:
         return np.where(scored, values, np.nan)
 
@@ -413,7 +503,102 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
         severity=severity,
         status=status,
         reason=reason,
+        history_days=history_days,
+        seasonality=seasonality.astype("<U8"),
+        noise=unscored(sigma_today),
     )
+
+
+def _check(costs: Any, dates: Any) -> tuple[FloatArray, npt.NDArray[np.datetime64]]:
+    costs = np.asarray(costs, dtype=np.float64)
+    if costs.ndim != 2:
+        raise ValueError("costs must be a 2-D (series x days) matrix")
+    return costs, _as_dates(dates, costs.shape[1])
+
+
+def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | None = None) -> ScoreResult:
+    """Score column ``t`` of ``costs`` for every series, using only columns ``<= t``.
+
+    ``costs`` is (n_series, n_days) float64, NaN where a series did not exist; ``dates`` the matching
+    consecutive days. Returns a :class:`ScoreResult` of shape (n_series,).
+    """
+    cfg = config or ScoringConfig()
+    costs, days = _check(costs, dates)
+    n_days = costs.shape[1]
+    if not 0 <= t < n_days:
+        raise ValueError(f"day index {t} outside 0..{n_days - 1}")
+    offset = t - _REACH_DAYS
+    prepared = _prepare(window(costs, offset, t + 1), offset)
+    return _score_prepared(prepared, costs, days, t, cfg)
+
+
+Progress = Callable[[int, int], None]
+
+
+def score_days(
+    costs: FloatArray, dates: Any, days: Sequence[int], config: ScoringConfig | None = None,
+    progress: Progress | None = None,
+) -> list[ScoreResult]:  # fmt: skip
+    """:func:`score_day` for each day index in ``days``, sharing the rolling medians between days (the
+    backtest): same results, a fraction of the work. ``progress(done, total)`` is called after each day."""
+    cfg = config or ScoringConfig()
+    costs, stamp = _check(costs, dates)
+    n_days = costs.shape[1]
+    if not days:
+        return []
+    if min(days) < 0 or max(days) >= n_days:
+        raise ValueError(f"day indexes outside 0..{n_days - 1}")
+    offset = min(days) - _REACH_DAYS
+    prepared = _prepare(window(costs, offset, max(days) + 1), offset)
+    out = []
+    for k, t in enumerate(days):
+        out.append(_score_prepared(prepared, costs, stamp, t, cfg))
+        if progress is not None:
+            progress(k + 1, len(days))
+    return out
+
+
+def _merge_rows(parts: list[ScoreResult]) -> ScoreResult:
+    merged = {
+        f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ScoreResult) if f.name != "dates"
+    }
+    return ScoreResult(dates=parts[0].dates, **merged)
+
+
+def score_days_chunked(
+    costs: FloatArray,
+    dates: Any,
+    days: Sequence[int],
+    config: ScoringConfig | None = None,
+    chunk_rows: int = 4096,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> list[ScoreResult]:
+    """:func:`score_days` over blocks of rows on a thread pool: same results, cache-sized arrays, and numpy
+    releases the GIL in its sorts and ufuncs, so the blocks run on every core. ``progress(done, total)``
+    counts scored (block, day) pairs."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    costs = np.asarray(costs, dtype=np.float64)
+    n = costs.shape[0]
+    if n <= chunk_rows:
+        return score_days(costs, dates, days, config, progress)
+    blocks = [costs[i : i + chunk_rows] for i in range(0, n, chunk_rows)]
+    total = len(blocks) * len(days)
+    done = [0]
+    lock = threading.Lock()
+
+    def tick(_k: int, _total: int) -> None:
+        with lock:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        parts = list(pool.map(lambda block: score_days(block, dates, days, config, tick), blocks))
+    return [_merge_rows([part[k] for part in parts]) for k in range(len(days))]
 
 
 def score_day_chunked(
@@ -421,25 +606,11 @@ def score_day_chunked(
     dates: Any,
     t: int,
     config: ScoringConfig | None = None,
-    chunk_rows: int = 5000,
+    chunk_rows: int = 4096,
     workers: int | None = None,
 ) -> ScoreResult:
-    """:func:`score_day` over blocks of rows on a thread pool: same result, cache-sized arrays, and numpy
-    releases the GIL in its sorts and ufuncs, so the blocks run on every core."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    costs = np.asarray(costs, dtype=np.float64)
-    n = costs.shape[0]
-    if n <= chunk_rows:
-        return score_day(costs, dates, t, config)
-    blocks = [costs[i : i + chunk_rows] for i in range(0, n, chunk_rows)]
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        parts = list(pool.map(lambda block: score_day(block, dates, t, config), blocks))
-    merged = {
-        f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ScoreResult) if f.name != "dates"
-    }
-    return ScoreResult(dates=parts[0].dates, **merged)
+    """:func:`score_day` over blocks of rows on a thread pool (see :func:`score_days_chunked`)."""
+    return score_days_chunked(costs, dates, [t], config, chunk_rows, workers)[0]
 
 
 def score_last_day(costs: FloatArray, dates: Any, config: ScoringConfig | None = None) -> ScoreResult:
@@ -450,7 +621,9 @@ def score_last_day(costs: FloatArray, dates: Any, config: ScoringConfig | None =
     return score_day(costs, dates, costs.shape[1] - 1, config)
 
 
-def score_backtest(costs: FloatArray, dates: Any, days: int, config: ScoringConfig | None = None) -> ScoreResult:
+def score_backtest(
+    costs: FloatArray, dates: Any, days: int, config: ScoringConfig | None = None, progress: Progress | None = None
+) -> ScoreResult:
     """Replay the daily job for each of the last ``days`` columns, each with only the data up to it.
 
     Returns a :class:`ScoreResult` whose arrays are (n_series, days) and whose ``dates`` are the replayed days.
@@ -458,7 +631,7 @@ def score_backtest(costs: FloatArray, dates: Any, days: int, config: ScoringConf
     costs = np.asarray(costs, dtype=np.float64)
     n_days = costs.shape[1]
     days = max(1, min(days, n_days))
-    per_day = [score_day(costs, dates, t, config) for t in range(n_days - days, n_days)]
+    per_day = score_days_chunked(costs, dates, list(range(n_days - days, n_days)), config, progress=progress)
     stacked = {
         f.name: np.stack([getattr(r, f.name) for r in per_day], axis=1)
         for f in fields(ScoreResult)
