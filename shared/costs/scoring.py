@@ -58,6 +58,7 @@ SEASONALITY_WEEKLY = "weekly"
 SEASONALITY_NONE = "none"
 
 _MAD_TO_SIGMA = 1.4826
+_MAX_TAIL_RATIO = 1.6
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class ScoringConfig:
     noise_prior_days: float = 4.0
     weekday_prior_days: float = 8.0
     tail_quantile: float = 0.9
+    recent_noise_days: int = 14
     prediction_inflation: float = 1.15
     profile_min_effect: float = 0.1
     intermittent_zero_share: float = 0.5
@@ -87,7 +89,7 @@ class ScoringConfig:
     # (span in days, growth over it in %): fast compounding growth, or slower growth held longer
     drift_spans: tuple[tuple[int, float], ...] = ((10, 30.0), (21, 45.0))
     drift_z: float = 4.0
-    drift_min_half_share: float = 0.2
+    drift_min_part_share: float = 0.12
     drift_quiet_days: int = 14
 
 
@@ -244,7 +246,8 @@ def _robust_scale(abs_residuals: FloatArray, q: float) -> tuple[FloatArray, Floa
     mad = _quantile_of_sorted(srt, count, 0.5) * _MAD_TO_SIGMA
     z_q = float(np.sqrt(2.0) * _erfinv(q))
     upper = _quantile_of_sorted(srt, count, q) / z_q
-    return mad, np.fmax(mad, upper), count
+    # heavy tails widen the band, up to a cap: a few wild days (a charge, a pattern change) must not blind it
+    return mad, np.fmin(np.fmax(mad, upper), _MAX_TAIL_RATIO * mad), count
 
 
 def _erfinv(y: float) -> float:
@@ -298,6 +301,10 @@ def _score_prepared(
     abs_res = np.abs(residual)
     mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile)
     sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
+    # noise that grew lately (heteroscedastic series) widens the band at once, not weeks later
+    recent_k = cfg.recent_noise_days
+    _, recent_sigma, recent_count = _robust_scale(abs_res[:, -recent_k:], cfg.tail_quantile)
+    sigma = np.fmax(sigma, _shrink(recent_sigma, recent_count, sigma, recent_k))
     # a weekday profile is kept only where it stands out from the noise of its estimate
     standard_error = 1.25 * sigma[:, None] / np.sqrt(np.maximum(profile_count_k, 1))
     keep = np.abs(raw_profile_k) > np.maximum(2.0 * standard_error, np.log1p(cfg.profile_min_effect) / 2)
@@ -368,27 +375,27 @@ def _score_prepared(
         pattern_upper = np.exp(level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today)
     expected = np.nan_to_num(expected, nan=0.0)
 
-    # -- recurring charge: the excess seen around this day of month in the previous months
-    recurring = np.full(n, np.inf)
-    seen_months = np.zeros(n, dtype=np.int64)
-    for back in _same_day_previous_months(days[t], cfg.recurring_months):
-        month_excess = np.full(n, -np.inf)
-        month_seen = np.zeros(n, dtype=bool)
-        for jitter in (-1, 0, 1):
-            idx = t - back + jitter
-            if idx < 0 or idx - p.offset - 7 < 0:
-                continue
+    # -- recurring charge: the excess seen on this day of month in the previous months, or 30 and 60 days
+    # back (billing cycles that are not calendar months); the smaller of the months seen is expected again
+    def charge_back(backs: list[int]) -> FloatArray:
+        least = np.full(n, np.inf)
+        seen = np.zeros(n, dtype=bool)
+        for back in backs:
+            idx = t - back
             li = idx - p.offset
+            if idx < 0 or li - 7 < 0:
+                continue
             around = np.concatenate([log_cost[:, li - 7 : li], log_cost[:, li + 1 : li + 8]], axis=1)
-            ref = nanmedian(around) + profile[:, (li - lt) % 7]
             with np.errstate(over="ignore", invalid="ignore"):
-                prev_excess = costs[:, idx] - np.exp(ref)
+                prev_excess = costs[:, idx] - np.exp(nanmedian(around) + profile[:, (li - lt) % 7])
             ok = np.isfinite(prev_excess)
-            month_excess = np.where(ok, np.fmax(month_excess, prev_excess), month_excess)
-            month_seen |= ok
-        recurring = np.where(month_seen, np.fmin(recurring, month_excess), recurring)
-        seen_months += month_seen
-    recurring = np.where((seen_months > 0) & np.isfinite(recurring), np.maximum(recurring, 0.0), 0.0)
+            least = np.where(ok, np.fmin(least, prev_excess), least)
+            seen |= ok
+        return np.where(seen & np.isfinite(least), np.maximum(least, 0.0), 0.0)
+
+    by_month = charge_back(_same_day_previous_months(days[t], cfg.recurring_months))
+    by_cycle = charge_back([30 * k for k in range(1, cfg.recurring_months + 1)])
+    recurring = np.fmax(by_month, by_cycle)
     # a charge must stand out of the noise to be a charge
     recurring = np.where(recurring > expected * (np.exp(band_today) - 1.0), recurring, 0.0)
     expected = expected + recurring
@@ -411,16 +418,20 @@ def _score_prepared(
     growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
     for span, min_growth_pct in cfg.drift_spans:
-        half = span // 2
-        mid5 = p.trailing5[:, ends - half]
-        old5 = p.trailing5[:, ends - span]
-        span_growth = now5 - old5
+        # three checkpoints: compounding growth shows in each third of the span, a step in one only
+        a5 = p.trailing5[:, ends - span]
+        b5 = p.trailing5[:, ends - (2 * span) // 3]
+        c5 = p.trailing5[:, ends - span // 3]
+        old5 = a5
+        span_growth = now5 - a5
+        least = cfg.drift_min_part_share * span_growth
         with np.errstate(invalid="ignore", over="ignore"):
             span_usd = (np.exp(now5) - np.exp(old5)) * np.exp(p_today)[:, None]
             span_holds = (
                 (span_growth >= np.log1p(min_growth_pct / 100.0))
-                & (mid5 - old5 >= cfg.drift_min_half_share * span_growth)
-                & (now5 - mid5 >= cfg.drift_min_half_share * span_growth)
+                & (b5 - a5 >= least)
+                & (c5 - b5 >= least)
+                & (now5 - c5 >= least)
                 & (span_growth >= cfg.drift_z * 0.8 * sigma[:, None])
                 & (span_usd >= cfg.min_impact_usd_per_day)
             )
@@ -429,6 +440,9 @@ def _score_prepared(
         drift_base = np.where(first, old5[:, 0], drift_base)
         holds |= span_holds
     is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
+    with np.errstate(over="ignore", invalid="ignore"):
+        # today itself must sit well above where the growth started
+        is_drift &= log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(growth, nan=np.inf) / 2
     with np.errstate(over="ignore", invalid="ignore"):
         drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + recurring
         drift_excess = np.nan_to_num((np.exp(now5[:, 0]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
