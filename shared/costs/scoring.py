@@ -16,9 +16,11 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month (one day either side: billing cycles move) in
   each of the previous ``recurring_months`` months is expected again;
+* a month-start charge on a series younger than a month is taken for a new monthly charge (reason
+  ``new_recurring``, not alerted): from the next month on it is an expected recurring charge;
 * guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
   weekday cost last week (a weekly pattern that changed) is a return to normal, not an anomaly;
-* drift: compounding growth on the log scale - the 5-day median grew by a set percentage over a span of
+* drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span of
   days (``drift_spans``: +30 % in 10 days, +45 % in 21), in both halves of the span (a step is a level shift, not a drift), by ``drift_z``
   noise units; reported on the first day it holds after ``drift_quiet_days`` without.
 
@@ -49,6 +51,7 @@ REASON_SPIKE = "spike"
 REASON_LEVEL_SHIFT = "level_shift"
 REASON_DRIFT = "drift"
 REASON_RECURRING = "recurring"
+REASON_NEW_RECURRING = "new_recurring"
 REASON_DECREASE = "decrease"
 REASON_BELOW_GATE = "below_gate"
 REASON_NEW_RESOURCE = "new_resource"
@@ -82,6 +85,7 @@ class ScoringConfig:
     tail_quantile: float = 0.9
     recent_noise_days: int = 14
     prediction_inflation: float = 1.15
+    small_sample_factor: float = 3.0
     profile_min_effect: float = 0.1
     intermittent_zero_share: float = 0.5
     recurring_months: int = 2
@@ -221,7 +225,7 @@ class _Prepared:
     zero: BoolArray  # cost == 0
     present: BoolArray  # the series existed that day
     centred: FloatArray  # median of log cost over the 7 days centred on the column
-    trailing5: FloatArray  # median of log cost over the 5 days ending on the column
+    trailing7: FloatArray  # median of log cost over the 7 days ending on the column (a whole week)
 
 
 def _prepare(costs: FloatArray, offset: int) -> _Prepared:
@@ -235,7 +239,7 @@ def _prepare(costs: FloatArray, offset: int) -> _Prepared:
         zero=zero,
         present=present,
         centred=_rolling_median(log_cost, 3, 3, 3),
-        trailing5=_rolling_median(log_cost, 4, 0, 3),
+        trailing7=_rolling_median(log_cost, 6, 0, 4),
     )
 
 
@@ -319,7 +323,9 @@ def _score_prepared(
     today_med, today_count = nanmedian_count(today_res)
     tail_factor = np.where(mad > 0, tail_sigma / np.where(mad > 0, mad, 1.0), 1.0)
     weekday_sigma = _shrink(today_med * _MAD_TO_SIGMA * tail_factor, today_count, sigma, cfg.weekday_prior_days)
-    sigma_today = np.fmax(weekday_sigma, cfg.noise_floor) * cfg.prediction_inflation
+    # few residuals (a young series) understate the noise: widen like a t-interval would
+    small_sample = 1.0 + cfg.small_sample_factor / np.maximum(count, 1)
+    sigma_today = np.fmax(weekday_sigma, cfg.noise_floor) * cfg.prediction_inflation * small_sample
 
     # -- zero inflation: mostly-zero series are judged on the size of their days with usage
     hist = _cols(p, t - cfg.noise_days, t)
@@ -388,7 +394,7 @@ def _score_prepared(
             around = np.concatenate([log_cost[:, li - 7 : li], log_cost[:, li + 1 : li + 8]], axis=1)
             with np.errstate(over="ignore", invalid="ignore"):
                 prev_excess = costs[:, idx] - np.exp(nanmedian(around) + profile[:, (li - lt) % 7])
-            ok = np.isfinite(prev_excess)
+            ok = np.isfinite(prev_excess) & (costs[:, idx] > 0)  # a zero day says nothing about a charge
             least = np.where(ok, np.fmin(least, prev_excess), least)
             seen |= ok
         return np.where(seen & np.isfinite(least), np.maximum(least, 0.0), 0.0)
@@ -410,18 +416,18 @@ def _score_prepared(
         unit = np.fmax(expected - recurring, 1e-9) * sigma_today
         score = np.where(expected > 0, excess / unit, np.where(excess > 0, np.inf, 0.0))
 
-    # -- drift: the 5-day median grew by a factor over a span of days, in both halves, past the noise
+    # -- drift: the weekly (trailing 7-day) median grew by a factor over a span of days, in both halves, past the noise
     quiet = cfg.drift_quiet_days
     ends = lt - np.arange(quiet + 1)  # today, then the previous days (was it reported already?)
-    now5 = p.trailing5[:, ends]
+    now5 = p.trailing7[:, ends]
     holds = np.zeros((n, quiet + 1), dtype=bool)
     growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
     for span, min_growth_pct in cfg.drift_spans:
         # three checkpoints: compounding growth shows in each third of the span, a step in one only
-        a5 = p.trailing5[:, ends - span]
-        b5 = p.trailing5[:, ends - (2 * span) // 3]
-        c5 = p.trailing5[:, ends - span // 3]
+        a5 = p.trailing7[:, ends - span]
+        b5 = p.trailing7[:, ends - (2 * span) // 3]
+        c5 = p.trailing7[:, ends - span // 3]
         old5 = a5
         span_growth = now5 - a5
         least = cfg.drift_min_part_share * span_growth
@@ -458,7 +464,11 @@ def _score_prepared(
     with np.errstate(divide="ignore", invalid="ignore"):
         excess_pct = np.where(expected > 0, 100.0 * excess / expected, np.where(excess > 0, np.inf, 0.0))
     gated = (excess >= cfg.min_impact_usd_per_day) & (excess_pct >= cfg.min_excess_pct)
-    spike = is_up & gated
+    # a month-start charge on a series younger than a month: most likely a new monthly charge (licence,
+    # reservation, support plan), recorded as such; from next month on it is expected
+    month_start = days[t].astype("datetime64[D]") == days[t].astype("datetime64[M]").astype("datetime64[D]")
+    new_recurring = is_up & (recurring == 0) & ~p.present[:, lt - 30] if month_start else np.zeros(n, dtype=bool)
+    spike = is_up & gated & ~new_recurring
     drift = scored & is_drift & ~spike
     anomaly = spike | drift
 
@@ -477,6 +487,7 @@ def _score_prepared(
     reason[recurring_today] = REASON_RECURRING
     reason[is_down] = REASON_DECREASE
     reason[is_up & ~gated] = REASON_BELOW_GATE
+    reason[new_recurring & gated] = REASON_NEW_RECURRING
     reason[spike] = REASON_SPIKE
     reason[spike & above[:, -1]] = REASON_LEVEL_SHIFT
     reason[drift] = REASON_DRIFT
