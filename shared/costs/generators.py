@@ -7,7 +7,7 @@ event labels (``spike``, ``level_shift``, ``drift``) so one evaluation reads the
 
 * ``heavy``   - heteroscedastic, heavy-tailed noise (Student-t on the log scale, 3-25 % scale that changes
   mid-window), ordinary trends, spikes that decay over a few days (post-event recovery), charges on the 1st;
-* ``billing`` - billing-cycle charges on any day of month (and every 30 days), weekly patterns that change
+* ``billing`` - billing-cycle charges on any day of month, weekly patterns that change
   regime mid-window (a weekend dip appears or goes), births and deaths, drifts of 2-8 %/day compounding;
 * ``sparse``  - sparse, zero-laden usage: random zero days (2-20 %), intermittent batch series, long
   outages, tiny series next to big ones;
@@ -140,13 +140,11 @@ def _generate(
         shocks = rng.standard_t(tail_df, (n, t)) * np.sqrt((tail_df - 2.0) / tail_df)
     costs = base * np.exp(shocks * sigma_t - sigma_t**2 / 2)
 
-    # recurring charges: on the 1st (month start), any day of month, or every 30 days
+    # recurring charges: on the 1st (month start) or on any day of month (billing day, purchase anniversary)
     charged = rng.random(n) < charge_share
     charge = (level * rng.uniform(1.0, 15.0, n))[:, None] * rng.uniform(0.9, 1.1, (n, t))
     charge_dom = np.where(charge_day_any, rng.integers(1, 29, n), 1)
-    every_30 = charge_day_any & (rng.random(n) < 0.3)
-    phase_30 = rng.integers(0, 30, n)
-    on_day = np.where(every_30[:, None], (day[None, :] % 30) == phase_30[:, None], dom[None, :] == charge_dom[:, None])
+    on_day = dom[None, :] == charge_dom[:, None]
     costs = costs + np.where(charged[:, None] & on_day, charge, 0.0)
 
     # zero days, intermittent batch usage, outages

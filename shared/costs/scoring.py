@@ -10,12 +10,13 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * noise: robust, heavy-tail aware scale of the de-seasonalised residuals over ``noise_days`` days (the larger
   of the MAD and an upper-quantile estimate), per weekday with shrinkage towards the series's scale, and
   towards a prior scale when the history is short;
-* level: median of the last ``level_days`` de-seasonalised days; a trailing run of days all above (or below)
-  the band of that median is a new level (a shift alerts on its first day, is the new normal the next);
+* level: median of the last ``level_days`` de-seasonalised days; a trailing run of ``shift_confirm_days`` or
+  more days all above (or below) the band of that median is a new level (a one-day spike or charge does not
+  move it; a shift alerts on its first days and is the new normal once confirmed);
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
-* recurring charges: the excess seen on this day of month (one day either side: billing cycles move) in
-  each of the previous ``recurring_months`` months is expected again;
+* recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
+  months (a zero day there says nothing) is expected again;
 * a month-start charge on a series younger than a month is taken for a new monthly charge (reason
   ``new_recurring``, not alerted): from the next month on it is an expected recurring charge;
 * guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
@@ -77,13 +78,15 @@ class ScoringConfig:
     season_weeks: int = 5
     noise_days: int = 56
     level_days: int = 7
+    shift_confirm_days: int = 2
     long_level_days: int = 28
     noise_floor: float = 0.03
     noise_prior: float = 0.08
     noise_prior_days: float = 4.0
-    weekday_prior_days: float = 8.0
+    weekday_prior_days: float = 24.0
     tail_quantile: float = 0.9
     recent_noise_days: int = 14
+    recent_noise_prior_days: float = 14.0
     prediction_inflation: float = 1.15
     small_sample_factor: float = 3.0
     profile_min_effect: float = 0.1
@@ -308,7 +311,7 @@ def _score_prepared(
     # noise that grew lately (heteroscedastic series) widens the band at once, not weeks later
     recent_k = cfg.recent_noise_days
     _, recent_sigma, recent_count = _robust_scale(abs_res[:, -recent_k:], cfg.tail_quantile)
-    sigma = np.fmax(sigma, _shrink(recent_sigma, recent_count, sigma, recent_k))
+    sigma = np.fmax(sigma, _shrink(recent_sigma, recent_count, sigma, cfg.recent_noise_prior_days))
     # a weekday profile is kept only where it stands out from the noise of its estimate
     standard_error = 1.25 * sigma[:, None] / np.sqrt(np.maximum(profile_count_k, 1))
     keep = np.abs(raw_profile_k) > np.maximum(2.0 * standard_error, np.log1p(cfg.profile_min_effect) / 2)
@@ -349,10 +352,12 @@ def _score_prepared(
         below = recent < (base - band)[:, None]
     trailing_up = np.sum(np.cumprod(above[:, ::-1], axis=1), axis=1)
     trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
-    run = np.where(trailing_up >= 1, trailing_up, np.where(trailing_down >= 2, trailing_down, 0))
+    # one day above is a spike (or a charge): the level moves once a second day confirms it
+    run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
+    run = np.where(trailing_down >= cfg.shift_confirm_days, trailing_down, run)
     in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run)[:, None]
     run_level = nanmedian(np.where(in_run, recent, np.nan))
-    shifted = trailing_up >= 1
+    shifted = trailing_up >= cfg.shift_confirm_days
     level = np.where(run > 0, run_level, base)
 
     if intermittent.any():
@@ -381,8 +386,8 @@ def _score_prepared(
         pattern_upper = np.exp(level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today)
     expected = np.nan_to_num(expected, nan=0.0)
 
-    # -- recurring charge: the excess seen on this day of month in the previous months, or 30 and 60 days
-    # back (billing cycles that are not calendar months); the smaller of the months seen is expected again
+    # -- recurring charge: the excess seen on this day of month in the previous months (billing day, purchase
+    # anniversary); the smaller of the months seen is expected again
     def charge_back(backs: list[int]) -> FloatArray:
         least = np.full(n, np.inf)
         seen = np.zeros(n, dtype=bool)
@@ -399,9 +404,7 @@ def _score_prepared(
             seen |= ok
         return np.where(seen & np.isfinite(least), np.maximum(least, 0.0), 0.0)
 
-    by_month = charge_back(_same_day_previous_months(days[t], cfg.recurring_months))
-    by_cycle = charge_back([30 * k for k in range(1, cfg.recurring_months + 1)])
-    recurring = np.fmax(by_month, by_cycle)
+    recurring = charge_back(_same_day_previous_months(days[t], cfg.recurring_months))
     # a charge must stand out of the noise to be a charge
     recurring = np.where(recurring > expected * (np.exp(band_today) - 1.0), recurring, 0.0)
     expected = expected + recurring

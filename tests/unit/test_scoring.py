@@ -77,10 +77,11 @@ def test_monthly_recurring_charge_on_same_day_is_not_an_anomaly() -> None:
     assert score_day(costs, DATES, march_1 + 9).anomaly[0]
 
 
-def test_level_shift_alerts_once_then_becomes_normal() -> None:
+def test_level_shift_alerts_as_one_episode_then_becomes_normal() -> None:
     costs = matrix(series(100.0, seed=4))
     costs[0, 60:] *= 3.0
-    assert alert_days(costs) == [60]
+    # flagged on its first day and the day that confirms it (one episode), then the new normal
+    assert alert_days(costs) == [60, 61]
     result = score_last_day(costs, DATES)
     assert result.expected[0] == pytest.approx(300.0, rel=0.1)
 
