@@ -148,11 +148,25 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise BadInputError("--days must be at least 1")
     started = time.perf_counter()
     try:
-        rows = backtest_csv(args.input, args.days, args.output, _config())
+        rows = backtest_csv(args.input, args.days, args.output, _config(), progress=_progress_printer(started))
     except (CostInputError, FileNotFoundError) as exc:
         raise BadInputError(str(exc)) from None
     print(f"wrote {rows} rows in {time.perf_counter() - started:.2f}s -> {args.output}", file=sys.stderr)
     return 0
+
+
+def _progress_printer(started: float, every_seconds: float = 2.0) -> Any:
+    """A progress callback printing to stderr at most every ``every_seconds`` (long backtests show life)."""
+    last = [started]
+
+    def show(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] < every_seconds:
+            return
+        last[0] = now
+        print(f"backtest: {100.0 * done / max(total, 1):5.1f}% scored, {now - started:6.1f}s", file=sys.stderr, flush=True)
+
+    return show
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from shared.costs.scoring import STATUS_ABSENT, ScoreResult, ScoringConfig, score_day_chunked
+from shared.costs.scoring import STATUS_ABSENT, Progress, ScoreResult, ScoringConfig, score_day_chunked, score_days_chunked
 
 REQUIRED_COLUMNS = ("series_id", "date", "cost")
 OUTPUT_COLUMNS = (
@@ -38,15 +38,15 @@ OUTPUT_COLUMNS = (
     "direction",
     "status",
     "reason",
+    "history_days",
+    "seasonality",
+    "noise",
 )
 
-try:  # the fast path; pandas' C parser is the fallback
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
-    HAVE_PYARROW = True
-except ImportError:  # pragma: no cover - pyarrow is in requirements
-    HAVE_PYARROW = False
+HAVE_PYARROW = True  # the typed fast read; tests force the pandas reader by clearing it
 
 
 class CostInputError(ValueError):
@@ -185,33 +185,66 @@ def load_cost_matrix(path: str | os.PathLike[str]) -> CostMatrix:
     return CostMatrix(series_ids=unique_ids, dates=dates, costs=costs)
 
 
-def _frame(result: ScoreResult, series_ids: npt.NDArray[Any], dates: npt.NDArray[np.datetime64]) -> pd.DataFrame:
-    data: dict[str, Any] = {"series_id": series_ids, "date": np.datetime_as_string(dates, unit="D")}
-    for f in fields(result):
-        if f.name == "dates":
-            continue
-        values = getattr(result, f.name)
-        if f.name == "anomaly":
-            values = values.astype(np.int8)
+def _strings(values: npt.NDArray[Any]) -> Any:
+    """A dictionary-encoded Arrow array of a numpy unicode array (few distinct values: reasons, statuses).
+
+    Hashes each fixed-width string as integers and factorises the hashes - ``np.unique`` on unicode sorts
+    strings and takes seconds on millions of rows; a collision (checked) falls back to a plain array."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind != "U" or values.size == 0:
+        return pa.array(values.tolist() if values.dtype.kind == "O" else values)
+    width = values.dtype.itemsize // 4
+    chars = values.view(np.uint32).reshape(-1, width).astype(np.uint64)
+    weights = (np.uint64(1_000_003) ** np.arange(width, dtype=np.uint64)).astype(np.uint64)
+    codes, uniques = pd.factorize(chars @ weights)
+    first = np.zeros(len(uniques), dtype=np.intp)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+    words = values[first]
+    if not np.array_equal(words[codes], values):
+        return pa.array(values)
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(words.tolist()))
+
+
+def _table(
+    columns: dict[str, npt.NDArray[Any]],
+    series_index: npt.NDArray[np.intp],
+    series_ids: npt.NDArray[Any],
+    date_index: npt.NDArray[np.intp],
+    dates: npt.NDArray[np.datetime64],
+) -> Any:
+    """The output table in ``OUTPUT_COLUMNS`` order: ids and dates dictionary-encoded, floats rounded to 4
+    places with NaN written empty."""
+    arrays: dict[str, Any] = {
+        "series_id": pa.DictionaryArray.from_arrays(
+            pa.array(series_index.astype(np.int32)), pa.array([str(s) for s in series_ids])
+        ),
+        "date": pa.DictionaryArray.from_arrays(
+            pa.array(date_index.astype(np.int32)), pa.array(np.datetime_as_string(dates, unit="D").tolist())
+        ),
+    }
+    for name in OUTPUT_COLUMNS[2:]:
+        values = columns[name]
+        if name == "anomaly":
+            arrays[name] = pa.array(values.astype(np.int8))
         elif values.dtype.kind == "f":
-            values = np.round(values, 4)
-        data[f.name] = values
-    return pd.DataFrame(data)[list(OUTPUT_COLUMNS)]
+            arrays[name] = pa.array(np.round(values, 4), from_pandas=True)
+        elif values.dtype.kind in "iub":
+            arrays[name] = pa.array(values)
+        else:
+            arrays[name] = _strings(values)
+    return pa.table(arrays)
 
 
-def _subset(result: ScoreResult, rows: npt.NDArray[np.intp]) -> dict[str, Any]:
-    return {f.name: getattr(result, f.name)[rows] for f in fields(result) if f.name != "dates"}
+def _columns(result: ScoreResult) -> dict[str, npt.NDArray[Any]]:
+    return {f.name: getattr(result, f.name) for f in fields(result) if f.name != "dates"}
 
 
-def _write_atomically(frame: pd.DataFrame, output_path: str | os.PathLike[str]) -> None:
+def _write_atomically(table: Any, output_path: str | os.PathLike[str]) -> None:
     target = os.path.abspath(os.fspath(output_path))
     fd, tmp = tempfile.mkstemp(prefix=".scores-", suffix=".csv.tmp", dir=os.path.dirname(target))
     os.close(fd)
     try:
-        if HAVE_PYARROW:
-            pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        else:
-            frame.to_csv(tmp, index=False)
+        pacsv.write_csv(table, tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -219,18 +252,22 @@ def _write_atomically(frame: pd.DataFrame, output_path: str | os.PathLike[str]) 
         raise
 
 
-def score_matrix_latest(matrix: CostMatrix, config: ScoringConfig) -> pd.DataFrame:
-    """Score each series on its own latest day (series ended earlier are scored on their last day)."""
+def score_matrix_latest(matrix: CostMatrix, config: ScoringConfig) -> Any:
+    """Score each series on its own latest day (series ended earlier are scored on their last day); returns
+    the output table (Arrow)."""
     present = ~np.isnan(matrix.costs)
-    n_days = matrix.costs.shape[1]
+    n_series, n_days = matrix.costs.shape
     last_day = n_days - 1 - np.argmax(present[:, ::-1], axis=1)
-    frames = []
+    parts: list[dict[str, npt.NDArray[Any]]] = []
+    rows_of: list[npt.NDArray[np.intp]] = []
     for t in np.unique(last_day):
         rows = np.flatnonzero(last_day == t)
-        sub = matrix.costs if rows.size == len(last_day) else matrix.costs[rows]
-        result = score_day_chunked(sub, matrix.dates, int(t), config)
-        frames.append(_frame(result, matrix.series_ids[rows], np.repeat(matrix.dates[t], rows.size)))
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        sub = matrix.costs if rows.size == n_series else matrix.costs[rows]
+        parts.append(_columns(score_day_chunked(sub, matrix.dates, int(t), config)))
+        rows_of.append(rows)
+    rows = np.concatenate(rows_of)
+    columns = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    return _table(columns, rows, matrix.series_ids, last_day[rows], matrix.dates)
 
 
 def score_csv(
@@ -240,9 +277,9 @@ def score_csv(
 ) -> int:
     """Score the latest date of every series in ``input_path``; write ``output_path``; return rows written."""
     matrix = load_cost_matrix(input_path)
-    frame = score_matrix_latest(matrix, config)
-    _write_atomically(frame, output_path)
-    return len(frame)
+    table = score_matrix_latest(matrix, config)
+    _write_atomically(table, output_path)
+    return int(table.num_rows)
 
 
 def backtest_csv(
@@ -250,19 +287,26 @@ def backtest_csv(
     days: int,
     output_path: str | os.PathLike[str],
     config: ScoringConfig = ScoringConfig(),
+    progress: Progress | None = None,
 ) -> int:
     """Replay the daily job for each of the last ``days`` dates of the file, each with only the data up to
-    that date; one row per series existing on that date. Returns rows written."""
+    that date; one row per series existing on that date. Returns rows written. The rolling medians are
+    computed once and shared by every replayed day; ``progress(done, total)`` follows the scoring."""
     if days < 1:
         raise ValueError("days must be >= 1")
     matrix = load_cost_matrix(input_path)
     n_days = matrix.costs.shape[1]
-    frames = []
-    for t in range(max(0, n_days - days), n_days):
-        result = score_day_chunked(matrix.costs, matrix.dates, t, config)
-        rows = np.flatnonzero(result.status != STATUS_ABSENT)
-        sub = ScoreResult(dates=result.dates, **_subset(result, rows))
-        frames.append(_frame(sub, matrix.series_ids[rows], np.repeat(matrix.dates[t], rows.size)))
-    frame = pd.concat(frames, ignore_index=True)
-    _write_atomically(frame, output_path)
-    return len(frame)
+    replayed = list(range(max(0, n_days - days), n_days))
+    results = score_days_chunked(matrix.costs, matrix.dates, replayed, config, progress=progress)
+    # series-major rows (each series's dates in order), absent series-days left out
+    present = np.stack([r.status != STATUS_ABSENT for r in results], axis=1)
+    series_index, day_index = np.nonzero(present)
+    columns = {}
+    for name, values in _columns(results[0]).items():
+        stacked = np.empty((len(matrix.series_ids), len(replayed)), dtype=values.dtype)
+        for k, r in enumerate(results):
+            stacked[:, k] = getattr(r, name)
+        columns[name] = stacked[series_index, day_index]
+    table = _table(columns, series_index, matrix.series_ids, np.asarray(replayed)[day_index], matrix.dates)
+    _write_atomically(table, output_path)
+    return int(table.num_rows)
