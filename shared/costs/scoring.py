@@ -227,6 +227,8 @@ class _Prepared:
     log_cost: FloatArray  # log of cost, NaN on zero or absent days
     zero: BoolArray  # cost == 0
     present: BoolArray  # the series existed that day
+    present_count: npt.NDArray[np.int64]  # days present before the column (cumulative)
+    zero_count: npt.NDArray[np.int64]  # zero days before the column (cumulative)
     centred: FloatArray  # median of log cost over the 7 days centred on the column
     trailing7: FloatArray  # median of log cost over the 7 days ending on the column (a whole week)
 
@@ -241,9 +243,17 @@ def _prepare(costs: FloatArray, offset: int) -> _Prepared:
         log_cost=log_cost,
         zero=zero,
         present=present,
+        present_count=_cumulative(present),
+        zero_count=_cumulative(zero),
         centred=_rolling_median(log_cost, 3, 3, 3),
         trailing7=_rolling_median(log_cost, 6, 0, 4),
     )
+
+
+def _cumulative(mask: BoolArray) -> npt.NDArray[np.int64]:
+    out = np.zeros((mask.shape[0], mask.shape[1] + 1), dtype=np.int64)
+    np.cumsum(mask, axis=1, out=out[:, 1:])
+    return out
 
 
 def _robust_scale(abs_residuals: FloatArray, q: float) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
@@ -279,72 +289,139 @@ def _cols(p: _Prepared, start: int, stop: int) -> slice:
     return slice(start - p.offset, stop - p.offset)
 
 
+@dataclass(frozen=True)
+class _WeeklyState:
+    """What the scoring of every day of one week shares, from the data before that week's Monday: weekly
+    profile, zero weekdays and noise scales, each by weekday (0 = Monday)."""
+
+    profile: FloatArray  # (n, 7) log deviation of each weekday from the weekly median (0 where not kept)
+    zero_weekday: BoolArray  # (n, 7) weekday mostly zero
+    sigma: FloatArray  # (n,) noise of the series (log scale)
+    sigma_weekday: FloatArray  # (n, 7) the band's noise unit on each weekday
+
+
+def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringConfig) -> _WeeklyState:
+    """The shared state of the week starting at absolute column ``anchor`` (a Monday)."""
+    n = p.log_cost.shape[0]
+    la = anchor - p.offset
+    log_cost, centred = p.log_cost, p.centred
+
+    def weekday(local_cols: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        return (first_weekday + local_cols + p.offset) % 7
+
+    # -- weekly profile: weekday deviations from the centred weekly median, weeks ending 4 days back
+    weeks = cfg.season_weeks
+    prof_cols = np.arange(la - 3 - 7 * weeks, la - 3)
+    slot_weekday = weekday(prof_cols[:7])
+    deviation = (log_cost[:, prof_cols] - centred[:, prof_cols]).reshape(n, weeks, 7)
+    raw_slot, slot_count = nanmedian_count(np.moveaxis(deviation, 1, -1))
+    zero_slot = p.zero[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
+    present_slot = p.present[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
+    raw_slot = np.where(slot_count >= 2, raw_slot, 0.0)
+
+    # -- noise: residuals of the de-seasonalised log cost around its centred median
+    noise_weeks = cfg.noise_days // 7
+    noise_cols = np.arange(la - 3 - 7 * noise_weeks, la - 3)
+    raw_profile = np.zeros((n, 7))
+    raw_profile[:, slot_weekday] = raw_slot
+    residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, weekday(noise_cols)]
+    abs_res = np.abs(residual)
+    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile)
+    sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
+    # noise that grew lately (heteroscedastic series) widens the band soon, not weeks later
+    _, recent_sigma, recent_count = _robust_scale(abs_res[:, -cfg.recent_noise_days :], cfg.tail_quantile)
+    sigma = np.fmax(sigma, _shrink(recent_sigma, recent_count, sigma, cfg.recent_noise_prior_days))
+    # a weekday profile is kept only where it stands out from the noise of its estimate
+    standard_error = 1.25 * sigma[:, None] / np.sqrt(np.maximum(slot_count, 1))
+    keep = np.abs(raw_slot) > np.maximum(2.0 * standard_error, np.log1p(cfg.profile_min_effect) / 2)
+    profile = np.zeros((n, 7))
+    profile[:, slot_weekday] = np.where(keep, raw_slot, 0.0)
+    zero_weekday = np.zeros((n, 7), dtype=bool)
+    zero_weekday[:, slot_weekday] = (present_slot >= 2) & (zero_slot * 2 > present_slot)
+
+    # per weekday: that weekday's own residual scale, shrunk towards the series's
+    by_slot = np.moveaxis(abs_res.reshape(n, noise_weeks, 7), 1, -1)
+    slot_med, slot_n = nanmedian_count(by_slot)
+    tail_factor = np.where(mad > 0, tail_sigma / np.where(mad > 0, mad, 1.0), 1.0)
+    slot_sigma = _shrink(slot_med * _MAD_TO_SIGMA * tail_factor[:, None], slot_n, sigma[:, None], cfg.weekday_prior_days)
+    # few residuals (a young series) understate the noise: widen like a t-interval would
+    small_sample = 1.0 + cfg.small_sample_factor / np.maximum(count, 1)
+    sigma_weekday = np.zeros((n, 7))
+    sigma_weekday[:, weekday(noise_cols[:7])] = (
+        np.fmax(slot_sigma, cfg.noise_floor) * (cfg.prediction_inflation * small_sample)[:, None]
+    )
+    return _WeeklyState(profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday)
+
+
+GrowthColumns = dict[int, list[tuple[FloatArray, BoolArray]]]
+
+
+def _growth_columns(p: _Prepared, columns: list[int], cfg: ScoringConfig) -> GrowthColumns:
+    """Per absolute column j and drift span: (log growth of the weekly median over the span ending at j,
+    whether it has a drift's shape - large enough, spread over each third, worth the dollar gate). Depends
+    on the data up to j only, so a backtest computes each column once."""
+    ends = np.asarray(columns) - p.offset
+    now = p.trailing7[:, ends]
+    out: GrowthColumns = {j: [] for j in columns}
+    for span, min_growth_pct in cfg.drift_spans:
+        a = p.trailing7[:, ends - span]
+        b = p.trailing7[:, ends - (2 * span) // 3]
+        c = p.trailing7[:, ends - span // 3]
+        growth = now - a
+        least = cfg.drift_min_part_share * growth
+        with np.errstate(invalid="ignore", over="ignore"):
+            shaped = (
+                (growth >= np.log1p(min_growth_pct / 100.0))
+                & (b - a >= least)
+                & (c - b >= least)
+                & (now - c >= least)
+                & (np.exp(now) - np.exp(a) >= cfg.min_impact_usd_per_day)
+            )
+        for k, j in enumerate(columns):
+            out[j].append((growth[:, k], shaped[:, k]))
+    return out
+
+
 def _score_prepared(
-    p: _Prepared, costs: FloatArray, days: npt.NDArray[np.datetime64], t: int, cfg: ScoringConfig
+    p: _Prepared,
+    costs: FloatArray,
+    days: npt.NDArray[np.datetime64],
+    t: int,
+    cfg: ScoringConfig,
+    states: dict[int, _WeeklyState],
+    growth_cache: GrowthColumns,
 ) -> ScoreResult:
     n = costs.shape[0]
     z = cfg.z_threshold
     cost = costs[:, t].copy()
     lt = t - p.offset  # local index of the scored day
     log_cost, centred = p.log_cost, p.centred
-
-    # -- weekly profile: weekday deviations from the centred weekly median, weeks ending 4 days back
-    weeks = cfg.season_weeks
-    prof_cols = np.arange(lt - 3 - 7 * weeks, lt - 3)
-    deviation = (log_cost[:, prof_cols] - centred[:, prof_cols]).reshape(n, weeks, 7)
-    phase_of_k = (prof_cols[:7] - lt) % 7  # weekday phase (0 = the scored day's weekday) of each slot
-    raw_profile_k, profile_count_k = nanmedian_count(np.moveaxis(deviation, 1, -1))
-    zero_k = p.zero[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
-    present_k = p.present[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
-    zero_weekday_k = (present_k >= 2) & (zero_k * 2 > present_k)
-    raw_profile_k = np.where(profile_count_k >= 2, raw_profile_k, 0.0)
-
-    # -- noise: residuals of the de-seasonalised log cost around its centred median
-    noise_cols = np.arange(lt - 3 - cfg.noise_days, lt - 3)
-    noise_phase = (noise_cols - lt) % 7
-    raw_profile = np.zeros((n, 7))
-    raw_profile[:, phase_of_k] = raw_profile_k
-    residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, noise_phase]
-    abs_res = np.abs(residual)
-    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile)
-    sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
-    # noise that grew lately (heteroscedastic series) widens the band at once, not weeks later
-    recent_k = cfg.recent_noise_days
-    _, recent_sigma, recent_count = _robust_scale(abs_res[:, -recent_k:], cfg.tail_quantile)
-    sigma = np.fmax(sigma, _shrink(recent_sigma, recent_count, sigma, cfg.recent_noise_prior_days))
-    # a weekday profile is kept only where it stands out from the noise of its estimate
-    standard_error = 1.25 * sigma[:, None] / np.sqrt(np.maximum(profile_count_k, 1))
-    keep = np.abs(raw_profile_k) > np.maximum(2.0 * standard_error, np.log1p(cfg.profile_min_effect) / 2)
-    profile_k = np.where(keep, raw_profile_k, 0.0)
-    profile = np.zeros((n, 7))
-    profile[:, phase_of_k] = profile_k
-    zero_weekday = np.zeros((n, 7), dtype=bool)
-    zero_weekday[:, phase_of_k] = zero_weekday_k
-
-    # per weekday: the scored weekday's own residual scale, shrunk towards the series's
-    today_res = np.where(noise_phase[None, :] == 0, abs_res, np.nan)
-    today_med, today_count = nanmedian_count(today_res)
-    tail_factor = np.where(mad > 0, tail_sigma / np.where(mad > 0, mad, 1.0), 1.0)
-    weekday_sigma = _shrink(today_med * _MAD_TO_SIGMA * tail_factor, today_count, sigma, cfg.weekday_prior_days)
-    # few residuals (a young series) understate the noise: widen like a t-interval would
-    small_sample = 1.0 + cfg.small_sample_factor / np.maximum(count, 1)
-    sigma_today = np.fmax(weekday_sigma, cfg.noise_floor) * cfg.prediction_inflation * small_sample
+    first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)  # 0 = Monday
+    today = (first_weekday + t) % 7
+    anchor = t - today  # this week's Monday
+    if anchor not in states:
+        states[anchor] = _weekly_state(p, anchor, first_weekday, cfg)
+    state = states[anchor]
+    # profile and zero weekdays rolled so that column k is the weekday k days after today (mod 7)
+    roll = (today + np.arange(7)) % 7
+    profile = state.profile[:, roll]
+    zero_weekday = state.zero_weekday[:, roll]
+    sigma = state.sigma.copy()
+    sigma_today = state.sigma_weekday[:, today].copy()
 
     # -- zero inflation: mostly-zero series are judged on the size of their days with usage
-    hist = _cols(p, t - cfg.noise_days, t)
-    present_hist = p.present[:, hist]
-    days_present = present_hist.sum(axis=1)
-    zero_share = p.zero[:, hist].sum(axis=1) / np.maximum(days_present, 1)
+    lo = lt - cfg.noise_days
+    days_present = p.present_count[:, lt] - p.present_count[:, lo]
+    zero_share = (p.zero_count[:, lt] - p.zero_count[:, lo]) / np.maximum(days_present, 1)
     intermittent = zero_share >= cfg.intermittent_zero_share
 
     # -- level: median of the last week, de-seasonalised; a trailing run outside its band is a new level
     recent_cols = np.arange(lt - cfg.level_days, lt)
     recent = log_cost[:, recent_cols] - profile[:, (recent_cols - lt) % 7]
     base, base_count = nanmedian_count(recent)
-    long_cols = np.arange(lt - cfg.long_level_days, lt)
-    long_values = log_cost[:, long_cols] - profile[:, (long_cols - lt) % 7]
-    long_level, long_count = nanmedian_count(long_values)
-    long_level = np.where(long_count >= 3, long_level, np.nan)
+    # the level of the last weeks: median of the weekly medians (whole weeks need no de-seasonalising)
+    long_level, long_count = nanmedian_count(p.trailing7[:, lt - 1 - 7 * np.arange(cfg.long_level_days // 7)])
+    long_level = np.where(long_count >= 2, long_level, np.nan)
     base = np.where(base_count >= 3, base, long_level)
     band = z * sigma
     with np.errstate(invalid="ignore"):
@@ -396,10 +473,17 @@ def _score_prepared(
             li = idx - p.offset
             if idx < 0 or li - 7 < 0:
                 continue
-            around = np.concatenate([log_cost[:, li - 7 : li], log_cost[:, li + 1 : li + 8]], axis=1)
-            with np.errstate(over="ignore", invalid="ignore"):
-                prev_excess = costs[:, idx] - np.exp(nanmedian(around) + profile[:, (li - lt) % 7])
-            ok = np.isfinite(prev_excess) & (costs[:, idx] > 0)  # a zero day says nothing about a charge
+            day_cost = costs[:, idx]
+            ok = day_cost > 0  # a zero day (or no data) says nothing about a charge
+            # only a day standing above both neighbours can hold a charge: the median is taken for those
+            with np.errstate(invalid="ignore"):
+                rows = np.flatnonzero(ok & (day_cost > 1.1 * np.fmax(costs[:, idx - 1], costs[:, idx + 1])))
+            prev_excess = np.zeros(n)
+            if rows.size:
+                around = np.concatenate([log_cost[rows, li - 7 : li], log_cost[rows, li + 1 : li + 8]], axis=1)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    ref = np.exp(nanmedian(around) + profile[rows, (li - lt) % 7])
+                prev_excess[rows] = np.nan_to_num(day_cost[rows] - ref, nan=0.0)
             least = np.where(ok, np.fmin(least, prev_excess), least)
             seen |= ok
         return np.where(seen & np.isfinite(least), np.maximum(least, 0.0), 0.0)
@@ -419,42 +503,31 @@ def _score_prepared(
         unit = np.fmax(expected - recurring, 1e-9) * sigma_today
         score = np.where(expected > 0, excess / unit, np.where(excess > 0, np.inf, 0.0))
 
-    # -- drift: the weekly (trailing 7-day) median grew by a factor over a span of days, in both halves, past the noise
+    # -- drift: the weekly (trailing 7-day) median grew by a factor over a span, in each third, past the noise;
+    # reported on the first day it holds after ``drift_quiet_days`` without
     quiet = cfg.drift_quiet_days
-    ends = lt - np.arange(quiet + 1)  # today, then the previous days (was it reported already?)
-    now5 = p.trailing7[:, ends]
+    columns = [t - k for k in range(quiet + 1)]  # today, then the previous days (was it reported already?)
+    missing = [j for j in columns if j not in growth_cache]
+    if missing:
+        growth_cache.update(_growth_columns(p, missing, cfg))
     holds = np.zeros((n, quiet + 1), dtype=bool)
     growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
-    for span, min_growth_pct in cfg.drift_spans:
-        # three checkpoints: compounding growth shows in each third of the span, a step in one only
-        a5 = p.trailing7[:, ends - span]
-        b5 = p.trailing7[:, ends - (2 * span) // 3]
-        c5 = p.trailing7[:, ends - span // 3]
-        old5 = a5
-        span_growth = now5 - a5
-        least = cfg.drift_min_part_share * span_growth
-        with np.errstate(invalid="ignore", over="ignore"):
-            span_usd = (np.exp(now5) - np.exp(old5)) * np.exp(p_today)[:, None]
-            span_holds = (
-                (span_growth >= np.log1p(min_growth_pct / 100.0))
-                & (b5 - a5 >= least)
-                & (c5 - b5 >= least)
-                & (now5 - c5 >= least)
-                & (span_growth >= cfg.drift_z * 0.8 * sigma[:, None])
-                & (span_usd >= cfg.min_impact_usd_per_day)
-            )
+    for s_i, (span, min_growth_pct) in enumerate(cfg.drift_spans):
+        span_growth = np.stack([growth_cache[j][s_i][0] for j in columns], axis=1)
+        shaped = np.stack([growth_cache[j][s_i][1] for j in columns], axis=1)
+        with np.errstate(invalid="ignore"):
+            span_holds = shaped & (span_growth >= cfg.drift_z * 0.8 * sigma[:, None])
         first = span_holds[:, 0] & np.isnan(growth)
         growth = np.where(first, span_growth[:, 0], growth)
-        drift_base = np.where(first, old5[:, 0], drift_base)
+        drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
         holds |= span_holds
     is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
     with np.errstate(over="ignore", invalid="ignore"):
         # today itself must sit well above where the growth started
         is_drift &= log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(growth, nan=np.inf) / 2
-    with np.errstate(over="ignore", invalid="ignore"):
         drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + recurring
-        drift_excess = np.nan_to_num((np.exp(now5[:, 0]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
+        drift_excess = np.nan_to_num((np.exp(p.trailing7[:, lt]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
     drift_pct = np.nan_to_num(100.0 * np.expm1(growth), nan=0.0)
     growth = np.nan_to_num(growth, nan=0.0)
 
@@ -557,7 +630,7 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
         raise ValueError(f"day index {t} outside 0..{n_days - 1}")
     offset = t - _REACH_DAYS
     prepared = _prepare(window(costs, offset, t + 1), offset)
-    return _score_prepared(prepared, costs, days, t, cfg)
+    return _score_prepared(prepared, costs, days, t, cfg, {}, {})
 
 
 Progress = Callable[[int, int], None]
@@ -578,9 +651,11 @@ def score_days(
         raise ValueError(f"day indexes outside 0..{n_days - 1}")
     offset = min(days) - _REACH_DAYS
     prepared = _prepare(window(costs, offset, max(days) + 1), offset)
+    states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
+    growth_cache: GrowthColumns = {}  # by day: the drift test's growth figures
     out = []
     for k, t in enumerate(days):
-        out.append(_score_prepared(prepared, costs, stamp, t, cfg))
+        out.append(_score_prepared(prepared, costs, stamp, t, cfg, states, growth_cache))
         if progress is not None:
             progress(k + 1, len(days))
     return out
