@@ -61,6 +61,23 @@ REASON_SHORT_HISTORY = "short_history"
 SEASONALITY_WEEKLY = "weekly"
 SEASONALITY_NONE = "none"
 
+# the label columns' vocabularies (``labels=False`` returns codes into these)
+REASONS = (
+    REASON_NONE, REASON_SPIKE, REASON_LEVEL_SHIFT, REASON_DRIFT, REASON_RECURRING, REASON_NEW_RECURRING,
+    REASON_DECREASE, REASON_BELOW_GATE, REASON_NEW_RESOURCE, REASON_SHORT_HISTORY,
+)  # fmt: skip
+STATUSES = (STATUS_ABSENT, STATUS_SCORED, STATUS_WARMING_UP)
+DIRECTIONS = ("none", "increase", "decrease")
+SEVERITIES = ("none", "warning", "critical")
+SEASONALITIES = (SEASONALITY_NONE, SEASONALITY_WEEKLY)
+LABELS = {
+    "direction": DIRECTIONS,
+    "severity": SEVERITIES,
+    "status": STATUSES,
+    "reason": REASONS,
+    "seasonality": SEASONALITIES,
+}
+
 _MAD_TO_SIGMA = 1.4826
 _MAX_TAIL_RATIO = 1.6
 
@@ -209,14 +226,17 @@ def _same_day_previous_months(day: np.datetime64, months: int) -> list[int]:
     return offsets
 
 
-def _rolling_median(values: FloatArray, before: int, after: int, min_count: int) -> FloatArray:
-    """Median of columns [j - before, j + after] for every column j (NaN-padded, NaN ignored; NaN where
-    fewer than ``min_count`` values)."""
+def _rolling_median(values: FloatArray, before: int, after: int, min_count: int, first: int = 0) -> FloatArray:
+    """Median of columns [j - before, j + after] for every column j >= ``first`` (NaN-padded, NaN ignored;
+    NaN where fewer than ``min_count`` values, and before ``first``: columns nobody reads cost nothing)."""
     n, t = values.shape
     padded = np.full((n, t + before + after), np.nan)
     padded[:, before : before + t] = values
-    med, count = nanmedian_count(np.lib.stride_tricks.sliding_window_view(padded, before + after + 1, axis=1))
-    return np.where(count >= min_count, med, np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, before + after + 1, axis=1)[:, first:]
+    med, count = nanmedian_count(windows)
+    out = np.full((n, t), np.nan)
+    out[:, first:] = np.where(count >= min_count, med, np.nan)
+    return out
 
 
 @dataclass(frozen=True)
@@ -233,6 +253,13 @@ class _Prepared:
     trailing7: FloatArray  # median of log cost over the 7 days ending on the column (a whole week)
 
 
+# the first local column (with the prepared window starting _REACH_DAYS before the first scored day) that
+# each rolling median is read at: weekly state down to Monday - 3 - noise_days; drift down to the quiet days
+# plus the longest span
+_CENTRED_FROM = 12
+_TRAILING_FROM = 40
+
+
 def _prepare(costs: FloatArray, offset: int) -> _Prepared:
     present = ~np.isnan(costs)
     zero = present & (costs <= 0)
@@ -245,8 +272,8 @@ def _prepare(costs: FloatArray, offset: int) -> _Prepared:
         present=present,
         present_count=_cumulative(present),
         zero_count=_cumulative(zero),
-        centred=_rolling_median(log_cost, 3, 3, 3),
-        trailing7=_rolling_median(log_cost, 6, 0, 4),
+        centred=_rolling_median(log_cost, 3, 3, 3, _CENTRED_FROM),
+        trailing7=_rolling_median(log_cost, 6, 0, 4, _TRAILING_FROM),
     )
 
 
@@ -390,6 +417,7 @@ def _score_prepared(
     cfg: ScoringConfig,
     states: dict[int, _WeeklyState],
     growth_cache: GrowthColumns,
+    labels: bool = True,
 ) -> ScoreResult:
     n = costs.shape[0]
     z = cfg.z_threshold
@@ -558,33 +586,34 @@ def _score_prepared(
         score = np.where(drift, growth / sigma, score)
 
     recurring_today = scored & (recurring > 0) & (cost > expected - recurring + (upper - expected) / 2) & ~is_up
-    reason = np.full(n, REASON_NONE, dtype="<U16")
-    reason[scored & shifted & ~is_up & ~is_down] = REASON_LEVEL_SHIFT
-    reason[recurring_today] = REASON_RECURRING
-    reason[is_down] = REASON_DECREASE
-    reason[is_up & ~gated] = REASON_BELOW_GATE
-    reason[new_recurring & gated] = REASON_NEW_RECURRING
-    reason[spike] = REASON_SPIKE
-    reason[spike & above[:, -1]] = REASON_LEVEL_SHIFT
-    reason[drift] = REASON_DRIFT
-    first_day = np.argmax(~np.isnan(costs[:, : t + 1]), axis=1)
+    reason = np.zeros(n, dtype=np.int8)  # codes into REASONS; the label arrays are made at the end
+    code = {name: np.int8(k) for k, name in enumerate(REASONS)}
+    reason[scored & shifted & ~is_up & ~is_down] = code[REASON_LEVEL_SHIFT]
+    reason[recurring_today] = code[REASON_RECURRING]
+    reason[is_down] = code[REASON_DECREASE]
+    reason[is_up & ~gated] = code[REASON_BELOW_GATE]
+    reason[new_recurring & gated] = code[REASON_NEW_RECURRING]
+    reason[spike] = code[REASON_SPIKE]
+    reason[spike & above[:, -1]] = code[REASON_LEVEL_SHIFT]
+    reason[drift] = code[REASON_DRIFT]
     warming = present & ~scored
-    reason[warming] = np.where(first_day[warming] > 0, REASON_NEW_RESOURCE, REASON_SHORT_HISTORY)
+    # a series that was not there on the first day of the data was created inside it
+    born_inside = np.isnan(costs[warming, 0])
+    reason[warming] = np.where(born_inside, code[REASON_NEW_RESOURCE], code[REASON_SHORT_HISTORY])
 
-    status = np.full(n, STATUS_ABSENT, dtype="<U10")
-    status[scored] = STATUS_SCORED
-    status[warming] = STATUS_WARMING_UP
+    status = np.zeros(n, dtype=np.int8)  # STATUSES
+    status[scored] = 1
+    status[warming] = 2
 
-    direction = np.full(n, "none", dtype="<U8")
-    direction[is_up | drift] = "increase"
-    direction[is_down] = "decrease"
+    direction = np.zeros(n, dtype=np.int8)  # DIRECTIONS
+    direction[is_up | drift] = 1
+    direction[is_down] = 2
 
     excess_hour = excess / 24.0
-    severity = np.full(n, "none", dtype="<U8")
-    severity[anomaly] = "warning"
-    severity[anomaly & (excess_hour > cfg.critical_usd_per_hour)] = "critical"
+    severity = anomaly.astype(np.int8)  # SEVERITIES
+    severity[anomaly & (excess_hour > cfg.critical_usd_per_hour)] = 2
 
-    seasonality = np.where(np.any(profile != 0.0, axis=1) | np.any(zero_weekday, axis=1), SEASONALITY_WEEKLY, SEASONALITY_NONE)
+    seasonality = (np.any(profile != 0.0, axis=1) | np.any(zero_weekday, axis=1)).astype(np.int8)  # SEASONALITIES
 
     def unscored(values: FloatArray) -> FloatArray:
         return np.where(scored, values, np.nan)
@@ -600,14 +629,18 @@ def _score_prepared(
         excess_usd_per_hour=unscored(excess_hour),
         excess_pct=unscored(excess_pct),
         anomaly=anomaly,
-        direction=direction,
-        severity=severity,
-        status=status,
-        reason=reason,
+        direction=_label(direction, DIRECTIONS, labels),
+        severity=_label(severity, SEVERITIES, labels),
+        status=_label(status, STATUSES, labels),
+        reason=_label(reason, REASONS, labels),
         history_days=history_days,
-        seasonality=seasonality.astype("<U8"),
+        seasonality=_label(seasonality, SEASONALITIES, labels),
         noise=unscored(sigma_today),
     )
+
+
+def _label(codes: npt.NDArray[np.int8], vocabulary: tuple[str, ...], labels: bool) -> npt.NDArray[Any]:
+    return np.asarray(vocabulary)[codes] if labels else codes
 
 
 def _check(costs: Any, dates: Any) -> tuple[FloatArray, npt.NDArray[np.datetime64]]:
@@ -638,10 +671,11 @@ Progress = Callable[[int, int], None]
 
 def score_days(
     costs: FloatArray, dates: Any, days: Sequence[int], config: ScoringConfig | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, labels: bool = True,
 ) -> list[ScoreResult]:  # fmt: skip
     """:func:`score_day` for each day index in ``days``, sharing the rolling medians between days (the
-    backtest): same results, a fraction of the work. ``progress(done, total)`` is called after each day."""
+    backtest): same results, a fraction of the work. ``progress(done, total)`` is called after each day.
+    ``labels=False`` leaves the label columns (reason, status...) as int8 codes into :data:`LABELS`."""
     cfg = config or ScoringConfig()
     costs, stamp = _check(costs, dates)
     n_days = costs.shape[1]
@@ -655,7 +689,7 @@ def score_days(
     growth_cache: GrowthColumns = {}  # by day: the drift test's growth figures
     out = []
     for k, t in enumerate(days):
-        out.append(_score_prepared(prepared, costs, stamp, t, cfg, states, growth_cache))
+        out.append(_score_prepared(prepared, costs, stamp, t, cfg, states, growth_cache, labels))
         if progress is not None:
             progress(k + 1, len(days))
     return out
@@ -676,6 +710,7 @@ def score_days_chunked(
     chunk_rows: int = 4096,
     workers: int | None = None,
     progress: Progress | None = None,
+    labels: bool = True,
 ) -> list[ScoreResult]:
     """:func:`score_days` over blocks of rows on a thread pool: same results, cache-sized arrays, and numpy
     releases the GIL in its sorts and ufuncs, so the blocks run on every core. ``progress(done, total)``
@@ -687,7 +722,7 @@ def score_days_chunked(
     costs = np.asarray(costs, dtype=np.float64)
     n = costs.shape[0]
     if n <= chunk_rows:
-        return score_days(costs, dates, days, config, progress)
+        return score_days(costs, dates, days, config, progress, labels)
     blocks = [costs[i : i + chunk_rows] for i in range(0, n, chunk_rows)]
     total = len(blocks) * len(days)
     done = [0]
@@ -700,7 +735,7 @@ def score_days_chunked(
                 progress(done[0], total)
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        parts = list(pool.map(lambda block: score_days(block, dates, days, config, tick), blocks))
+        parts = list(pool.map(lambda block: score_days(block, dates, days, config, tick, labels), blocks))
     return [_merge_rows([part[k] for part in parts]) for k in range(len(days))]
 
 
@@ -711,9 +746,10 @@ def score_day_chunked(
     config: ScoringConfig | None = None,
     chunk_rows: int = 4096,
     workers: int | None = None,
+    labels: bool = True,
 ) -> ScoreResult:
     """:func:`score_day` over blocks of rows on a thread pool (see :func:`score_days_chunked`)."""
-    return score_days_chunked(costs, dates, [t], config, chunk_rows, workers)[0]
+    return score_days_chunked(costs, dates, [t], config, chunk_rows, workers, labels=labels)[0]
 
 
 def score_last_day(costs: FloatArray, dates: Any, config: ScoringConfig | None = None) -> ScoreResult:

@@ -19,7 +19,16 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from shared.costs.scoring import STATUS_ABSENT, Progress, ScoreResult, ScoringConfig, score_day_chunked, score_days_chunked
+from shared.costs.scoring import (
+    LABELS,
+    STATUSES,
+    STATUS_ABSENT,
+    Progress,
+    ScoreResult,
+    ScoringConfig,
+    score_day_chunked,
+    score_days_chunked,
+)
 
 REQUIRED_COLUMNS = ("series_id", "date", "cost")
 OUTPUT_COLUMNS = (
@@ -228,6 +237,8 @@ def _table(
             arrays[name] = pa.array(values.astype(np.int8))
         elif values.dtype.kind == "f":
             arrays[name] = pa.array(np.round(values, 4), from_pandas=True)
+        elif name in LABELS and values.dtype.kind == "i":  # codes into the label vocabulary
+            arrays[name] = pa.DictionaryArray.from_arrays(pa.array(values), pa.array(list(LABELS[name])))
         elif values.dtype.kind in "iub":
             arrays[name] = pa.array(values)
         else:
@@ -239,12 +250,34 @@ def _columns(result: ScoreResult) -> dict[str, npt.NDArray[Any]]:
     return {f.name: getattr(result, f.name) for f in fields(result) if f.name != "dates"}
 
 
+def _write_csv(table: Any, path: str, parts: int = 0) -> None:
+    """Write ``table`` as CSV, formatting slices on every core (Arrow releases the GIL) and appending them
+    in order: the same bytes as one ``write_csv`` call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = parts or min(os.cpu_count() or 1, max(1, table.num_rows // 200_000))
+    if parts <= 1:
+        pacsv.write_csv(table, path)
+        return
+    step = -(-table.num_rows // parts)
+
+    def render(k: int) -> Any:
+        sink = pa.BufferOutputStream()
+        options = pacsv.WriteOptions(include_header=k == 0)
+        pacsv.write_csv(table.slice(k * step, step), sink, write_options=options)
+        return sink.getvalue()
+
+    with ThreadPoolExecutor(max_workers=parts) as pool, open(path, "wb") as out:
+        for chunk in pool.map(render, range(parts)):
+            out.write(memoryview(chunk))
+
+
 def _write_atomically(table: Any, output_path: str | os.PathLike[str]) -> None:
     target = os.path.abspath(os.fspath(output_path))
     fd, tmp = tempfile.mkstemp(prefix=".scores-", suffix=".csv.tmp", dir=os.path.dirname(target))
     os.close(fd)
     try:
-        pacsv.write_csv(table, tmp)
+        _write_csv(table, tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -263,7 +296,7 @@ def score_matrix_latest(matrix: CostMatrix, config: ScoringConfig) -> Any:
     for t in np.unique(last_day):
         rows = np.flatnonzero(last_day == t)
         sub = matrix.costs if rows.size == n_series else matrix.costs[rows]
-        parts.append(_columns(score_day_chunked(sub, matrix.dates, int(t), config)))
+        parts.append(_columns(score_day_chunked(sub, matrix.dates, int(t), config, labels=False)))
         rows_of.append(rows)
     rows = np.concatenate(rows_of)
     columns = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
@@ -297,16 +330,16 @@ def backtest_csv(
     matrix = load_cost_matrix(input_path)
     n_days = matrix.costs.shape[1]
     replayed = list(range(max(0, n_days - days), n_days))
-    results = score_days_chunked(matrix.costs, matrix.dates, replayed, config, progress=progress)
-    # series-major rows (each series's dates in order), absent series-days left out
-    present = np.stack([r.status != STATUS_ABSENT for r in results], axis=1)
-    series_index, day_index = np.nonzero(present)
-    columns = {}
-    for name, values in _columns(results[0]).items():
-        stacked = np.empty((len(matrix.series_ids), len(replayed)), dtype=values.dtype)
-        for k, r in enumerate(results):
-            stacked[:, k] = getattr(r, name)
-        columns[name] = stacked[series_index, day_index]
-    table = _table(columns, series_index, matrix.series_ids, np.asarray(replayed)[day_index], matrix.dates)
+    results = score_days_chunked(matrix.costs, matrix.dates, replayed, config, progress=progress, labels=False)
+    # date by date, as the daily job would have written them; absent series-days left out
+    absent = np.int8(STATUSES.index(STATUS_ABSENT))
+    keep = [np.flatnonzero(r.status != absent) for r in results]
+    columns = {
+        name: np.concatenate([getattr(r, name)[rows] for r, rows in zip(results, keep, strict=True)])
+        for name in _columns(results[0])
+    }
+    series_index = np.concatenate(keep)
+    day_index = np.repeat(np.asarray(replayed), [len(rows) for rows in keep])
+    table = _table(columns, series_index, matrix.series_ids, day_index, matrix.dates)
     _write_atomically(table, output_path)
     return int(table.num_rows)
