@@ -117,8 +117,8 @@ def _read_columns(
         encoded = table.column("series_id").dictionary_encode()
         series_index = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
         unique_ids = np.asarray(encoded.chunks[-1].dictionary.to_pylist(), dtype=object)
-        day_numbers = dates.cast(pa.int32()).to_numpy().astype(np.int64)
-        return series_index.astype(np.intp), unique_ids, day_numbers, cost.to_numpy()
+        day_numbers = dates.cast(pa.int32()).to_numpy()
+        return series_index, unique_ids, day_numbers, cost.to_numpy()
     frame = pd.read_csv(path, usecols=list(REQUIRED_COLUMNS), dtype={"series_id": str, "date": str, "cost": str})
     if frame.empty:
         raise CostInputError(path, None, "no data rows")
@@ -172,7 +172,9 @@ def load_cost_matrix(path: str | os.PathLike[str]) -> CostMatrix:
     first_day = int(day_numbers.min())
     day_index = day_numbers - first_day
     n_series, n_days = len(unique_ids), int(day_index.max()) + 1
-    key = series_index.astype(np.int64) * n_days + day_index
+    key = series_index.astype(np.int64)
+    key *= n_days
+    key += day_index
     counts = np.bincount(key, minlength=n_series * n_days)
     if counts.max() > 1:
         rows = np.flatnonzero(counts[key] > 1)
@@ -186,7 +188,7 @@ def load_cost_matrix(path: str | os.PathLike[str]) -> CostMatrix:
         )
 
     costs = np.full((n_series, n_days), np.nan)
-    costs[series_index, day_index] = cost
+    costs.reshape(-1)[key] = cost
     present = ~np.isnan(costs)
     inside = np.maximum.accumulate(present, axis=1) & np.maximum.accumulate(present[:, ::-1], axis=1)[:, ::-1]
     costs[inside & ~present] = 0.0
