@@ -39,7 +39,7 @@ from shared.costs.episodes import (
     data_late_alert_fields,
     is_explained,
 )
-from shared.costs.explain import explain_scores, save_explanations
+from shared.costs.explain import explain_scores, save_explanations, with_explanations
 from shared.costs.freshness import TRAILING_DAYS, check_freshness
 from shared.costs.ingest import series_bucket
 from shared.costs.scoring import ScoringConfig, score_day, top_contributors
@@ -269,7 +269,7 @@ def _score_kind(runtime: Runtime, kind: str, day: date, part: int, parts: int) -
     with runtime.warehouse.session() as wh:
         frame = store.daily_series(wh, kind, start, day, part=part, parts=parts)
         attributes = store.resource_attributes(wh, start, day, part=part, parts=parts) if kind == "resource" else {}
-        open_now = store.open_episodes(wh, kind, part=part, parts=parts)
+        open_now = with_explanations(wh, store.open_episodes(wh, kind, part=part, parts=parts))
     ids, dates, costs = densify(frame, start, day)
     report.series_scored = len(ids)
     if len(ids):
@@ -504,6 +504,7 @@ def record_feedback(
         episode = store.get_episode(wh, episode_id)
         if episode is None:
             raise NotFoundError(f"no cost anomaly episode {episode_id!r}")
+        episode = with_explanations(wh, {episode_id: episode})[episode_id]
         try:
             updated, until = apply_feedback(
                 episode, verdict, by, why, today, runtime.settings.cost_feedback_suppress_days

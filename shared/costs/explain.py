@@ -191,3 +191,30 @@ def load_explanation(wh: Any, episode_id: str) -> dict[str, Any] | None:
         return None
     value = rows[0]["EXPLANATION"]
     return value if isinstance(value, dict) else json.loads(value)
+
+
+def load_explanations(wh: Any, episode_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Stored explanations of the given episodes, by episode id (those without one are left out)."""
+    ids = list(episode_ids)
+    out: dict[str, dict[str, Any]] = {}
+    for lo in range(0, len(ids), 500):
+        batch = ids[lo : lo + 500]
+        rows = wh.query(
+            f"SELECT EPISODE_ID, EXPLANATION FROM COST_ANOMALIES WHERE EPISODE_ID IN ({', '.join(['%s'] * len(batch))})",
+            tuple(batch),
+        )
+        for row in rows:
+            value = row.get("EXPLANATION")
+            if value:
+                out[row["EPISODE_ID"]] = value if isinstance(value, dict) else json.loads(value)
+    return out
+
+
+def with_explanations(wh: Any, episodes: dict[str, Any]) -> dict[str, Any]:
+    """``episodes`` (any key -> CostEpisode) with their stored explanations attached."""
+    from dataclasses import replace
+
+    if not episodes:
+        return episodes
+    stored = load_explanations(wh, [e.episode_id for e in episodes.values()])
+    return {k: replace(e, explanation=stored.get(e.episode_id, e.explanation)) for k, e in episodes.items()}
