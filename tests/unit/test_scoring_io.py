@@ -158,3 +158,27 @@ def test_pandas_fallback_reads_the_same_matrix(cost_file: Path, monkeypatch: pyt
     assert list(slow.series_ids) == list(fast.series_ids)
     np.testing.assert_array_equal(slow.costs, fast.costs)
     np.testing.assert_array_equal(slow.dates, fast.dates)
+
+
+def test_score_output_carries_the_explanation_fields(cost_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    score_csv(cost_file, out)
+    frame = pd.read_csv(out).set_index("series_id")
+    spiking = frame.loc["vm-spiking"]
+    # reason, band, actual, excess $/day and $/hour, and the data the decision was made on
+    assert spiking["reason"] == "spike" and spiking["lower"] < spiking["expected"] < spiking["upper"] < spiking["cost"]
+    assert spiking["excess_usd_per_hour"] == pytest.approx(spiking["excess_usd_per_day"] / 24, abs=1e-3)
+    assert spiking["history_days"] == 56 and spiking["seasonality"] in ("none", "weekly")
+    assert 0 < spiking["noise"] < 0.2
+    assert frame.loc["db-new", "history_days"] == 4 and pd.isna(frame.loc["db-new", "noise"])
+
+
+def test_backtest_cli_shows_progress_on_stderr(cost_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli.__main__ import main
+
+    out = tmp_path / "b.csv"
+    assert main(["costs", "backtest", "--input", str(cost_file), "--days", "5", "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    # vm-steady and vm-spiking on each of the 5 dates, db-new on its last 5 days; vm-deleted had ended
+    assert "backtest: 100.0% scored" in err and "wrote 15 rows" in err
+    assert len(pd.read_csv(out)) == 15
