@@ -241,7 +241,9 @@ def speed(args: argparse.Namespace) -> None:
         ours = [run_cli(ROOT, "costs", "score", "--input", source, "--output", target) for _ in range(args.repeat)]
         seconds = statistics.median(s for s, _ in ours)
         stl_projected = per_series * n
-        print(f"  this engine:      {seconds:7.2f} s  (median of {args.repeat}; peak {max(m for _, m in ours):,.0f} MB)")
+        print(
+            f"  this engine:      {seconds:7.2f} s  (median of {args.repeat}; peak {max(m for _, m in ours):,.0f} MB)"
+        )
         if old_root:
             old, _ = run_cli(old_root, "costs", "score", "--input", source, "--output", target)
             print(f"  previous engine:  {old:7.2f} s  ({args.previous_commit}) -> x{old / seconds:.1f}")
@@ -259,7 +261,9 @@ def speed(args: argparse.Namespace) -> None:
             for _ in range(args.repeat)
         ]
         seconds = statistics.median(s for s, _ in ours)
-        print(f"  this engine:      {seconds:7.2f} s  (median of {args.repeat}; peak {max(m for _, m in ours):,.0f} MB)")
+        print(
+            f"  this engine:      {seconds:7.2f} s  (median of {args.repeat}; peak {max(m for _, m in ours):,.0f} MB)"
+        )
         if old_root:
             old, _ = run_cli(old_root, "costs", "backtest", "--input", source, "--days", str(days), "--output", target)
             print(f"  previous engine:  {old:7.2f} s  ({args.previous_commit}) -> x{old / seconds:.1f}")

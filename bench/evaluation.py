@@ -77,7 +77,9 @@ def episodes(flags: BoolArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int
     return rows_s[order_s], starts[order_s], ends[order_e] - 1
 
 
-def evaluate(method: str, family: str, flags: BoolArray, data: SyntheticCosts, eval_days: int, seconds: float) -> Quality:
+def evaluate(
+    method: str, family: str, flags: BoolArray, data: SyntheticCosts, eval_days: int, seconds: float
+) -> Quality:
     n, n_days = data.costs.shape
     first_eval = n_days - eval_days
     flags = flags.copy()

@@ -164,7 +164,9 @@ def _progress_printer(started: float, every_seconds: float = 2.0) -> Any:
         if done < total and now - last[0] < every_seconds:
             return
         last[0] = now
-        print(f"backtest: {100.0 * done / max(total, 1):5.1f}% scored, {now - started:6.1f}s", file=sys.stderr, flush=True)
+        print(
+            f"backtest: {100.0 * done / max(total, 1):5.1f}% scored, {now - started:6.1f}s", file=sys.stderr, flush=True
+        )
 
     return show
 

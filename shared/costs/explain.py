@@ -114,16 +114,20 @@ def explain_episode(episode: Any) -> dict[str, Any]:
     day (or, for an episode recorded before explanations existed, one rebuilt from its figures), plus the
     episode's own figures."""
     stored = getattr(episode, "explanation", None)
-    doc = dict(stored) if stored else explanation(
-        reason=episode.reason,
-        actual=episode.cost,
-        expected=episode.expected,
-        lower=episode.lower,
-        upper=episode.upper,
-        excess_per_day=episode.excess_usd_per_day,
-        excess_pct=episode.excess_pct,
-        day=episode.last_flagged_date.isoformat(),
-        contributors=episode.contributors,
+    doc = (
+        dict(stored)
+        if stored
+        else explanation(
+            reason=episode.reason,
+            actual=episode.cost,
+            expected=episode.expected,
+            lower=episode.lower,
+            upper=episode.upper,
+            excess_per_day=episode.excess_usd_per_day,
+            excess_pct=episode.excess_pct,
+            day=episode.last_flagged_date.isoformat(),
+            contributors=episode.contributors,
+        )
     )
     if not doc.get("contributors") and episode.contributors:
         doc["contributors"] = explanation(

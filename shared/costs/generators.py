@@ -30,7 +30,9 @@ FloatArray = npt.NDArray[np.float64]
 FAMILIES = ("seed", "heavy", "billing", "sparse", "mixed")
 
 
-def _calendar(start: str, n_days: int) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def _calendar(
+    start: str, n_days: int
+) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     dates = np.arange(np.datetime64(start, "D"), np.datetime64(start, "D") + n_days)
     weekday = (dates.astype(np.int64) + 3) % 7  # 0 = Monday
     dom = (dates - dates.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64) + 1
@@ -112,10 +114,10 @@ def _generate(
             factor[onset:] = mult
             kind = "level_shift"
         else:
-            rate = rng.uniform(0.02, 0.08)
+            daily_growth = float(rng.uniform(0.02, 0.08))
             duration = int(rng.integers(10, 26))
             steps = np.clip(day - onset + 1, 0, duration)
-            factor = (1.0 + rate) ** steps
+            factor = np.power(1.0 + daily_growth, steps, dtype=np.float64)
             kind = "drift"
         base[i] *= factor
         developed_day = min(onset + duration - 1, t - 1) if kind == "drift" else onset
@@ -149,15 +151,17 @@ def _generate(
 
     # zero days, intermittent batch usage, outages
     zeroish = rng.random(n) < zero_day_share
-    rate = rng.uniform(zero_day_rate[0], zero_day_rate[1], n)
-    costs[zeroish[:, None] & (rng.random((n, t)) < rate[:, None])] = 0.0
+    zero_rate = rng.uniform(zero_day_rate[0], zero_day_rate[1], n)
+    costs[zeroish[:, None] & (rng.random((n, t)) < zero_rate[:, None])] = 0.0
     intermittent = ~has_event & (rng.random(n) < intermittent_share)
     use_rate = rng.uniform(0.2, 0.6, n)
     costs[intermittent[:, None] & (rng.random((n, t)) > use_rate[:, None])] = 0.0
     outage = rng.random(n) < outage_share
     out_start = rng.integers(10, t - 10, n)
     out_len = rng.integers(2, 10, n)
-    costs[outage[:, None] & (day[None, :] >= out_start[:, None]) & (day[None, :] < (out_start + out_len)[:, None])] = 0.0
+    costs[outage[:, None] & (day[None, :] >= out_start[:, None]) & (day[None, :] < (out_start + out_len)[:, None])] = (
+        0.0
+    )
 
     born = rng.random(n) < born_share
     first_day = np.where(born, rng.integers(1, t - 5, n), 0)

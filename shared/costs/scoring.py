@@ -304,7 +304,7 @@ def _erfinv(y: float) -> float:
     return x
 
 
-def _shrink(sigma: FloatArray, count: FloatArray, prior: FloatArray | float, prior_count: float) -> FloatArray:
+def _shrink(sigma: FloatArray, count: npt.NDArray[Any], prior: FloatArray | float, prior_count: float) -> FloatArray:
     """Variance-weighted blend of a per-row scale with a prior scale worth ``prior_count`` observations."""
     s = np.nan_to_num(sigma, nan=0.0)
     c = np.where(np.isnan(sigma), 0.0, count)
@@ -370,7 +370,9 @@ def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringCon
     by_slot = np.moveaxis(abs_res.reshape(n, noise_weeks, 7), 1, -1)
     slot_med, slot_n = nanmedian_count(by_slot)
     tail_factor = np.where(mad > 0, tail_sigma / np.where(mad > 0, mad, 1.0), 1.0)
-    slot_sigma = _shrink(slot_med * _MAD_TO_SIGMA * tail_factor[:, None], slot_n, sigma[:, None], cfg.weekday_prior_days)
+    slot_sigma = _shrink(
+        slot_med * _MAD_TO_SIGMA * tail_factor[:, None], slot_n, sigma[:, None], cfg.weekday_prior_days
+    )
     # few residuals (a young series) understate the noise: widen like a t-interval would
     small_sample = 1.0 + cfg.small_sample_factor / np.maximum(count, 1)
     sigma_weekday = np.zeros((n, 7))
@@ -488,7 +490,9 @@ def _score_prepared(
         long_upper = np.exp(long_level + np.where(zero_today, 0.0, p_today) + band_today)
         # what the same weekday cost last week, relative to its week: a weekly pattern that changed
         last_week = log_cost[:, lt - 7] - centred[:, lt - 7]
-        pattern_upper = np.exp(level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today)
+        pattern_upper = np.exp(
+            level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today
+        )
     expected = np.nan_to_num(expected, nan=0.0)
 
     # -- recurring charge: the excess seen on this day of month in the previous months (billing day, purchase
@@ -541,7 +545,7 @@ def _score_prepared(
     holds = np.zeros((n, quiet + 1), dtype=bool)
     growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
-    for s_i, (span, min_growth_pct) in enumerate(cfg.drift_spans):
+    for s_i, (span, _) in enumerate(cfg.drift_spans):
         span_growth = np.stack([growth_cache[j][s_i][0] for j in columns], axis=1)
         shaped = np.stack([growth_cache[j][s_i][1] for j in columns], axis=1)
         with np.errstate(invalid="ignore"):

@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from shared.costs.scoring import (
     LABELS,
-    STATUSES,
     STATUS_ABSENT,
+    STATUSES,
     Progress,
     ScoreResult,
     ScoringConfig,
@@ -51,9 +53,6 @@ OUTPUT_COLUMNS = (
     "seasonality",
     "noise",
 )
-
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 HAVE_PYARROW = True  # the typed fast read; tests force the pandas reader by clearing it
 

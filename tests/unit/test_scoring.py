@@ -338,5 +338,7 @@ def test_backtest_reusing_state_between_days_equals_scoring_each_day_alone() -> 
 
 def test_a_backtest_reports_progress() -> None:
     seen: list[tuple[int, int]] = []
-    score_backtest(generate_costs(n_series=30, n_days=60, seed=2).costs, DATES[:60], 10, progress=lambda d, t: seen.append((d, t)))
+    score_backtest(
+        generate_costs(n_series=30, n_days=60, seed=2).costs, DATES[:60], 10, progress=lambda d, t: seen.append((d, t))
+    )
     assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))

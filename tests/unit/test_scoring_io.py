@@ -173,7 +173,9 @@ def test_score_output_carries_the_explanation_fields(cost_file: Path, tmp_path: 
     assert frame.loc["db-new", "history_days"] == 4 and pd.isna(frame.loc["db-new", "noise"])
 
 
-def test_backtest_cli_shows_progress_on_stderr(cost_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_backtest_cli_shows_progress_on_stderr(
+    cost_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from shared.cli.__main__ import main
 
     out = tmp_path / "b.csv"
