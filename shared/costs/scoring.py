@@ -79,7 +79,6 @@ LABELS = {
 }
 
 _MAD_TO_SIGMA = 1.4826
-_MAX_TAIL_RATIO = 1.6
 
 
 @dataclass(frozen=True)
@@ -96,12 +95,14 @@ class ScoringConfig:
     noise_days: int = 56
     level_days: int = 7
     shift_confirm_days: int = 2
+    post_event_guard: bool = True
     long_level_days: int = 28
     noise_floor: float = 0.03
     noise_prior: float = 0.08
     noise_prior_days: float = 4.0
     weekday_prior_days: float = 24.0
     tail_quantile: float = 0.9
+    max_tail_ratio: float = 2.0
     recent_noise_days: int = 14
     recent_noise_prior_days: float = 14.0
     prediction_inflation: float = 1.15
@@ -283,7 +284,9 @@ def _cumulative(mask: BoolArray) -> npt.NDArray[np.int64]:
     return out
 
 
-def _robust_scale(abs_residuals: FloatArray, q: float) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
+def _robust_scale(
+    abs_residuals: FloatArray, q: float, max_tail_ratio: float = 2.0
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
     """(MAD-based sigma, tail-aware sigma = max(MAD-based, upper-quantile-based), count) per row."""
     srt = np.sort(abs_residuals, axis=-1)
     count = srt.shape[-1] - np.count_nonzero(np.isnan(srt), axis=-1)
@@ -291,7 +294,7 @@ def _robust_scale(abs_residuals: FloatArray, q: float) -> tuple[FloatArray, Floa
     z_q = float(np.sqrt(2.0) * _erfinv(q))
     upper = _quantile_of_sorted(srt, count, q) / z_q
     # heavy tails widen the band, up to a cap: a few wild days (a charge, a pattern change) must not blind it
-    return mad, np.fmin(np.fmax(mad, upper), _MAX_TAIL_RATIO * mad), count
+    return mad, np.fmin(np.fmax(mad, upper), max_tail_ratio * mad), count
 
 
 def _erfinv(y: float) -> float:
@@ -353,10 +356,12 @@ def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringCon
     raw_profile[:, slot_weekday] = raw_slot
     residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, weekday(noise_cols)]
     abs_res = np.abs(residual)
-    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile)
+    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile, cfg.max_tail_ratio)
     sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
     # noise that grew lately (heteroscedastic series) widens the band soon, not weeks later
-    _, recent_sigma, recent_count = _robust_scale(abs_res[:, -cfg.recent_noise_days :], cfg.tail_quantile)
+    _, recent_sigma, recent_count = _robust_scale(
+        abs_res[:, -cfg.recent_noise_days :], cfg.tail_quantile, cfg.max_tail_ratio
+    )
     sigma = np.fmax(sigma, _shrink(recent_sigma, recent_count, sigma, cfg.recent_noise_prior_days))
     # a weekday profile is kept only where it stands out from the noise of its estimate
     standard_error = 1.25 * sigma[:, None] / np.sqrt(np.maximum(slot_count, 1))
@@ -466,11 +471,22 @@ def _score_prepared(
     run_level = nanmedian(np.where(in_run, recent, np.nan))
     shifted = trailing_up >= cfg.shift_confirm_days
     level = np.where(run > 0, run_level, base)
+    # post-event guard: after a day above the band, the days since it (normal or not) say where the level
+    # is now - a noisy new level does not alert again on its next high day, a spike's recovery is normal
+    first_above = np.argmax(above, axis=1)
+    post = (run == 0) & above.any(axis=1) & (cfg.level_days - first_above >= cfg.shift_confirm_days)
+    post &= cfg.post_event_guard
+    if post.any():
+        rows = np.flatnonzero(post)
+        since = np.arange(cfg.level_days)[None, :] >= first_above[rows][:, None]
+        level[rows] = np.fmax(base[rows], nanmedian(np.where(since, recent[rows], np.nan)))
 
     if intermittent.any():
         used = log_cost[intermittent][:, _cols(p, t - cfg.noise_days, t)]
         used_level, used_count = nanmedian_count(used)
-        i_mad, i_sigma, i_count = _robust_scale(np.abs(used - used_level[:, None]), cfg.tail_quantile)
+        i_mad, i_sigma, i_count = _robust_scale(
+            np.abs(used - used_level[:, None]), cfg.tail_quantile, cfg.max_tail_ratio
+        )
         i_sigma = np.fmax(_shrink(i_sigma, i_count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
         level[intermittent] = np.where(used_count >= 3, used_level, np.nan)
         long_level[intermittent] = level[intermittent]
