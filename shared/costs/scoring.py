@@ -103,6 +103,7 @@ class ScoringConfig:
     weekday_prior_days: float = 24.0
     tail_quantile: float = 0.9
     max_tail_ratio: float = 2.0
+    tail_exponent: float = 1.0
     recent_noise_days: int = 14
     recent_noise_prior_days: float = 14.0
     prediction_inflation: float = 1.15
@@ -285,16 +286,21 @@ def _cumulative(mask: BoolArray) -> npt.NDArray[np.int64]:
 
 
 def _robust_scale(
-    abs_residuals: FloatArray, q: float, max_tail_ratio: float = 2.0
+    abs_residuals: FloatArray, q: float, max_tail_ratio: float = 2.0, tail_exponent: float = 1.0
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
-    """(MAD-based sigma, tail-aware sigma = max(MAD-based, upper-quantile-based), count) per row."""
+    """(MAD-based sigma, tail-aware sigma, count) per row. The tail-aware sigma is the MAD-based one times
+    (upper-quantile-based / MAD-based) ** ``tail_exponent``, at least 1 and at most ``max_tail_ratio``: a
+    heavy tail needs a band wider than its quantile alone says, as the rare days lie further out still."""
     srt = np.sort(abs_residuals, axis=-1)
     count = srt.shape[-1] - np.count_nonzero(np.isnan(srt), axis=-1)
     mad = _quantile_of_sorted(srt, count, 0.5) * _MAD_TO_SIGMA
     z_q = float(np.sqrt(2.0) * _erfinv(q))
     upper = _quantile_of_sorted(srt, count, q) / z_q
-    # heavy tails widen the band, up to a cap: a few wild days (a charge, a pattern change) must not blind it
-    return mad, np.fmin(np.fmax(mad, upper), max_tail_ratio * mad), count
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mad > 0, upper / np.where(mad > 0, mad, 1.0), 1.0)
+    # a few wild days (a charge, a pattern change) must not blind it: capped
+    factor = np.clip(np.fmax(ratio, 1.0) ** tail_exponent, 1.0, max_tail_ratio)
+    return mad, np.where(mad > 0, mad * factor, upper), count
 
 
 def _erfinv(y: float) -> float:
@@ -356,11 +362,11 @@ def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringCon
     raw_profile[:, slot_weekday] = raw_slot
     residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, weekday(noise_cols)]
     abs_res = np.abs(residual)
-    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile, cfg.max_tail_ratio)
+    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile, cfg.max_tail_ratio, cfg.tail_exponent)
     sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
     # noise that grew lately (heteroscedastic series) widens the band soon, not weeks later
     _, recent_sigma, recent_count = _robust_scale(
-        abs_res[:, -cfg.recent_noise_days :], cfg.tail_quantile, cfg.max_tail_ratio
+        abs_res[:, -cfg.recent_noise_days :], cfg.tail_quantile, cfg.max_tail_ratio, cfg.tail_exponent
     )
     sigma = np.fmax(sigma, _shrink(recent_sigma, recent_count, sigma, cfg.recent_noise_prior_days))
     # a weekday profile is kept only where it stands out from the noise of its estimate
