@@ -228,14 +228,56 @@ def _same_day_previous_months(day: np.datetime64, months: int) -> list[int]:
     return offsets
 
 
+# a 16-comparator sorting network for 7 values (checked on all 0/1 inputs in the tests)
+_SORT7 = (
+    (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
+    (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
+)  # fmt: skip
+
+
+def nanmedian7(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """(median ignoring NaN, count of values) of 7 same-shaped arrays, element-wise: a sorting network of
+    min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap."""
+    count = np.zeros(planes[0].shape, dtype=np.intp)
+    v = []
+    for plane in planes:
+        missing = np.isnan(plane)
+        count += ~missing
+        v.append(np.where(missing, np.inf, plane))  # NaN sorts last
+    for i, j in _SORT7:
+        low = np.minimum(v[i], v[j])
+        np.maximum(v[i], v[j], out=v[j])
+        v[i] = low
+    # median of the first ``count`` sorted values: the middle one, or the mean of the two middle ones
+    # the middle positions are 0..3 for 1..7 values (np.choose is slow on big arrays: a chain of wheres)
+    low_at, high_at = np.maximum(count - 1, 0) // 2, count // 2
+    lower, upper = v[3], v[3]
+    for k in (2, 1, 0):
+        lower = np.where(low_at == k, v[k], lower)
+        upper = np.where(high_at == k, v[k], upper)
+    with np.errstate(invalid="ignore"):  # inf - inf where there is no value at all
+        med = np.where(count % 2 == 1, lower, lower + (upper - lower) * 0.5)
+    return np.where(count > 0, med, np.nan), count
+
+
+def _median_of_week(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """(median ignoring NaN, count) of each row of an (n, 7) array."""
+    if values.shape[1] != 7 or values.shape[0] < 20_000:  # a sort is cheaper than 50 array operations
+        return nanmedian_count(values)
+    return nanmedian7([values[:, k] for k in range(7)])
+
+
 def _rolling_median(values: FloatArray, before: int, after: int, min_count: int, first: int = 0) -> FloatArray:
-    """Median of columns [j - before, j + after] for every column j >= ``first`` (NaN-padded, NaN ignored;
-    NaN where fewer than ``min_count`` values, and before ``first``: columns nobody reads cost nothing)."""
+    """Median of columns [j - before, j + after] (7 of them) for every column j >= ``first`` (NaN-padded,
+    NaN ignored; NaN where fewer than ``min_count`` values, and before ``first``: columns nobody reads
+    cost nothing)."""
+    if before + after + 1 != 7:
+        raise ValueError("rolling medians here are weekly: 7 columns")
     n, t = values.shape
-    padded = np.full((n, t + before + after), np.nan)
+    padded = np.full((n, t + 6), np.nan)
     padded[:, before : before + t] = values
-    windows = np.lib.stride_tricks.sliding_window_view(padded, before + after + 1, axis=1)[:, first:]
-    med, count = nanmedian_count(windows)
+    planes = [padded[:, first + k : t + k] for k in range(7)]
+    med, count = nanmedian7(planes)
     out = np.full((n, t), np.nan)
     out[:, first:] = np.where(count >= min_count, med, np.nan)
     return out
@@ -459,7 +501,7 @@ def _score_prepared(
     # -- level: median of the last week, de-seasonalised; a trailing run outside its band is a new level
     recent_cols = np.arange(lt - cfg.level_days, lt)
     recent = log_cost[:, recent_cols] - profile[:, (recent_cols - lt) % 7]
-    base, base_count = nanmedian_count(recent)
+    base, base_count = _median_of_week(recent)
     # the level of the last weeks: median of the weekly medians (whole weeks need no de-seasonalising)
     long_level, long_count = nanmedian_count(p.trailing7[:, lt - 1 - 7 * np.arange(cfg.long_level_days // 7)])
     long_level = np.where(long_count >= 2, long_level, np.nan)
@@ -474,7 +516,7 @@ def _score_prepared(
     run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
     run = np.where(trailing_down >= cfg.shift_confirm_days, trailing_down, run)
     in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run)[:, None]
-    run_level = nanmedian(np.where(in_run, recent, np.nan))
+    run_level = _median_of_week(np.where(in_run, recent, np.nan))[0]
     shifted = trailing_up >= cfg.shift_confirm_days
     level = np.where(run > 0, run_level, base)
     # post-event guard: after a day above the band, the days since it (normal or not) say where the level
@@ -485,7 +527,7 @@ def _score_prepared(
     if post.any():
         rows = np.flatnonzero(post)
         since = np.arange(cfg.level_days)[None, :] >= first_above[rows][:, None]
-        level[rows] = np.fmax(base[rows], nanmedian(np.where(since, recent[rows], np.nan)))
+        level[rows] = np.fmax(base[rows], _median_of_week(np.where(since, recent[rows], np.nan))[0])
 
     if intermittent.any():
         used = log_cost[intermittent][:, _cols(p, t - cfg.noise_days, t)]

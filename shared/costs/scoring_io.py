@@ -174,8 +174,12 @@ def load_cost_matrix(path: str | os.PathLike[str]) -> CostMatrix:
     key = series_index.astype(np.int64)
     key *= n_days
     key += day_index
-    counts = np.bincount(key, minlength=n_series * n_days)
-    if counts.max() > 1:
+    costs = np.full((n_series, n_days), np.nan)
+    costs.reshape(-1)[key] = cost
+    present = ~np.isnan(costs)
+    # costs are finite here, so fewer filled cells than rows means two rows for one series-day
+    if int(np.count_nonzero(present)) < len(key):
+        counts = np.bincount(key, minlength=n_series * n_days)
         rows = np.flatnonzero(counts[key] > 1)
         _, first_seen = np.unique(key[rows], return_index=True)
         second = int(np.setdiff1d(rows, rows[first_seen])[0])
@@ -186,9 +190,6 @@ def load_cost_matrix(path: str | os.PathLike[str]) -> CostMatrix:
             f"{np.datetime64(int(day_numbers[second]), 'D')}",
         )
 
-    costs = np.full((n_series, n_days), np.nan)
-    costs.reshape(-1)[key] = cost
-    present = ~np.isnan(costs)
     inside = np.maximum.accumulate(present, axis=1) & np.maximum.accumulate(present[:, ::-1], axis=1)[:, ::-1]
     costs[inside & ~present] = 0.0
     dates = np.arange(n_days) + np.datetime64(first_day, "D")
