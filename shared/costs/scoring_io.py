@@ -98,7 +98,12 @@ def _read_columns(
                 read_options=pacsv.ReadOptions(block_size=16 << 20),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(REQUIRED_COLUMNS),
-                    column_types={"series_id": pa.string(), "date": pa.date32(), "cost": pa.float64()},
+                    # ids dictionary-encoded as they are parsed: millions of id strings are never materialised
+                    column_types={
+                        "series_id": pa.dictionary(pa.int32(), pa.string()),
+                        "date": pa.date32(),
+                        "cost": pa.float64(),
+                    },
                     strings_can_be_null=False,
                 ),
             )
@@ -112,10 +117,10 @@ def _read_columns(
             _diagnose(path, "empty date")
         if cost.null_count:
             _diagnose(path, "empty cost")
-        # the hash table is shared across chunks: the last chunk's dictionary holds every id
-        encoded = table.column("series_id").dictionary_encode()
+        # one dictionary for all chunks (ids in order of first appearance), indices into it
+        encoded = table.unify_dictionaries().column("series_id")
         series_index = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
-        unique_ids = np.asarray(encoded.chunks[-1].dictionary.to_pylist(), dtype=object)
+        unique_ids = np.asarray(encoded.chunks[0].dictionary.to_pylist(), dtype=object)
         day_numbers = dates.cast(pa.int32()).to_numpy()
         return series_index, unique_ids, day_numbers, cost.to_numpy()
     frame = pd.read_csv(path, usecols=list(REQUIRED_COLUMNS), dtype={"series_id": str, "date": str, "cost": str})
