@@ -191,18 +191,24 @@ sys.exit(rc)
 """
 
 
-def run_cli(root: str, *cli_args: str) -> tuple[float, float]:
-    """Wall seconds (process start included) and peak RSS in MB of ``python -m shared.cli ...`` in ``root``."""
+def run_cli(root: str, *cli_args: str) -> tuple[float, float, float]:
+    """Wall seconds (process start included), CPU seconds (user + system: steadier than wall on a shared
+    machine) and peak RSS in MB of ``python -m shared.cli ...`` run in ``root``."""
+    import resource
+
     env = {**os.environ, "PYTHONPATH": root}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, *cli_args], cwd=root, env=env, capture_output=True, text=True, check=False
     )
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if out.returncode != 0:
         raise RuntimeError(f"costs {' '.join(cli_args[:2])} failed in {root}: {out.stderr.strip()[-500:]}")
     peak = [line for line in out.stderr.splitlines() if line.startswith("peak_kb=")]
-    return seconds, (int(peak[-1].split("=")[1]) / 1024 if peak else float("nan"))
+    return seconds, cpu, (int(peak[-1].split("=")[1]) / 1024 if peak else float("nan"))
 
 
 def previous_engine(commit: str, into: str) -> str | None:
@@ -239,17 +245,15 @@ def speed(args: argparse.Namespace) -> None:
             f"{os.path.getsize(source) / 1e6:,.0f} MB), CSV in -> CSV out, process start included"
         )
         ours = [run_cli(ROOT, "costs", "score", "--input", source, "--output", target) for _ in range(args.repeat)]
-        seconds = statistics.median(s for s, _ in ours)
+        report("this engine", ours)
         stl_projected = per_series * n
-        print(
-            f"  this engine:      {seconds:7.2f} s  (median of {args.repeat}; peak {max(m for _, m in ours):,.0f} MB)"
-        )
         if old_root:
-            old, _ = run_cli(old_root, "costs", "score", "--input", source, "--output", target)
-            print(f"  previous engine:  {old:7.2f} s  ({args.previous_commit}) -> x{old / seconds:.1f}")
+            old = run_cli(old_root, "costs", "score", "--input", source, "--output", target)
+            report(f"previous engine ({args.previous_commit})", [old], ours)
+        seconds = statistics.median(r[0] for r in ours)
         print(
-            f"  robust STL loop:  {stl_projected:7.0f} s  projected ({per_series * 1000:.1f} ms a series, timed on "
-            f"{args.stl_timing_series}; scoring only) -> this engine x{stl_projected / seconds:,.0f} faster"
+            f"  {'robust STL loop':<32}{stl_projected:8.0f} s wall projected ({per_series * 1000:.1f} ms a series, "
+            f"timed on {args.stl_timing_series}; scoring only) -> this engine x{stl_projected / seconds:,.0f} faster"
         )
         os.unlink(source)
 
@@ -260,15 +264,33 @@ def speed(args: argparse.Namespace) -> None:
             run_cli(ROOT, "costs", "backtest", "--input", source, "--days", str(days), "--output", target)
             for _ in range(args.repeat)
         ]
-        seconds = statistics.median(s for s, _ in ours)
-        print(
-            f"  this engine:      {seconds:7.2f} s  (median of {args.repeat}; peak {max(m for _, m in ours):,.0f} MB)"
-        )
+        report("this engine", ours)
         if old_root:
-            old, _ = run_cli(old_root, "costs", "backtest", "--input", source, "--days", str(days), "--output", target)
-            print(f"  previous engine:  {old:7.2f} s  ({args.previous_commit}) -> x{old / seconds:.1f}")
+            old = run_cli(old_root, "costs", "backtest", "--input", source, "--days", str(days), "--output", target)
+            report(f"previous engine ({args.previous_commit})", [old], ours)
+        seconds = statistics.median(r[0] for r in ours)
         stl_days = per_series * nb * days * 56 / 90  # a fit per series-day, on 56 days of history
-        print(f"  robust STL loop:  {stl_days:7.0f} s  projected (a fit per series-day) -> x{stl_days / seconds:,.0f}")
+        print(
+            f"  {'robust STL loop':<32}{stl_days:8.0f} s wall projected (a fit per series-day) "
+            f"-> x{stl_days / seconds:,.0f}"
+        )
+
+
+def report(
+    label: str, runs: list[tuple[float, float, float]], ours: list[tuple[float, float, float]] | None = None
+) -> None:
+    """One line: median wall and CPU seconds, peak memory, and (for a reference) how many times slower."""
+    wall = statistics.median(r[0] for r in runs)
+    cpu = statistics.median(r[1] for r in runs)
+    line = f"  {label:<32}{wall:8.2f} s wall {cpu:8.2f} s cpu  peak {max(r[2] for r in runs):,.0f} MB"
+    if ours:
+        line += (
+            f"  -> this engine x{wall / statistics.median(r[0] for r in ours):.1f} faster (wall), "
+            f"x{cpu / statistics.median(r[1] for r in ours):.1f} (cpu)"
+        )
+    elif len(runs) > 1:
+        line += f"  (median of {len(runs)})"
+    print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
