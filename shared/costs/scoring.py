@@ -435,16 +435,21 @@ def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringCon
     return _WeeklyState(profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday)
 
 
-GrowthColumns = dict[int, list[tuple[FloatArray, BoolArray]]]
+@dataclass(frozen=True)
+class _Growth:
+    """The drift test's figures for absolute columns [first, first + m): per span in ``cfg.drift_spans``,
+    (log growth of the weekly median over the span ending at the column, whether it has a drift's shape -
+    large enough, spread over each third, worth the dollar gate), each (n, m). They depend on the data up
+    to their column only, so a backtest computes them once for all its days."""
+
+    first: int
+    spans: list[tuple[FloatArray, BoolArray]]
 
 
-def _growth_columns(p: _Prepared, columns: list[int], cfg: ScoringConfig) -> GrowthColumns:
-    """Per absolute column j and drift span: (log growth of the weekly median over the span ending at j,
-    whether it has a drift's shape - large enough, spread over each third, worth the dollar gate). Depends
-    on the data up to j only, so a backtest computes each column once."""
-    ends = np.asarray(columns) - p.offset
+def _growth_columns(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> _Growth:
+    ends = np.arange(first, last + 1) - p.offset
     now = p.trailing7[:, ends]
-    out: GrowthColumns = {j: [] for j in columns}
+    spans = []
     for span, min_growth_pct in cfg.drift_spans:
         a = p.trailing7[:, ends - span]
         b = p.trailing7[:, ends - (2 * span) // 3]
@@ -459,9 +464,8 @@ def _growth_columns(p: _Prepared, columns: list[int], cfg: ScoringConfig) -> Gro
                 & (now - c >= least)
                 & (np.exp(now) - np.exp(a) >= cfg.min_impact_usd_per_day)
             )
-        for k, j in enumerate(columns):
-            out[j].append((growth[:, k], shaped[:, k]))
-    return out
+        spans.append((growth, shaped))
+    return _Growth(first=first, spans=spans)
 
 
 def _score_prepared(
@@ -471,7 +475,7 @@ def _score_prepared(
     t: int,
     cfg: ScoringConfig,
     states: dict[int, _WeeklyState],
-    growth_cache: GrowthColumns,
+    growth: _Growth | None,
     labels: bool = True,
 ) -> ScoreResult:
     n = costs.shape[0]
@@ -602,30 +606,30 @@ def _score_prepared(
     # -- drift: the weekly (trailing 7-day) median grew by a factor over a span, in each third, past the noise;
     # reported on the first day it holds after ``drift_quiet_days`` without
     quiet = cfg.drift_quiet_days
-    columns = [t - k for k in range(quiet + 1)]  # today, then the previous days (was it reported already?)
-    missing = [j for j in columns if j not in growth_cache]
-    if missing:
-        growth_cache.update(_growth_columns(p, missing, cfg))
+    if growth is None or growth.first > t - quiet:
+        growth = _growth_columns(p, t - quiet, t, cfg)
+    # columns today, yesterday, ... back to ``quiet`` days ago
+    window_cols = slice(t - growth.first, t - quiet - growth.first - 1 if t - quiet - growth.first > 0 else None, -1)
     holds = np.zeros((n, quiet + 1), dtype=bool)
-    growth = np.full(n, np.nan)
+    drift_growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
-    for s_i, (span, _) in enumerate(cfg.drift_spans):
-        span_growth = np.stack([growth_cache[j][s_i][0] for j in columns], axis=1)
-        shaped = np.stack([growth_cache[j][s_i][1] for j in columns], axis=1)
+    for (span, _), (span_growth_all, shaped_all) in zip(cfg.drift_spans, growth.spans, strict=True):
+        span_growth = span_growth_all[:, window_cols]
+        shaped = shaped_all[:, window_cols]
         with np.errstate(invalid="ignore"):
             span_holds = shaped & (span_growth >= cfg.drift_z * 0.8 * sigma[:, None])
-        first = span_holds[:, 0] & np.isnan(growth)
-        growth = np.where(first, span_growth[:, 0], growth)
+        first = span_holds[:, 0] & np.isnan(drift_growth)
+        drift_growth = np.where(first, span_growth[:, 0], drift_growth)
         drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
         holds |= span_holds
     is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
     with np.errstate(over="ignore", invalid="ignore"):
         # today itself must sit well above where the growth started
-        is_drift &= log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(growth, nan=np.inf) / 2
+        is_drift &= log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(drift_growth, nan=np.inf) / 2
         drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + recurring
         drift_excess = np.nan_to_num((np.exp(p.trailing7[:, lt]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
-    drift_pct = np.nan_to_num(100.0 * np.expm1(growth), nan=0.0)
-    growth = np.nan_to_num(growth, nan=0.0)
+    drift_pct = np.nan_to_num(100.0 * np.expm1(drift_growth), nan=0.0)
+    drift_growth = np.nan_to_num(drift_growth, nan=0.0)
 
     history_days = days_present.astype(np.int64)
     present = ~np.isnan(cost)
@@ -651,7 +655,7 @@ def _score_prepared(
     excess = np.where(drift, drift_excess, excess)
     excess_pct = np.where(drift, drift_pct, excess_pct)
     with np.errstate(divide="ignore", invalid="ignore"):
-        score = np.where(drift, growth / sigma, score)
+        score = np.where(drift, drift_growth / sigma, score)
 
     recurring_today = scored & (recurring > 0) & (cost > expected - recurring + (upper - expected) / 2) & ~is_up
     reason = np.zeros(n, dtype=np.int8)  # codes into REASONS; the label arrays are made at the end
@@ -731,7 +735,7 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
         raise ValueError(f"day index {t} outside 0..{n_days - 1}")
     offset = t - _REACH_DAYS
     prepared = _prepare(window(costs, offset, t + 1), offset)
-    return _score_prepared(prepared, costs, days, t, cfg, {}, {})
+    return _score_prepared(prepared, costs, days, t, cfg, {}, None)
 
 
 Progress = Callable[[int, int], None]
@@ -754,10 +758,11 @@ def score_days(
     offset = min(days) - _REACH_DAYS
     prepared = _prepare(window(costs, offset, max(days) + 1), offset)
     states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
-    growth_cache: GrowthColumns = {}  # by day: the drift test's growth figures
+    # the drift test's growth figures, for every replayed day and the quiet days before the first
+    growth = _growth_columns(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
     out = []
     for k, t in enumerate(days):
-        out.append(_score_prepared(prepared, costs, stamp, t, cfg, states, growth_cache, labels))
+        out.append(_score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels))
         if progress is not None:
             progress(k + 1, len(days))
     return out
