@@ -36,7 +36,8 @@ def register(subparsers: Any) -> None:
         "score",
         help="score the latest date of each series of a series_id,date,cost CSV",
         description="Input columns series_id,date,cost (ISO dates, daily; other columns ignored). Output at least "
-        "series_id,date,cost,expected,anomaly,severity (anomaly 0/1).",
+        "series_id,date,cost,expected,anomaly,severity (anomaly 0/1), then why: lower,upper,score,excess_usd_per_day,"
+        "excess_usd_per_hour,excess_pct,direction,status,reason,history_days,seasonality,noise.",
     )
     score.add_argument("--input", required=True, help="input CSV")
     score.add_argument("--output", required=True, help="output CSV (written atomically)")
@@ -45,6 +46,7 @@ def register(subparsers: Any) -> None:
     backtest = commands.add_parser(
         "backtest",
         help="replay the daily job for each of the last N dates of a CSV, each with only the data up to it",
+        description="Same columns as score, one row per series per replayed date; progress on stderr every 2 s.",
     )
     backtest.add_argument("--input", required=True, help="input CSV (series_id,date,cost)")
     backtest.add_argument("--days", required=True, type=int, help="how many of the last dates to replay")
