@@ -106,7 +106,7 @@ class ScoringConfig:
     tail_exponent: float = 1.0
     recent_noise_days: int = 14
     recent_noise_prior_days: float = 14.0
-    prediction_inflation: float = 1.10
+    prediction_inflation: float = 1.15
     small_sample_factor: float = 3.0
     profile_min_effect: float = 0.1
     intermittent_zero_share: float = 0.5
