@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from datetime import date
 from typing import Any
@@ -40,7 +39,8 @@ def register(subparsers: Any) -> None:
         "score",
         help="score the latest date of each series of a series_id,date,cost CSV",
         description="Input columns series_id,date,cost (ISO dates, daily; other columns ignored). Output at least "
-        "series_id,date,cost,expected,anomaly,severity (anomaly 0/1).",
+        "series_id,date,cost,expected,anomaly,severity (anomaly 0/1), then why: lower,upper,score,excess_usd_per_day,"
+        "excess_usd_per_hour,excess_pct,direction,status,reason,history_days,seasonality,noise.",
     )
     score.add_argument("--input", required=True, help="input CSV")
     score.add_argument("--output", required=True, help="output CSV (written atomically)")
@@ -49,6 +49,7 @@ def register(subparsers: Any) -> None:
     backtest = commands.add_parser(
         "backtest",
         help="replay the daily job for each of the last N dates of a CSV, each with only the data up to it",
+        description="Same columns as score, one row per series per replayed date; progress on stderr every 2 s.",
     )
     backtest.add_argument("--input", required=True, help="input CSV (series_id,date,cost)")
     backtest.add_argument("--days", required=True, type=int, help="how many of the last dates to replay")
@@ -226,56 +227,20 @@ def _readable_permissions(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def sum_duplicate_days(path: str, workdir: str) -> tuple[str, int]:
-    """Real exports have several meters per resource-day: when the CSV has several rows for one series and date,
-    write their sums to a file in `workdir` and return (that file, rows folded in); else (path, 0).
-
-    A file that does not read cleanly is returned as is: the scorer's own checks name the bad line. Raises
-    BadInputError when a series-day is negative after summing (a refund or correction, not usage)."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, usecols=["series_id", "date", "cost"], dtype={"series_id": str, "date": str})
-        frame["cost"] = pd.to_numeric(frame["cost"], errors="raise")
-    except (ValueError, OSError, pd.errors.ParserError):
-        return path, 0
-    frame["date"] = frame["date"].str.strip()
-    duplicates = int(frame.duplicated(["series_id", "date"]).sum())
-    if duplicates:
-        frame = frame.groupby(["series_id", "date"], as_index=False, sort=False)["cost"].sum()
-    negative = frame[frame["cost"] < 0]
-    if len(negative):
-        row = negative.iloc[0]
-        summed = " (after summing its rows)" if duplicates else ""
-        raise BadInputError(
-            f"{path}: series {row['series_id']!r} on {row['date']} costs {float(row['cost']):,.2f}{summed}: negative "
-            "cost is a refund or correction, not usage; keep usage rows only (ChargeCategory Usage), or net the "
-            "corrections into their day"
-        )
-    if not duplicates:
-        return path, 0
-    summed_path = os.path.join(workdir, "summed.csv")
-    frame.to_csv(summed_path, index=False)
-    return summed_path, duplicates
-
-
 def _run_scoring(args: argparse.Namespace, score: Any) -> int:
+    """Check the paths, run `score(notes)`, print what the scorer noted about the input (rows of several
+    meters added into one series-day), keep the output readable. Input problems become BadInputError."""
     from shared.costs.scoring_io import CostInputError
 
     _input_file(args.input)
     _output_file(args.output)
-    with tempfile.TemporaryDirectory(prefix="valueflow-score-") as workdir:
-        source, folded = sum_duplicate_days(args.input, workdir)
-        if folded:
-            print(
-                f"note: {folded} row(s) repeated a series and date (several meters per resource-day): "
-                "their costs were summed into one row per series-day",
-                file=sys.stderr,
-            )
-        try:
-            rows = int(score(source))
-        except (CostInputError, FileNotFoundError) as exc:
-            raise BadInputError(str(exc).replace(source, args.input)) from None
+    notes: list[str] = []
+    try:
+        rows = int(score(notes))
+    except (CostInputError, FileNotFoundError) as exc:
+        raise BadInputError(str(exc)) from None
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     _readable_permissions(args.output)
     return rows
 
@@ -284,7 +249,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from shared.costs.scoring_io import score_csv
 
     started = time.perf_counter()
-    rows = _run_scoring(args, lambda source: score_csv(source, args.output, _config()))
+    rows = _run_scoring(args, lambda notes: score_csv(args.input, args.output, _config(), notes=notes))
     print(f"scored {rows} series in {time.perf_counter() - started:.2f}s -> {args.output}", file=sys.stderr)
     return 0
 
@@ -295,9 +260,30 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.days < 1:
         raise BadInputError("--days must be at least 1")
     started = time.perf_counter()
-    rows = _run_scoring(args, lambda source: backtest_csv(source, args.days, args.output, _config()))
+    rows = _run_scoring(
+        args,
+        lambda notes: backtest_csv(
+            args.input, args.days, args.output, _config(), progress=_progress_printer(started), notes=notes
+        ),
+    )
     print(f"wrote {rows} rows in {time.perf_counter() - started:.2f}s -> {args.output}", file=sys.stderr)
     return 0
+
+
+def _progress_printer(started: float, every_seconds: float = 2.0) -> Any:
+    """A progress callback printing to stderr at most every ``every_seconds`` (long backtests show life)."""
+    last = [started]
+
+    def show(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] < every_seconds:
+            return
+        last[0] = now
+        print(
+            f"backtest: {100.0 * done / max(total, 1):5.1f}% scored, {now - started:6.1f}s", file=sys.stderr, flush=True
+        )
+
+    return show
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

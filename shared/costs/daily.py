@@ -40,6 +40,7 @@ from shared.costs.episodes import (
     data_late_alert_fields,
     is_explained,
 )
+from shared.costs.explain import explain_scores, save_explanations, with_explanations
 from shared.costs.freshness import TRAILING_DAYS, check_freshness
 from shared.costs.ingest import provider_of_series, series_bucket
 from shared.costs.scoring import ScoringConfig, score_day, top_contributors
@@ -272,7 +273,7 @@ def _score_kind(runtime: Runtime, kind: str, day: date, part: int, parts: int) -
     with runtime.warehouse.session() as wh:
         frame = store.daily_series(wh, kind, start, day, part=part, parts=parts)
         attributes = store.resource_attributes(wh, start, day, part=part, parts=parts) if kind == "resource" else {}
-        open_now = store.open_episodes(wh, kind, part=part, parts=parts)
+        open_now = with_explanations(wh, store.open_episodes(wh, kind, part=part, parts=parts))
     # a series is per currency: each currency is scored on its own, with the thresholds in that currency
     base_currency = runtime.settings.cost_threshold_currency
     rates = currency_rates(runtime.settings)
@@ -332,6 +333,9 @@ def _score_kind(runtime: Runtime, kind: str, day: date, part: int, parts: int) -
                 owner=owner,
                 subscription_id=attrs.get("subscription_id", "") if kind == "resource" else "",
                 contributors=contributors.get(series_id, ()),
+                explanation=explain_scores(result, i, contributors=contributors.get(series_id, ()))
+                if result.anomaly[i]
+                else None,
             )
         episode, event = advance(open_now.get(series_id), series_day, suppressions.get(series_id))
         if episode is not None and episode != open_now.get(series_id):
@@ -359,6 +363,7 @@ def _save_episodes(runtime: Runtime, changed: list[CostEpisode]) -> None:
         return
     with runtime.warehouse.session() as wh:
         store.merge_episodes(wh, changed)
+        save_explanations(wh, changed)
     for episode in changed:
         _mirror(runtime, episode)
 
@@ -542,6 +547,7 @@ def record_feedback(
         episode = store.get_episode(wh, episode_id)
         if episode is None:
             raise NotFoundError(f"no cost anomaly episode {episode_id!r}")
+        episode = with_explanations(wh, {episode_id: episode})[episode_id]
         try:
             updated, until = apply_feedback(
                 episode, verdict, by, why, today, runtime.settings.cost_feedback_suppress_days

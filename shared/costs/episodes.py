@@ -10,9 +10,11 @@ an episode has already seen changes nothing (`last_scored_date`), so reruns and 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
+
+from shared.costs.explain import explain_episode, explanation_facts
 
 SEVERITY_RANK = {"none": 0, "warning": 1, "critical": 2}
 VERDICTS = ("planned", "not_anomaly", "confirmed")
@@ -44,6 +46,8 @@ class SeriesDay:
     owner: str = ""
     subscription_id: str = ""
     contributors: tuple[Contributor, ...] = ()
+    # why the engine decided so (shared.costs.explain); None for days not scored by the engine
+    explanation: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class CostEpisode:
     verdict: str = ""
     verdict_by: str = ""
     verdict_why: str = ""
+    # the explanation of its latest flagged day (shared.costs.explain); None when loaded without it
+    explanation: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def top_cause(self) -> str:
@@ -98,9 +104,12 @@ class CostEpisode:
                 ]
             elif isinstance(value, float):
                 out[key] = round(value, 4)
+            elif key == "explanation":
+                continue
             else:
                 out[key] = value
         out["top_cause"] = self.top_cause
+        out["explanation"] = explain_episode(self)
         return out
 
 
@@ -161,6 +170,7 @@ def advance(
                 total_excess_usd=day.excess_usd_per_day,
                 contributors=day.contributors,
                 suppressed=suppressed,
+                explanation=day.explanation,
             )
             return opened, None if suppressed else EpisodeEvent("open", opened)
         severity = max(episode.severity, day.severity, key=lambda s: SEVERITY_RANK.get(s, 0))
@@ -182,6 +192,7 @@ def advance(
             total_excess_usd=episode.total_excess_usd + day.excess_usd_per_day,
             contributors=day.contributors or episode.contributors,
             suppressed=suppressed or episode.verdict in SUPPRESSING_VERDICTS,
+            explanation=day.explanation or episode.explanation,
         )
         alerted_rank = SEVERITY_RANK.get(episode.alerted_severity or "none", 0)
         if not suppressed and SEVERITY_RANK.get(severity, 0) > alerted_rank:
@@ -255,6 +266,8 @@ def anomaly_alert_fields(event: EpisodeEvent, correlation_id: str = "") -> dict[
     ]
     for member, increase, share in e.contributors[:3]:
         facts.append(("Top cause", f"{member}: +${increase:,.2f}/day ({share:.0%})"))
+    if event.action != "resolve":
+        facts.extend(explanation_facts(explain_episode(e)))
     links: list[tuple[str, str]] = []
     if e.series_kind == "resource" and e.series_id.startswith("/subscriptions/"):
         links.append(("Cost analysis", f"https://portal.azure.com/#@/resource{e.series_id}/costanalysis"))

@@ -1,23 +1,39 @@
 """Daily cost-anomaly scoring: one vectorised pass over a dense (series x days) cost matrix.
 
-Pure: numpy in, numpy out; no I/O. The model, per series and scored day ``t`` (history = days before ``t``):
+Pure: numpy in, numpy out; no I/O. Costs are modelled on the log scale (cloud cost noise is multiplicative:
+a 20 %-noise series moves +50 % far more often than -50 %). Per series and scored day ``t`` (history = the
+days before ``t``; zero days are treated apart, never as "cheap days"):
 
-* day-of-week profile: median over the last ``season_weeks`` weeks of (cost / that week's median);
-* level: median of the last ``level_days`` de-seasonalised costs; when the most recent days all sit above
-  the band of that median (a level shift up), the level is taken from those days instead, so a shift
-  alerts on its first day and is the new normal the next day;
-* noise: robust scale (MAD and an upper quantile, whichever is larger) of the week-local relative residuals,
-  with relative and absolute floors so flat series do not alert on cents;
-* recurring charges: the excess seen on the same day of month in the previous months is expected again;
-* drift: the weekly median has grown by ``drift_min_growth_pct`` over ``drift_weeks`` weeks with the growth
-  spread over several weeks (a step is a level shift, not a drift); reported on the first day it holds.
+* weekly profile: median over the last ``season_weeks`` weeks of each weekday's log deviation from its
+  centred 7-day median, kept only where it stands out from the noise (shrunk to 0 otherwise); a weekday
+  that is mostly zero (dev environments off at the weekend) is expected at zero;
+* noise: robust, heavy-tail aware scale of the de-seasonalised residuals over ``noise_days`` days (the larger
+  of the MAD and an upper-quantile estimate), per weekday with shrinkage towards the series's scale, and
+  towards a prior scale when the history is short;
+* level: median of the last ``level_days`` de-seasonalised days; a trailing run of ``shift_confirm_days`` or
+  more days all above (or below) the band of that median is a new level (a one-day spike or charge does not
+  move it; a shift alerts on its first days and is the new normal once confirmed);
+* zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
+  is judged on the size of its days with usage, with no weekly profile;
+* recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
+  months (a zero day there says nothing) is expected again;
+* a month-start charge on a series younger than a month is taken for a new monthly charge (reason
+  ``new_recurring``, not alerted): from the next month on it is an expected recurring charge;
+* guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
+  weekday cost last week (a weekly pattern that changed) is a return to normal, not an anomaly;
+* drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span of
+  days (``drift_spans``: +30 % in 10 days, +45 % in 21), in both halves of the span (a step is a level shift, not a drift), by ``drift_z``
+  noise units; reported on the first day it holds after ``drift_quiet_days`` without.
 
-Only increases alert, and only past the dollar and percent gates of :class:`ScoringConfig`.
+Only increases alert, and only past the dollar and percent gates of :class:`ScoringConfig`. A backtest
+(:func:`score_days`) computes the rolling medians once for the whole matrix and reuses them for every
+replayed day; the result is identical to scoring each day alone (:func:`score_day`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -36,40 +52,83 @@ REASON_SPIKE = "spike"
 REASON_LEVEL_SHIFT = "level_shift"
 REASON_DRIFT = "drift"
 REASON_RECURRING = "recurring"
+REASON_NEW_RECURRING = "new_recurring"
 REASON_DECREASE = "decrease"
 REASON_BELOW_GATE = "below_gate"
 REASON_NEW_RESOURCE = "new_resource"
 REASON_SHORT_HISTORY = "short_history"
+
+SEASONALITY_WEEKLY = "weekly"
+SEASONALITY_NONE = "none"
+
+# the label columns' vocabularies (``labels=False`` returns codes into these)
+REASONS = (
+    REASON_NONE, REASON_SPIKE, REASON_LEVEL_SHIFT, REASON_DRIFT, REASON_RECURRING, REASON_NEW_RECURRING,
+    REASON_DECREASE, REASON_BELOW_GATE, REASON_NEW_RESOURCE, REASON_SHORT_HISTORY,
+)  # fmt: skip
+STATUSES = (STATUS_ABSENT, STATUS_SCORED, STATUS_WARMING_UP)
+DIRECTIONS = ("none", "increase", "decrease")
+SEVERITIES = ("none", "warning", "critical")
+SEASONALITIES = (SEASONALITY_NONE, SEASONALITY_WEEKLY)
+LABELS = {
+    "direction": DIRECTIONS,
+    "severity": SEVERITIES,
+    "status": STATUSES,
+    "reason": REASONS,
+    "seasonality": SEASONALITIES,
+}
 
 _MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Tunables of the engine; the gates come from the app settings."""
+    """Tunables of the engine; the gates come from the app settings. Noise figures are on the log scale
+    (0.05 ~ 5 % day-to-day)."""
 
     min_impact_usd_per_day: float = 10.0
     min_excess_pct: float = 20.0
     critical_usd_per_hour: float = 1000.0
     z_threshold: float = 4.0
     min_history_days: int = 14
-    season_weeks: int = 6
+    season_weeks: int = 5
+    noise_days: int = 56
     level_days: int = 7
-    relative_noise_floor: float = 0.04
-    absolute_noise_floor_usd: float = 0.5
-    noise_quantile: float = 0.85
+    shift_confirm_days: int = 2
+    post_event_guard: bool = True
     long_level_days: int = 28
-    recurring_months: int = 3
-    recurring_tolerance: float = 0.25
-    drift_weeks: int = 4
-    drift_min_growth_pct: float = 30.0
-    drift_max_week_share: float = 0.75
+    noise_floor: float = 0.03
+    noise_prior: float = 0.08
+    noise_prior_days: float = 4.0
+    weekday_prior_days: float = 24.0
+    tail_quantile: float = 0.9
+    max_tail_ratio: float = 2.0
+    tail_exponent: float = 1.0
+    recent_noise_days: int = 14
+    recent_noise_prior_days: float = 14.0
+    prediction_inflation: float = 1.15
+    small_sample_factor: float = 3.0
+    profile_min_effect: float = 0.1
+    intermittent_zero_share: float = 0.5
+    recurring_months: int = 2
+    recurring_tolerance: float = 0.3
+    # (span in days, growth over it in %): fast compounding growth, or slower growth held longer
+    drift_spans: tuple[tuple[int, float], ...] = ((10, 30.0), (21, 45.0))
+    drift_z: float = 4.0
+    drift_min_part_share: float = 0.12
     drift_quiet_days: int = 14
+
+
+# columns of history one scored day reads: noise window + centring, or two months back + a week around
+_REACH_DAYS = 80
 
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """Scores per series (and per scored day for a backtest: arrays of shape (n_series, n_days))."""
+    """Scores per series (and per scored day for a backtest: arrays of shape (n_series, n_days)).
+
+    ``noise`` is the day's noise scale (log, ~relative); ``history_days`` the days with data among the
+    ``noise_days`` before the scored day; ``seasonality`` the pattern used ("weekly" or "none")."""
 
     dates: npt.NDArray[np.datetime64]
     cost: FloatArray
@@ -85,6 +144,9 @@ class ScoreResult:
     severity: npt.NDArray[np.str_]
     status: npt.NDArray[np.str_]
     reason: npt.NDArray[np.str_]
+    history_days: npt.NDArray[np.int64]
+    seasonality: npt.NDArray[np.str_]
+    noise: FloatArray
 
     def to_frame(self, series_ids: Any = None) -> Any:
         """Long pandas DataFrame, one row per series and scored day (series absent that day included)."""
@@ -166,14 +228,121 @@ def _same_day_previous_months(day: np.datetime64, months: int) -> list[int]:
     return offsets
 
 
-def _robust_scale(residuals: FloatArray, q: float) -> FloatArray:
-    """Per-row sigma from |residuals|: max of MAD-based and upper-quantile-based estimates."""
-    srt = np.sort(np.abs(residuals), axis=-1)
-    mad = nanquantile_sorted(srt, 0.5) * _MAD_TO_SIGMA
-    # |N(0,1)| quantile q -> sigma; tolerates (1-q) of history being anomalies but sees heavy tails
+# a 16-comparator sorting network for 7 values (checked on all 0/1 inputs in the tests)
+_SORT7 = (
+    (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
+    (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
+)  # fmt: skip
+
+
+def nanmedian7(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """(median ignoring NaN, count of values) of 7 same-shaped arrays, element-wise: a sorting network of
+    min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap."""
+    count = np.zeros(planes[0].shape, dtype=np.intp)
+    v = []
+    for plane in planes:
+        missing = np.isnan(plane)
+        count += ~missing
+        v.append(np.where(missing, np.inf, plane))  # NaN sorts last
+    for i, j in _SORT7:
+        low = np.minimum(v[i], v[j])
+        np.maximum(v[i], v[j], out=v[j])
+        v[i] = low
+    # median of the first ``count`` sorted values: the middle one, or the mean of the two middle ones
+    # the middle positions are 0..3 for 1..7 values (np.choose is slow on big arrays: a chain of wheres)
+    low_at, high_at = np.maximum(count - 1, 0) // 2, count // 2
+    lower, upper = v[3], v[3]
+    for k in (2, 1, 0):
+        lower = np.where(low_at == k, v[k], lower)
+        upper = np.where(high_at == k, v[k], upper)
+    with np.errstate(invalid="ignore"):  # inf - inf where there is no value at all
+        med = np.where(count % 2 == 1, lower, lower + (upper - lower) * 0.5)
+    return np.where(count > 0, med, np.nan), count
+
+
+def _median_of_week(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """(median ignoring NaN, count) of each row of an (n, 7) array."""
+    if values.shape[1] != 7 or values.shape[0] < 20_000:  # a sort is cheaper than 50 array operations
+        return nanmedian_count(values)
+    return nanmedian7([values[:, k] for k in range(7)])
+
+
+def _rolling_median(values: FloatArray, before: int, after: int, min_count: int, first: int = 0) -> FloatArray:
+    """Median of columns [j - before, j + after] (7 of them) for every column j >= ``first`` (NaN-padded,
+    NaN ignored; NaN where fewer than ``min_count`` values, and before ``first``: columns nobody reads
+    cost nothing)."""
+    if before + after + 1 != 7:
+        raise ValueError("rolling medians here are weekly: 7 columns")
+    n, t = values.shape
+    padded = np.full((n, t + 6), np.nan)
+    padded[:, before : before + t] = values
+    planes = [padded[:, first + k : t + k] for k in range(7)]
+    med, count = nanmedian7(planes)
+    out = np.full((n, t), np.nan)
+    out[:, first:] = np.where(count >= min_count, med, np.nan)
+    return out
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Per-column quantities every scored day reuses; column k is column ``offset + k`` of the matrix."""
+
+    offset: int
+    log_cost: FloatArray  # log of cost, NaN on zero or absent days
+    zero: BoolArray  # cost == 0
+    present: BoolArray  # the series existed that day
+    present_count: npt.NDArray[np.int64]  # days present before the column (cumulative)
+    zero_count: npt.NDArray[np.int64]  # zero days before the column (cumulative)
+    centred: FloatArray  # median of log cost over the 7 days centred on the column
+    trailing7: FloatArray  # median of log cost over the 7 days ending on the column (a whole week)
+
+
+# the first local column (with the prepared window starting _REACH_DAYS before the first scored day) that
+# each rolling median is read at: weekly state down to Monday - 3 - noise_days; drift down to the quiet days
+# plus the longest span
+_CENTRED_FROM = 12
+_TRAILING_FROM = 40
+
+
+def _prepare(costs: FloatArray, offset: int) -> _Prepared:
+    present = ~np.isnan(costs)
+    zero = present & (costs <= 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_cost = np.where(present & ~zero, np.log(np.where(costs > 0, costs, 1.0)), np.nan)
+    return _Prepared(
+        offset=offset,
+        log_cost=log_cost,
+        zero=zero,
+        present=present,
+        present_count=_cumulative(present),
+        zero_count=_cumulative(zero),
+        centred=_rolling_median(log_cost, 3, 3, 3, _CENTRED_FROM),
+        trailing7=_rolling_median(log_cost, 6, 0, 4, _TRAILING_FROM),
+    )
+
+
+def _cumulative(mask: BoolArray) -> npt.NDArray[np.int64]:
+    out = np.zeros((mask.shape[0], mask.shape[1] + 1), dtype=np.int64)
+    np.cumsum(mask, axis=1, out=out[:, 1:])
+    return out
+
+
+def _robust_scale(
+    abs_residuals: FloatArray, q: float, max_tail_ratio: float = 2.0, tail_exponent: float = 1.0
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
+    """(MAD-based sigma, tail-aware sigma, count) per row. The tail-aware sigma is the MAD-based one times
+    (upper-quantile-based / MAD-based) ** ``tail_exponent``, at least 1 and at most ``max_tail_ratio``: a
+    heavy tail needs a band wider than its quantile alone says, as the rare days lie further out still."""
+    srt = np.sort(abs_residuals, axis=-1)
+    count = srt.shape[-1] - np.count_nonzero(np.isnan(srt), axis=-1)
+    mad = _quantile_of_sorted(srt, count, 0.5) * _MAD_TO_SIGMA
     z_q = float(np.sqrt(2.0) * _erfinv(q))
-    upper = nanquantile_sorted(srt, q) / z_q
-    return np.fmax(mad, upper)
+    upper = _quantile_of_sorted(srt, count, q) / z_q
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mad > 0, upper / np.where(mad > 0, mad, 1.0), 1.0)
+    # a few wild days (a charge, a pattern change) must not blind it: capped
+    factor = np.clip(np.fmax(ratio, 1.0) ** tail_exponent, 1.0, max_tail_ratio)
+    return mad, np.where(mad > 0, mad * factor, upper), count
 
 
 def _erfinv(y: float) -> float:
@@ -186,214 +355,337 @@ def _erfinv(y: float) -> float:
     return x
 
 
-def _deseasonalise(values: FloatArray, profile_cols: FloatArray) -> FloatArray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(profile_cols > 0.05, values / profile_cols, np.nan)
+def _shrink(sigma: FloatArray, count: npt.NDArray[Any], prior: FloatArray | float, prior_count: float) -> FloatArray:
+    """Variance-weighted blend of a per-row scale with a prior scale worth ``prior_count`` observations."""
+    s = np.nan_to_num(sigma, nan=0.0)
+    c = np.where(np.isnan(sigma), 0.0, count)
+    return np.sqrt((c * s**2 + prior_count * np.asarray(prior) ** 2) / (c + prior_count))
 
 
-def _weekly_drift(
-    weekly: FloatArray, level_scale: FloatArray, cfg: ScoringConfig
-) -> tuple[BoolArray, FloatArray, FloatArray, FloatArray]:
-    """Gradual growth across ``weekly`` medians ((n, k, drift_weeks + 1): k cut-offs, oldest week first).
+def _cols(p: _Prepared, start: int, stop: int) -> slice:
+    """Local slice of absolute columns [start, stop) (callers keep them inside the prepared range)."""
+    return slice(start - p.offset, stop - p.offset)
 
-    True where the last week's median is ``drift_min_growth_pct`` and ``min_impact_usd_per_day`` (times
-    ``level_scale``, the day's profile) above the first week's, and no single week carries more than
-    ``drift_max_week_share`` of the (log) growth. Levels only, so the flag does not flicker with daily
-    noise. Returns (flag, first-week level, last-week level, log growth), each (n, k).
-    """
-    base, now = weekly[..., 0], weekly[..., -1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_growth = np.log(now / base)
-        steps = np.log(weekly[..., 1:] / weekly[..., :-1])
-        share = np.max(steps, axis=-1) / log_growth
-    flag = (
-        (base > 0)
-        & np.all(np.isfinite(weekly), axis=-1)
-        & (log_growth >= np.log1p(cfg.drift_min_growth_pct / 100.0))
-        & ((now - base) * level_scale[:, None] >= cfg.min_impact_usd_per_day)
-        & (share <= cfg.drift_max_week_share)
+
+@dataclass(frozen=True)
+class _WeeklyState:
+    """What the scoring of every day of one week shares, from the data before that week's Monday: weekly
+    profile, zero weekdays and noise scales, each by weekday (0 = Monday)."""
+
+    profile: FloatArray  # (n, 7) log deviation of each weekday from the weekly median (0 where not kept)
+    zero_weekday: BoolArray  # (n, 7) weekday mostly zero
+    sigma: FloatArray  # (n,) noise of the series (log scale)
+    sigma_weekday: FloatArray  # (n, 7) the band's noise unit on each weekday
+
+
+def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringConfig) -> _WeeklyState:
+    """The shared state of the week starting at absolute column ``anchor`` (a Monday)."""
+    n = p.log_cost.shape[0]
+    la = anchor - p.offset
+    log_cost, centred = p.log_cost, p.centred
+
+    def weekday(local_cols: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        return (first_weekday + local_cols + p.offset) % 7
+
+    # -- weekly profile: weekday deviations from the centred weekly median, weeks ending 4 days back
+    weeks = cfg.season_weeks
+    prof_cols = np.arange(la - 3 - 7 * weeks, la - 3)
+    slot_weekday = weekday(prof_cols[:7])
+    deviation = (log_cost[:, prof_cols] - centred[:, prof_cols]).reshape(n, weeks, 7)
+    raw_slot, slot_count = nanmedian_count(np.moveaxis(deviation, 1, -1))
+    zero_slot = p.zero[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
+    present_slot = p.present[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
+    raw_slot = np.where(slot_count >= 2, raw_slot, 0.0)
+
+    # -- noise: residuals of the de-seasonalised log cost around its centred median
+    noise_weeks = cfg.noise_days // 7
+    noise_cols = np.arange(la - 3 - 7 * noise_weeks, la - 3)
+    raw_profile = np.zeros((n, 7))
+    raw_profile[:, slot_weekday] = raw_slot
+    residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, weekday(noise_cols)]
+    abs_res = np.abs(residual)
+    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile, cfg.max_tail_ratio, cfg.tail_exponent)
+    sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
+    # noise that grew lately (heteroscedastic series) widens the band soon, not weeks later
+    _, recent_sigma, recent_count = _robust_scale(
+        abs_res[:, -cfg.recent_noise_days :], cfg.tail_quantile, cfg.max_tail_ratio, cfg.tail_exponent
     )
-    return flag, base, now, log_growth
+    sigma = np.fmax(sigma, _shrink(recent_sigma, recent_count, sigma, cfg.recent_noise_prior_days))
+    # a weekday profile is kept only where it stands out from the noise of its estimate
+    standard_error = 1.25 * sigma[:, None] / np.sqrt(np.maximum(slot_count, 1))
+    keep = np.abs(raw_slot) > np.maximum(2.0 * standard_error, np.log1p(cfg.profile_min_effect) / 2)
+    profile = np.zeros((n, 7))
+    profile[:, slot_weekday] = np.where(keep, raw_slot, 0.0)
+    zero_weekday = np.zeros((n, 7), dtype=bool)
+    zero_weekday[:, slot_weekday] = (present_slot >= 2) & (zero_slot * 2 > present_slot)
+
+    # per weekday: that weekday's own residual scale, shrunk towards the series's
+    by_slot = np.moveaxis(abs_res.reshape(n, noise_weeks, 7), 1, -1)
+    slot_med, slot_n = nanmedian_count(by_slot)
+    tail_factor = np.where(mad > 0, tail_sigma / np.where(mad > 0, mad, 1.0), 1.0)
+    slot_sigma = _shrink(
+        slot_med * _MAD_TO_SIGMA * tail_factor[:, None], slot_n, sigma[:, None], cfg.weekday_prior_days
+    )
+    # few residuals (a young series) understate the noise: widen like a t-interval would
+    small_sample = 1.0 + cfg.small_sample_factor / np.maximum(count, 1)
+    sigma_weekday = np.zeros((n, 7))
+    sigma_weekday[:, weekday(noise_cols[:7])] = (
+        np.fmax(slot_sigma, cfg.noise_floor) * (cfg.prediction_inflation * small_sample)[:, None]
+    )
+    return _WeeklyState(profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday)
 
 
-def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | None = None) -> ScoreResult:
-    """Score column ``t`` of ``costs`` for every series, using only columns ``<= t``.
+@dataclass(frozen=True)
+class _Growth:
+    """The drift test's figures for absolute columns [first, first + m): per span in ``cfg.drift_spans``,
+    (log growth of the weekly median over the span ending at the column, whether it has a drift's shape -
+    large enough, spread over each third, worth the dollar gate), each (n, m). They depend on the data up
+    to their column only, so a backtest computes them once for all its days."""
 
-    ``costs`` is (n_series, n_days) float64, NaN where a series did not exist; ``dates`` the matching
-    consecutive days. Returns a :class:`ScoreResult` of shape (n_series,).
-    """
-    cfg = config or ScoringConfig()
-    costs = np.asarray(costs, dtype=np.float64)
-    if costs.ndim != 2:
-        raise ValueError("costs must be a 2-D (series x days) matrix")
-    n, n_days = costs.shape
-    days = _as_dates(dates, n_days)
-    if not 0 <= t < n_days:
-        raise ValueError(f"day index {t} outside 0..{n_days - 1}")
+    first: int
+    spans: list[tuple[FloatArray, BoolArray]]
 
+
+def _growth_columns(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> _Growth:
+    ends = np.arange(first, last + 1) - p.offset
+    now = p.trailing7[:, ends]
+    spans = []
+    for span, min_growth_pct in cfg.drift_spans:
+        a = p.trailing7[:, ends - span]
+        b = p.trailing7[:, ends - (2 * span) // 3]
+        c = p.trailing7[:, ends - span // 3]
+        growth = now - a
+        least = cfg.drift_min_part_share * growth
+        with np.errstate(invalid="ignore", over="ignore"):
+            shaped = (
+                (growth >= np.log1p(min_growth_pct / 100.0))
+                & (b - a >= least)
+                & (c - b >= least)
+                & (now - c >= least)
+                & (np.exp(now) - np.exp(a) >= cfg.min_impact_usd_per_day)
+            )
+        spans.append((growth, shaped))
+    return _Growth(first=first, spans=spans)
+
+
+def _score_prepared(
+    p: _Prepared,
+    costs: FloatArray,
+    days: npt.NDArray[np.datetime64],
+    t: int,
+    cfg: ScoringConfig,
+    states: dict[int, _WeeklyState],
+    growth: _Growth | None,
+    labels: bool = True,
+) -> ScoreResult:
+    n = costs.shape[0]
+    z = cfg.z_threshold
     cost = costs[:, t].copy()
-    season_len = 7 * cfg.season_weeks
-    span = season_len + 7
-    # columns are whole weeks ending the day before t: column j has the weekday of t when j % 7 == 0
-    raw = window(costs, t - span, t)
-    phase = np.arange(span) % 7
+    lt = t - p.offset  # local index of the scored day
+    log_cost, centred = p.log_cost, p.centred
+    first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)  # 0 = Monday
+    today = (first_weekday + t) % 7
+    anchor = t - today  # this week's Monday
+    if anchor not in states:
+        states[anchor] = _weekly_state(p, anchor, first_weekday, cfg)
+    state = states[anchor]
+    # profile and zero weekdays rolled so that column k is the weekday k days after today (mod 7)
+    roll = (today + np.arange(7)) % 7
+    profile = state.profile[:, roll]
+    zero_weekday = state.zero_weekday[:, roll]
+    sigma = state.sigma.copy()
+    sigma_today = state.sigma_weekday[:, today].copy()
 
-    # day-of-week profile: median over weeks of cost / that week's median
-    weeks = raw[:, -season_len:].reshape(n, cfg.season_weeks, 7)
-    week_median, week_present = nanmedian_count(weeks)
-    week_median = np.where(week_present >= 5, week_median, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(week_median[..., None] > 0, weeks / week_median[..., None], np.nan)
-    # zero days (outages) do not make a weekday cheap unless that weekday is zero in most weeks
-    zero_weeks = np.sum(ratio == 0, axis=1)
-    used_weeks = np.sum(ratio > 0, axis=1)
-    used_profile = nanmedian(np.where(ratio > 0, ratio, np.nan), axis=1)
-    profile = np.where(zero_weeks > used_weeks, 0.0, used_profile)
-    profile = np.where(zero_weeks + used_weeks >= 2, profile, 1.0)
-    p_today = profile[:, 0]
-    deseason = _deseasonalise(raw, profile[:, phase])
+    # -- zero inflation: mostly-zero series are judged on the size of their days with usage
+    lo = lt - cfg.noise_days
+    days_present = p.present_count[:, lt] - p.present_count[:, lo]
+    zero_share = (p.zero_count[:, lt] - p.zero_count[:, lo]) / np.maximum(days_present, 1)
+    intermittent = zero_share >= cfg.intermittent_zero_share
 
-    # one-step-ahead errors of the level model (median of the 7 previous days) calibrate the noise
-    rolling, rolling_count = nanmedian_count(np.lib.stride_tricks.sliding_window_view(deseason, 7, axis=1))
-    rolling = np.where(rolling_count >= 3, rolling, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        errors = np.where(rolling[:, :-1] > 0, deseason[:, 7:] / rolling[:, :-1] - 1.0, np.nan)
-    sigma_rel = np.fmax(np.nan_to_num(_robust_scale(errors, cfg.noise_quantile), nan=0.0), cfg.relative_noise_floor)
-    base_level = rolling[:, -1]
-
-    # a level shift up: the trailing run of days above the band of the 7-day median sets the level
-    recent = deseason[:, -cfg.level_days :]
-    base_band = cfg.z_threshold * (sigma_rel * base_level + cfg.absolute_noise_floor_usd)
-    above = recent > (base_level + base_band)[:, None]
+    # -- level: median of the last week, de-seasonalised; a trailing run outside its band is a new level
+    recent_cols = np.arange(lt - cfg.level_days, lt)
+    recent = log_cost[:, recent_cols] - profile[:, (recent_cols - lt) % 7]
+    base, base_count = _median_of_week(recent)
+    # the level of the last weeks: median of the weekly medians (whole weeks need no de-seasonalising)
+    long_level, long_count = nanmedian_count(p.trailing7[:, lt - 1 - 7 * np.arange(cfg.long_level_days // 7)])
+    long_level = np.where(long_count >= 2, long_level, np.nan)
+    base = np.where(base_count >= 3, base, long_level)
+    band = z * sigma
+    with np.errstate(invalid="ignore"):
+        above = recent > (base + band)[:, None]
+        below = recent < (base - band)[:, None]
     trailing_up = np.sum(np.cumprod(above[:, ::-1], axis=1), axis=1)
-    run_mask = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - trailing_up)[:, None]
-    shifted = trailing_up >= 1
-    level = np.where(shifted, nanmedian(np.where(run_mask, recent, np.nan)), base_level)
+    trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
+    # one day above is a spike (or a charge): the level moves once a second day confirms it
+    run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
+    run = np.where(trailing_down >= cfg.shift_confirm_days, trailing_down, run)
+    in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run)[:, None]
+    run_level = _median_of_week(np.where(in_run, recent, np.nan))[0]
+    shifted = trailing_up >= cfg.shift_confirm_days
+    level = np.where(run > 0, run_level, base)
+    # post-event guard: after a day above the band, the days since it (normal or not) say where the level
+    # is now - a noisy new level does not alert again on its next high day, a spike's recovery is normal
+    first_above = np.argmax(above, axis=1)
+    post = (run == 0) & above.any(axis=1) & (cfg.level_days - first_above >= cfg.shift_confirm_days)
+    post &= cfg.post_event_guard
+    if post.any():
+        rows = np.flatnonzero(post)
+        since = np.arange(cfg.level_days)[None, :] >= first_above[rows][:, None]
+        level[rows] = np.fmax(base[rows], _median_of_week(np.where(since, recent[rows], np.nan))[0])
 
-    # intermittent usage (often zero on working days): expect the usual size of a day with usage
-    history = deseason[:, -season_len:]
-    working = ~np.isnan(history)
-    zero_share = np.sum(history == 0, axis=1) / np.maximum(np.sum(working, axis=1), 1)
-    intermittent = zero_share >= 0.3
     if intermittent.any():
-        # no weekday pattern to speak of: the profile of a mostly-zero series is noise
-        profile[intermittent] = 1.0
-        p_today = profile[:, 0]
-        raw_history = raw[intermittent, -season_len:]
-        used = np.where(raw_history > 0, raw_history, np.nan)
-        used_level = nanmedian(used)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            used_sigma = _robust_scale(used / used_level[:, None] - 1.0, cfg.noise_quantile)
-        level[intermittent] = used_level
-        sigma_rel[intermittent] = np.fmax(np.nan_to_num(used_sigma, nan=0.0), cfg.relative_noise_floor)
+        used = log_cost[intermittent][:, _cols(p, t - cfg.noise_days, t)]
+        used_level, used_count = nanmedian_count(used)
+        i_mad, i_sigma, i_count = _robust_scale(
+            np.abs(used - used_level[:, None]), cfg.tail_quantile, cfg.max_tail_ratio
+        )
+        i_sigma = np.fmax(_shrink(i_sigma, i_count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
+        level[intermittent] = np.where(used_count >= 3, used_level, np.nan)
+        long_level[intermittent] = level[intermittent]
+        sigma[intermittent] = i_sigma
+        sigma_today[intermittent] = i_sigma * cfg.prediction_inflation
+        profile[intermittent] = 0.0
+        zero_weekday[intermittent] = False
         shifted[intermittent] = False
-    long_level = nanmedian(deseason[:, -cfg.long_level_days :])
 
-    expected = np.nan_to_num(level * p_today, nan=0.0)
+    p_today = profile[:, 0]
+    zero_today = zero_weekday[:, 0]
+    band_today = z * sigma_today
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = np.where(zero_today, 0.0, np.exp(level + p_today))
+        upper = np.exp(level + np.where(zero_today, 0.0, p_today) + band_today)
+        lower = np.where(zero_today | intermittent, 0.0, np.exp(level + p_today - band_today))
+        long_upper = np.exp(long_level + np.where(zero_today, 0.0, p_today) + band_today)
+        # what the same weekday cost last week, relative to its week: a weekly pattern that changed
+        last_week = log_cost[:, lt - 7] - centred[:, lt - 7]
+        pattern_upper = np.exp(
+            level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today
+        )
+    expected = np.nan_to_num(expected, nan=0.0)
 
-    # recurring charge: the excess seen on this day of month before is expected again
-    recurring = np.full(n, np.inf)
-    seen_months = np.zeros(n, dtype=np.int64)
-    for back in _same_day_previous_months(days[t], cfg.recurring_months):
-        idx = t - back
-        if idx < 0:
-            continue
-        around = window(costs, idx - 7, idx + 8)
-        around = _deseasonalise(around, profile[:, np.arange(idx - 7 - t, idx + 8 - t) % 7])
-        around[:, 7] = np.nan
-        prev_excess = costs[:, idx] - nanmedian(around) * profile[:, (idx - t) % 7]
-        ok = np.isfinite(prev_excess)
-        recurring = np.where(ok, np.fmin(recurring, prev_excess), recurring)
-        seen_months += ok
-    recurring = np.where((seen_months > 0) & np.isfinite(recurring), np.maximum(recurring, 0.0), 0.0)
+    # -- recurring charge: the excess seen on this day of month in the previous months (billing day, purchase
+    # anniversary); the smaller of the months seen is expected again
+    def charge_back(backs: list[int]) -> FloatArray:
+        least = np.full(n, np.inf)
+        seen = np.zeros(n, dtype=bool)
+        for back in backs:
+            idx = t - back
+            li = idx - p.offset
+            if idx < 0 or li - 7 < 0:
+                continue
+            day_cost = costs[:, idx]
+            ok = day_cost > 0  # a zero day (or no data) says nothing about a charge
+            # only a day standing above both neighbours can hold a charge: the median is taken for those
+            with np.errstate(invalid="ignore"):
+                rows = np.flatnonzero(ok & (day_cost > 1.1 * np.fmax(costs[:, idx - 1], costs[:, idx + 1])))
+            prev_excess = np.zeros(n)
+            if rows.size:
+                around = np.concatenate([log_cost[rows, li - 7 : li], log_cost[rows, li + 1 : li + 8]], axis=1)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    ref = np.exp(nanmedian(around) + profile[rows, (li - lt) % 7])
+                prev_excess[rows] = np.nan_to_num(day_cost[rows] - ref, nan=0.0)
+            least = np.where(ok, np.fmin(least, prev_excess), least)
+            seen |= ok
+        return np.where(seen & np.isfinite(least), np.maximum(least, 0.0), 0.0)
+
+    recurring = charge_back(_same_day_previous_months(days[t], cfg.recurring_months))
+    # a charge must stand out of the noise to be a charge
+    recurring = np.where(recurring > expected * (np.exp(band_today) - 1.0), recurring, 0.0)
     expected = expected + recurring
+    slack = recurring * (1.0 + cfg.recurring_tolerance)
+    upper = np.nan_to_num(upper, nan=0.0) + slack
+    lower = np.nan_to_num(lower, nan=0.0)
+    long_upper = np.where(np.isnan(long_upper), 0.0, long_upper) + slack
+    pattern_upper = np.where(np.isnan(pattern_upper), 0.0, pattern_upper) + slack
 
-    sigma = np.fmax(sigma_rel * (expected - recurring), cfg.absolute_noise_floor_usd)
-    sigma = sigma + cfg.recurring_tolerance * recurring / cfg.z_threshold
-    band = cfg.z_threshold * sigma
-    lower = np.maximum(expected - band, 0.0)
-    upper = expected + band
-    # an increase back to the level of the last weeks (after an outage, say) is a return to normal
-    long_expected = np.nan_to_num(long_level * p_today, nan=0.0)
-    long_upper = (
-        long_expected + recurring + cfg.z_threshold * np.fmax(sigma_rel * long_expected, cfg.absolute_noise_floor_usd)
-    )
-    long_upper = np.where(intermittent, 0.0, long_upper)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = (cost - expected) / sigma
     excess = cost - expected
-
-    # drift: gradual growth over weeks, reported on the first day it holds; growth that came mostly in
-    # one day's jump was a spike or level shift, alerted (or gated) on that day
-    drift_span = 7 * (cfg.drift_weeks + 1)
-    scale = np.where(p_today > 0, p_today, 1.0)
-    # weekly medians for today's cut-off and the previous ones, read off the 7-day rolling medians:
-    # rolling[:, k] is the median of deseason[:, k : k + 7]
-    quiet = min(cfg.drift_quiet_days, span - drift_span)
-    week_starts = (span - drift_span - np.arange(quiet + 1))[:, None] + 7 * np.arange(cfg.drift_weeks + 1)
-    weekly = np.where(rolling_count[:, week_starts] >= 4, rolling[:, week_starts], np.nan)
-    drift_flags, drift_bases, drift_levels, growths = _weekly_drift(weekly, scale, cfg)
-    drift_base, drift_level, log_growth = drift_bases[:, 0], drift_levels[:, 0], growths[:, 0]
-    # reported once: on the first day it holds after ``drift_quiet_days`` without
-    drift_now = drift_flags[:, 0] & ~np.any(drift_flags[:, 1:], axis=1)
-    # step test: median of 3 days against the median of the 3 days before, anywhere in the drift window
-    triples = nanmedian(np.lib.stride_tricks.sliding_window_view(deseason[:, -drift_span:], 3, axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        steps = np.log(triples[:, 3:] / triples[:, :-3])
-    largest_step = np.max(np.where(np.isfinite(steps), steps, 0.0), axis=1, initial=0.0)
-    jumped = largest_step > cfg.drift_max_week_share * log_growth
-    drift_expected = np.nan_to_num(drift_base * scale, nan=0.0) + recurring
-    drift_excess = np.nan_to_num((drift_level - drift_base) * scale, nan=0.0)
-    drift_pct = np.nan_to_num(100.0 * np.expm1(log_growth), nan=0.0)
-    is_drift = drift_now & ~jumped & ~intermittent
+        unit = np.fmax(expected - recurring, 1e-9) * sigma_today
+        score = np.where(expected > 0, excess / unit, np.where(excess > 0, np.inf, 0.0))
 
-    history_days = np.sum(~np.isnan(window(costs, t - season_len, t)), axis=1)
+    # -- drift: the weekly (trailing 7-day) median grew by a factor over a span, in each third, past the noise;
+    # reported on the first day it holds after ``drift_quiet_days`` without
+    quiet = cfg.drift_quiet_days
+    if growth is None or growth.first > t - quiet:
+        growth = _growth_columns(p, t - quiet, t, cfg)
+    # columns today, yesterday, ... back to ``quiet`` days ago
+    window_cols = slice(t - growth.first, t - quiet - growth.first - 1 if t - quiet - growth.first > 0 else None, -1)
+    holds = np.zeros((n, quiet + 1), dtype=bool)
+    drift_growth = np.full(n, np.nan)
+    drift_base = np.full(n, np.nan)
+    for (span, _), (span_growth_all, shaped_all) in zip(cfg.drift_spans, growth.spans, strict=True):
+        span_growth = span_growth_all[:, window_cols]
+        shaped = shaped_all[:, window_cols]
+        with np.errstate(invalid="ignore"):
+            span_holds = shaped & (span_growth >= cfg.drift_z * 0.8 * sigma[:, None])
+        first = span_holds[:, 0] & np.isnan(drift_growth)
+        drift_growth = np.where(first, span_growth[:, 0], drift_growth)
+        drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
+        holds |= span_holds
+    is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
+    with np.errstate(over="ignore", invalid="ignore"):
+        # today itself must sit well above where the growth started
+        is_drift &= log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(drift_growth, nan=np.inf) / 2
+        drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + recurring
+        drift_excess = np.nan_to_num((np.exp(p.trailing7[:, lt]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
+    drift_pct = np.nan_to_num(100.0 * np.expm1(drift_growth), nan=0.0)
+    drift_growth = np.nan_to_num(drift_growth, nan=0.0)
+
+    history_days = days_present.astype(np.int64)
     present = ~np.isnan(cost)
-    scored = present & (history_days >= cfg.min_history_days)
+    scored = present & (history_days >= cfg.min_history_days) & np.isfinite(level)
 
-    is_up = scored & (cost > upper) & (cost > long_upper)
+    is_up = scored & (cost > upper) & (cost > long_upper) & (cost > pattern_upper)
     is_down = scored & (cost < lower)
     with np.errstate(divide="ignore", invalid="ignore"):
         excess_pct = np.where(expected > 0, 100.0 * excess / expected, np.where(excess > 0, np.inf, 0.0))
     gated = (excess >= cfg.min_impact_usd_per_day) & (excess_pct >= cfg.min_excess_pct)
-    spike = is_up & gated
+    # a month-start charge on a series younger than a month: most likely a new monthly charge (licence,
+    # reservation, support plan), recorded as such; from next month on it is expected
+    month_start = days[t].astype("datetime64[D]") == days[t].astype("datetime64[M]").astype("datetime64[D]")
+    new_recurring = is_up & (recurring == 0) & ~p.present[:, lt - 30] if month_start else np.zeros(n, dtype=bool)
+    spike = is_up & gated & ~new_recurring
     drift = scored & is_drift & ~spike
     anomaly = spike | drift
 
     # drift rows report the baseline they drifted from
     expected = np.where(drift, drift_expected, expected)
-    upper = np.where(drift, drift_expected * (1.0 + cfg.drift_min_growth_pct / 100.0), upper)
+    upper = np.where(drift, drift_expected * (1.0 + cfg.drift_spans[0][1] / 100.0), upper)
     lower = np.where(drift, np.minimum(lower, drift_expected), lower)
     excess = np.where(drift, drift_excess, excess)
     excess_pct = np.where(drift, drift_pct, excess_pct)
-    score = np.where(drift, drift_excess / sigma, score)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(drift, drift_growth / sigma, score)
 
-    recurring_today = scored & (recurring > 0) & (cost > expected - recurring + band) & ~is_up
-    reason = np.full(n, REASON_NONE, dtype="<U16")
-    reason[scored & shifted & ~is_up & ~is_down] = REASON_LEVEL_SHIFT
-    reason[recurring_today] = REASON_RECURRING
-    reason[is_down] = REASON_DECREASE
-    reason[is_up & ~gated] = REASON_BELOW_GATE
-    reason[spike] = REASON_SPIKE
-    reason[spike & above[:, -1]] = REASON_LEVEL_SHIFT
-    reason[drift] = REASON_DRIFT
-    first_day = np.argmax(~np.isnan(costs[:, : t + 1]), axis=1)
+    recurring_today = scored & (recurring > 0) & (cost > expected - recurring + (upper - expected) / 2) & ~is_up
+    reason = np.zeros(n, dtype=np.int8)  # codes into REASONS; the label arrays are made at the end
+    code = {name: np.int8(k) for k, name in enumerate(REASONS)}
+    reason[scored & shifted & ~is_up & ~is_down] = code[REASON_LEVEL_SHIFT]
+    reason[recurring_today] = code[REASON_RECURRING]
+    reason[is_down] = code[REASON_DECREASE]
+    reason[is_up & ~gated] = code[REASON_BELOW_GATE]
+    reason[new_recurring & gated] = code[REASON_NEW_RECURRING]
+    reason[spike] = code[REASON_SPIKE]
+    reason[spike & above[:, -1]] = code[REASON_LEVEL_SHIFT]
+    reason[drift] = code[REASON_DRIFT]
     warming = present & ~scored
-    reason[warming] = np.where(first_day[warming] > 0, REASON_NEW_RESOURCE, REASON_SHORT_HISTORY)
+    # a series that was not there on the first day of the data was created inside it
+    born_inside = np.isnan(costs[warming, 0])
+    reason[warming] = np.where(born_inside, code[REASON_NEW_RESOURCE], code[REASON_SHORT_HISTORY])
 
-    status = np.full(n, STATUS_ABSENT, dtype="<U10")
-    status[scored] = STATUS_SCORED
-    status[warming] = STATUS_WARMING_UP
+    status = np.zeros(n, dtype=np.int8)  # STATUSES
+    status[scored] = 1
+    status[warming] = 2
 
-    direction = np.full(n, "none", dtype="<U8")
-    direction[is_up | drift] = "increase"
-    direction[is_down] = "decrease"
+    direction = np.zeros(n, dtype=np.int8)  # DIRECTIONS
+    direction[is_up | drift] = 1
+    direction[is_down] = 2
 
     excess_hour = excess / 24.0
-    severity = np.full(n, "none", dtype="<U8")
-    severity[anomaly] = "warning"
-    severity[anomaly & (excess_hour > cfg.critical_usd_per_hour)] = "critical"
+    severity = anomaly.astype(np.int8)  # SEVERITIES
+    severity[anomaly & (excess_hour > cfg.critical_usd_per_hour)] = 2
+
+    seasonality = (np.any(profile != 0.0, axis=1) | np.any(zero_weekday, axis=1)).astype(np.int8)  # SEASONALITIES
 
     def unscored(values: FloatArray) -> FloatArray:
         return np.where(scored, values, np.nan)
@@ -409,11 +701,115 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
         excess_usd_per_hour=unscored(excess_hour),
         excess_pct=unscored(excess_pct),
         anomaly=anomaly,
-        direction=direction,
-        severity=severity,
-        status=status,
-        reason=reason,
+        direction=_label(direction, DIRECTIONS, labels),
+        severity=_label(severity, SEVERITIES, labels),
+        status=_label(status, STATUSES, labels),
+        reason=_label(reason, REASONS, labels),
+        history_days=history_days,
+        seasonality=_label(seasonality, SEASONALITIES, labels),
+        noise=unscored(sigma_today),
     )
+
+
+def _label(codes: npt.NDArray[np.int8], vocabulary: tuple[str, ...], labels: bool) -> npt.NDArray[Any]:
+    return np.asarray(vocabulary)[codes] if labels else codes
+
+
+def _check(costs: Any, dates: Any) -> tuple[FloatArray, npt.NDArray[np.datetime64]]:
+    costs = np.asarray(costs, dtype=np.float64)
+    if costs.ndim != 2:
+        raise ValueError("costs must be a 2-D (series x days) matrix")
+    return costs, _as_dates(dates, costs.shape[1])
+
+
+def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | None = None) -> ScoreResult:
+    """Score column ``t`` of ``costs`` for every series, using only columns ``<= t``.
+
+    ``costs`` is (n_series, n_days) float64, NaN where a series did not exist; ``dates`` the matching
+    consecutive days. Returns a :class:`ScoreResult` of shape (n_series,).
+    """
+    cfg = config or ScoringConfig()
+    costs, days = _check(costs, dates)
+    n_days = costs.shape[1]
+    if not 0 <= t < n_days:
+        raise ValueError(f"day index {t} outside 0..{n_days - 1}")
+    offset = t - _REACH_DAYS
+    prepared = _prepare(window(costs, offset, t + 1), offset)
+    return _score_prepared(prepared, costs, days, t, cfg, {}, None)
+
+
+Progress = Callable[[int, int], None]
+
+
+def score_days(
+    costs: FloatArray, dates: Any, days: Sequence[int], config: ScoringConfig | None = None,
+    progress: Progress | None = None, labels: bool = True,
+) -> list[ScoreResult]:  # fmt: skip
+    """:func:`score_day` for each day index in ``days``, sharing the rolling medians between days (the
+    backtest): same results, a fraction of the work. ``progress(done, total)`` is called after each day.
+    ``labels=False`` leaves the label columns (reason, status...) as int8 codes into :data:`LABELS`."""
+    cfg = config or ScoringConfig()
+    costs, stamp = _check(costs, dates)
+    n_days = costs.shape[1]
+    if not days:
+        return []
+    if min(days) < 0 or max(days) >= n_days:
+        raise ValueError(f"day indexes outside 0..{n_days - 1}")
+    offset = min(days) - _REACH_DAYS
+    prepared = _prepare(window(costs, offset, max(days) + 1), offset)
+    states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
+    # the drift test's growth figures, for every replayed day and the quiet days before the first
+    growth = _growth_columns(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
+    out = []
+    for k, t in enumerate(days):
+        out.append(_score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels))
+        if progress is not None:
+            progress(k + 1, len(days))
+    return out
+
+
+def _merge_rows(parts: list[ScoreResult]) -> ScoreResult:
+    merged = {
+        f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ScoreResult) if f.name != "dates"
+    }
+    return ScoreResult(dates=parts[0].dates, **merged)
+
+
+def score_days_chunked(
+    costs: FloatArray,
+    dates: Any,
+    days: Sequence[int],
+    config: ScoringConfig | None = None,
+    chunk_rows: int = 4096,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    labels: bool = True,
+) -> list[ScoreResult]:
+    """:func:`score_days` over blocks of rows on a thread pool: same results, cache-sized arrays, and numpy
+    releases the GIL in its sorts and ufuncs, so the blocks run on every core. ``progress(done, total)``
+    counts scored (block, day) pairs."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    costs = np.asarray(costs, dtype=np.float64)
+    n = costs.shape[0]
+    if n <= chunk_rows:
+        return score_days(costs, dates, days, config, progress, labels)
+    blocks = [costs[i : i + chunk_rows] for i in range(0, n, chunk_rows)]
+    total = len(blocks) * len(days)
+    done = [0]
+    lock = threading.Lock()
+
+    def tick(_k: int, _total: int) -> None:
+        with lock:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        parts = list(pool.map(lambda block: score_days(block, dates, days, config, tick, labels), blocks))
+    return [_merge_rows([part[k] for part in parts]) for k in range(len(days))]
 
 
 def score_day_chunked(
@@ -421,25 +817,12 @@ def score_day_chunked(
     dates: Any,
     t: int,
     config: ScoringConfig | None = None,
-    chunk_rows: int = 5000,
+    chunk_rows: int = 4096,
     workers: int | None = None,
+    labels: bool = True,
 ) -> ScoreResult:
-    """:func:`score_day` over blocks of rows on a thread pool: same result, cache-sized arrays, and numpy
-    releases the GIL in its sorts and ufuncs, so the blocks run on every core."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    costs = np.asarray(costs, dtype=np.float64)
-    n = costs.shape[0]
-    if n <= chunk_rows:
-        return score_day(costs, dates, t, config)
-    blocks = [costs[i : i + chunk_rows] for i in range(0, n, chunk_rows)]
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        parts = list(pool.map(lambda block: score_day(block, dates, t, config), blocks))
-    merged = {
-        f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ScoreResult) if f.name != "dates"
-    }
-    return ScoreResult(dates=parts[0].dates, **merged)
+    """:func:`score_day` over blocks of rows on a thread pool (see :func:`score_days_chunked`)."""
+    return score_days_chunked(costs, dates, [t], config, chunk_rows, workers, labels=labels)[0]
 
 
 def score_last_day(costs: FloatArray, dates: Any, config: ScoringConfig | None = None) -> ScoreResult:
@@ -450,7 +833,9 @@ def score_last_day(costs: FloatArray, dates: Any, config: ScoringConfig | None =
     return score_day(costs, dates, costs.shape[1] - 1, config)
 
 
-def score_backtest(costs: FloatArray, dates: Any, days: int, config: ScoringConfig | None = None) -> ScoreResult:
+def score_backtest(
+    costs: FloatArray, dates: Any, days: int, config: ScoringConfig | None = None, progress: Progress | None = None
+) -> ScoreResult:
     """Replay the daily job for each of the last ``days`` columns, each with only the data up to it.
 
     Returns a :class:`ScoreResult` whose arrays are (n_series, days) and whose ``dates`` are the replayed days.
@@ -458,7 +843,7 @@ def score_backtest(costs: FloatArray, dates: Any, days: int, config: ScoringConf
     costs = np.asarray(costs, dtype=np.float64)
     n_days = costs.shape[1]
     days = max(1, min(days, n_days))
-    per_day = [score_day(costs, dates, t, config) for t in range(n_days - days, n_days)]
+    per_day = score_days_chunked(costs, dates, list(range(n_days - days, n_days)), config, progress=progress)
     stacked = {
         f.name: np.stack([getattr(r, f.name) for r in per_day], axis=1)
         for f in fields(ScoreResult)

@@ -18,8 +18,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
-from shared.costs.scoring import STATUS_ABSENT, ScoreResult, ScoringConfig, score_day_chunked
+from shared.costs.scoring import (
+    LABELS,
+    STATUS_ABSENT,
+    STATUSES,
+    Progress,
+    ScoreResult,
+    ScoringConfig,
+    score_day_chunked,
+    score_days_chunked,
+)
 
 REQUIRED_COLUMNS = ("series_id", "date", "cost")
 OUTPUT_COLUMNS = (
@@ -38,15 +49,12 @@ OUTPUT_COLUMNS = (
     "direction",
     "status",
     "reason",
+    "history_days",
+    "seasonality",
+    "noise",
 )
 
-try:  # the fast path; pandas' C parser is the fallback
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    HAVE_PYARROW = True
-except ImportError:  # pragma: no cover - pyarrow is in requirements
-    HAVE_PYARROW = False
+HAVE_PYARROW = True  # the typed fast read; tests force the pandas reader by clearing it
 
 
 class CostInputError(ValueError):
@@ -67,6 +75,7 @@ class CostMatrix:
     series_ids: npt.NDArray[Any]
     dates: npt.NDArray[np.datetime64]
     costs: npt.NDArray[np.float64]
+    summed_rows: int = 0  # rows that repeated a series-day (several meters) and were added into it
 
 
 def _check_header(path: str | os.PathLike[str]) -> None:
@@ -90,7 +99,12 @@ def _read_columns(
                 read_options=pacsv.ReadOptions(block_size=16 << 20),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(REQUIRED_COLUMNS),
-                    column_types={"series_id": pa.string(), "date": pa.date32(), "cost": pa.float64()},
+                    # ids dictionary-encoded as they are parsed: millions of id strings are never materialised
+                    column_types={
+                        "series_id": pa.dictionary(pa.int32(), pa.string()),
+                        "date": pa.date32(),
+                        "cost": pa.float64(),
+                    },
                     strings_can_be_null=False,
                 ),
             )
@@ -104,12 +118,12 @@ def _read_columns(
             _diagnose(path, "empty date")
         if cost.null_count:
             _diagnose(path, "empty cost")
-        # the hash table is shared across chunks: the last chunk's dictionary holds every id
-        encoded = table.column("series_id").dictionary_encode()
+        # one dictionary for all chunks (ids in order of first appearance), indices into it
+        encoded = table.unify_dictionaries().column("series_id")
         series_index = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
-        unique_ids = np.asarray(encoded.chunks[-1].dictionary.to_pylist(), dtype=object)
-        day_numbers = dates.cast(pa.int32()).to_numpy().astype(np.int64)
-        return series_index.astype(np.intp), unique_ids, day_numbers, cost.to_numpy()
+        unique_ids = np.asarray(encoded.chunks[0].dictionary.to_pylist(), dtype=object)
+        day_numbers = dates.cast(pa.int32()).to_numpy()
+        return series_index, unique_ids, day_numbers, cost.to_numpy()
     frame = pd.read_csv(path, usecols=list(REQUIRED_COLUMNS), dtype={"series_id": str, "date": str, "cost": str})
     if frame.empty:
         raise CostInputError(path, None, "no data rows")
@@ -155,63 +169,130 @@ def load_cost_matrix(path: str | os.PathLike[str]) -> CostMatrix:
     """Read a ``series_id,date,cost`` CSV into a dense matrix; validates as it goes."""
     _check_header(path)
     series_index, unique_ids, day_numbers, cost = _read_columns(path)
-    negative = np.flatnonzero(~(cost >= 0))
-    if negative.size:
-        row = int(negative[0])
-        raise CostInputError(path, row + 2, f"cost {cost[row]!r} is negative or not a number")
+    not_number = np.flatnonzero(~np.isfinite(cost))
+    if not_number.size:
+        row = int(not_number[0])
+        raise CostInputError(path, row + 2, f"cost {float(cost[row])} is not a number")
 
     first_day = int(day_numbers.min())
     day_index = day_numbers - first_day
     n_series, n_days = len(unique_ids), int(day_index.max()) + 1
-    key = series_index.astype(np.int64) * n_days + day_index
-    counts = np.bincount(key, minlength=n_series * n_days)
-    if counts.max() > 1:
-        rows = np.flatnonzero(counts[key] > 1)
-        _, first_seen = np.unique(key[rows], return_index=True)
-        second = int(np.setdiff1d(rows, rows[first_seen])[0])
+    key = series_index.astype(np.int64)
+    key *= n_days
+    key += day_index
+    flat = np.full(n_series * n_days, np.nan)
+    flat[key] = cost
+    summed_rows = len(key) - int(np.count_nonzero(~np.isnan(flat)))
+    if summed_rows:
+        # real exports have several meters per resource-day: their costs add up to the series-day
+        counts = np.bincount(key, minlength=flat.size)
+        flat = np.where(counts > 0, np.bincount(key, weights=cost, minlength=flat.size), np.nan)
+    costs = flat.reshape(n_series, n_days)
+    negative = np.flatnonzero(costs.reshape(-1) < 0)
+    if negative.size:
+        cell = int(negative[0])
+        series, day = divmod(cell, n_days)
+        row = int(np.flatnonzero(key == cell)[0])
+        summed = " (after adding its rows)" if summed_rows and np.count_nonzero(key == cell) > 1 else ""
         raise CostInputError(
             path,
-            second + 2,
-            f"duplicate row for series_id {unique_ids[series_index[second]]!r} on "
-            f"{np.datetime64(int(day_numbers[second]), 'D')}",
+            row + 2,
+            f"series {unique_ids[series]!r} costs {float(costs.reshape(-1)[cell]):,.2f} on "
+            f"{np.datetime64(first_day + day, 'D')}{summed}: a negative day is a refund or correction, not usage; "
+            "keep usage rows only, or net the corrections into their day",
         )
-
-    costs = np.full((n_series, n_days), np.nan)
-    costs[series_index, day_index] = cost
     present = ~np.isnan(costs)
+
     inside = np.maximum.accumulate(present, axis=1) & np.maximum.accumulate(present[:, ::-1], axis=1)[:, ::-1]
     costs[inside & ~present] = 0.0
     dates = np.arange(n_days) + np.datetime64(first_day, "D")
-    return CostMatrix(series_ids=unique_ids, dates=dates, costs=costs)
+    return CostMatrix(series_ids=unique_ids, dates=dates, costs=costs, summed_rows=summed_rows)
 
 
-def _frame(result: ScoreResult, series_ids: npt.NDArray[Any], dates: npt.NDArray[np.datetime64]) -> pd.DataFrame:
-    data: dict[str, Any] = {"series_id": series_ids, "date": np.datetime_as_string(dates, unit="D")}
-    for f in fields(result):
-        if f.name == "dates":
-            continue
-        values = getattr(result, f.name)
-        if f.name == "anomaly":
-            values = values.astype(np.int8)
+def _strings(values: npt.NDArray[Any]) -> Any:
+    """A dictionary-encoded Arrow array of a numpy unicode array (few distinct values: reasons, statuses).
+
+    Hashes each fixed-width string as integers and factorises the hashes - ``np.unique`` on unicode sorts
+    strings and takes seconds on millions of rows; a collision (checked) falls back to a plain array."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind != "U" or values.size == 0:
+        return pa.array(values.tolist() if values.dtype.kind == "O" else values)
+    width = values.dtype.itemsize // 4
+    chars = values.view(np.uint32).reshape(-1, width).astype(np.uint64)
+    weights = (np.uint64(1_000_003) ** np.arange(width, dtype=np.uint64)).astype(np.uint64)
+    codes, uniques = pd.factorize(chars @ weights)
+    first = np.zeros(len(uniques), dtype=np.intp)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+    words = values[first]
+    if not np.array_equal(words[codes], values):
+        return pa.array(values)
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(words.tolist()))
+
+
+def _table(
+    columns: dict[str, npt.NDArray[Any]],
+    series_index: npt.NDArray[np.intp],
+    series_ids: npt.NDArray[Any],
+    date_index: npt.NDArray[np.intp],
+    dates: npt.NDArray[np.datetime64],
+) -> Any:
+    """The output table in ``OUTPUT_COLUMNS`` order: ids and dates dictionary-encoded, floats rounded to 4
+    places with NaN written empty."""
+    arrays: dict[str, Any] = {
+        "series_id": pa.DictionaryArray.from_arrays(
+            pa.array(series_index.astype(np.int32)), pa.array([str(s) for s in series_ids])
+        ),
+        "date": pa.DictionaryArray.from_arrays(
+            pa.array(date_index.astype(np.int32)), pa.array(np.datetime_as_string(dates, unit="D").tolist())
+        ),
+    }
+    for name in OUTPUT_COLUMNS[2:]:
+        values = columns[name]
+        if name == "anomaly":
+            arrays[name] = pa.array(values.astype(np.int8))
         elif values.dtype.kind == "f":
-            values = np.round(values, 4)
-        data[f.name] = values
-    return pd.DataFrame(data)[list(OUTPUT_COLUMNS)]
+            arrays[name] = pa.array(np.round(values, 4), from_pandas=True)
+        elif name in LABELS and values.dtype.kind == "i":  # codes into the label vocabulary
+            arrays[name] = pa.DictionaryArray.from_arrays(pa.array(values), pa.array(list(LABELS[name])))
+        elif values.dtype.kind in "iub":
+            arrays[name] = pa.array(values)
+        else:
+            arrays[name] = _strings(values)
+    return pa.table(arrays)
 
 
-def _subset(result: ScoreResult, rows: npt.NDArray[np.intp]) -> dict[str, Any]:
-    return {f.name: getattr(result, f.name)[rows] for f in fields(result) if f.name != "dates"}
+def _columns(result: ScoreResult) -> dict[str, npt.NDArray[Any]]:
+    return {f.name: getattr(result, f.name) for f in fields(result) if f.name != "dates"}
 
 
-def _write_atomically(frame: pd.DataFrame, output_path: str | os.PathLike[str]) -> None:
+def _write_csv(table: Any, path: str, parts: int = 0) -> None:
+    """Write ``table`` as CSV, formatting slices on every core (Arrow releases the GIL) and appending them
+    in order: the same bytes as one ``write_csv`` call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = parts or min(os.cpu_count() or 1, max(1, table.num_rows // 200_000))
+    if parts <= 1:
+        pacsv.write_csv(table, path)
+        return
+    step = -(-table.num_rows // parts)
+
+    def render(k: int) -> Any:
+        sink = pa.BufferOutputStream()
+        options = pacsv.WriteOptions(include_header=k == 0)
+        pacsv.write_csv(table.slice(k * step, step), sink, write_options=options)
+        return sink.getvalue()
+
+    with ThreadPoolExecutor(max_workers=parts) as pool, open(path, "wb") as out:
+        for chunk in pool.map(render, range(parts)):
+            out.write(memoryview(chunk))
+
+
+def _write_atomically(table: Any, output_path: str | os.PathLike[str]) -> None:
     target = os.path.abspath(os.fspath(output_path))
     fd, tmp = tempfile.mkstemp(prefix=".scores-", suffix=".csv.tmp", dir=os.path.dirname(target))
     os.close(fd)
     try:
-        if HAVE_PYARROW:
-            pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        else:
-            frame.to_csv(tmp, index=False)
+        _write_csv(table, tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -219,30 +300,45 @@ def _write_atomically(frame: pd.DataFrame, output_path: str | os.PathLike[str]) 
         raise
 
 
-def score_matrix_latest(matrix: CostMatrix, config: ScoringConfig) -> pd.DataFrame:
-    """Score each series on its own latest day (series ended earlier are scored on their last day)."""
+def score_matrix_latest(matrix: CostMatrix, config: ScoringConfig) -> Any:
+    """Score each series on its own latest day (series ended earlier are scored on their last day); returns
+    the output table (Arrow)."""
     present = ~np.isnan(matrix.costs)
-    n_days = matrix.costs.shape[1]
+    n_series, n_days = matrix.costs.shape
     last_day = n_days - 1 - np.argmax(present[:, ::-1], axis=1)
-    frames = []
+    parts: list[dict[str, npt.NDArray[Any]]] = []
+    rows_of: list[npt.NDArray[np.intp]] = []
     for t in np.unique(last_day):
         rows = np.flatnonzero(last_day == t)
-        sub = matrix.costs if rows.size == len(last_day) else matrix.costs[rows]
-        result = score_day_chunked(sub, matrix.dates, int(t), config)
-        frames.append(_frame(result, matrix.series_ids[rows], np.repeat(matrix.dates[t], rows.size)))
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        sub = matrix.costs if rows.size == n_series else matrix.costs[rows]
+        parts.append(_columns(score_day_chunked(sub, matrix.dates, int(t), config, labels=False)))
+        rows_of.append(rows)
+    rows = np.concatenate(rows_of)
+    columns = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    return _table(columns, rows, matrix.series_ids, last_day[rows], matrix.dates)
+
+
+def _note_summed(matrix: CostMatrix, notes: list[str] | None) -> None:
+    if matrix.summed_rows and notes is not None:
+        notes.append(
+            f"{matrix.summed_rows} row(s) repeated a series and date (several meters per resource-day): "
+            "their costs were summed into one series-day"
+        )
 
 
 def score_csv(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     config: ScoringConfig = ScoringConfig(),
+    notes: list[str] | None = None,
 ) -> int:
-    """Score the latest date of every series in ``input_path``; write ``output_path``; return rows written."""
+    """Score the latest date of every series in ``input_path``; write ``output_path``; return rows written.
+    ``notes`` receives what a person should know about the input (rows summed into one series-day)."""
     matrix = load_cost_matrix(input_path)
-    frame = score_matrix_latest(matrix, config)
-    _write_atomically(frame, output_path)
-    return len(frame)
+    _note_summed(matrix, notes)
+    table = score_matrix_latest(matrix, config)
+    _write_atomically(table, output_path)
+    return int(table.num_rows)
 
 
 def backtest_csv(
@@ -250,19 +346,28 @@ def backtest_csv(
     days: int,
     output_path: str | os.PathLike[str],
     config: ScoringConfig = ScoringConfig(),
+    progress: Progress | None = None,
+    notes: list[str] | None = None,
 ) -> int:
     """Replay the daily job for each of the last ``days`` dates of the file, each with only the data up to
-    that date; one row per series existing on that date. Returns rows written."""
+    that date; one row per series existing on that date. Returns rows written. The rolling medians are
+    computed once and shared by every replayed day; ``progress(done, total)`` follows the scoring."""
     if days < 1:
         raise ValueError("days must be >= 1")
     matrix = load_cost_matrix(input_path)
+    _note_summed(matrix, notes)
     n_days = matrix.costs.shape[1]
-    frames = []
-    for t in range(max(0, n_days - days), n_days):
-        result = score_day_chunked(matrix.costs, matrix.dates, t, config)
-        rows = np.flatnonzero(result.status != STATUS_ABSENT)
-        sub = ScoreResult(dates=result.dates, **_subset(result, rows))
-        frames.append(_frame(sub, matrix.series_ids[rows], np.repeat(matrix.dates[t], rows.size)))
-    frame = pd.concat(frames, ignore_index=True)
-    _write_atomically(frame, output_path)
-    return len(frame)
+    replayed = list(range(max(0, n_days - days), n_days))
+    results = score_days_chunked(matrix.costs, matrix.dates, replayed, config, progress=progress, labels=False)
+    # date by date, as the daily job would have written them; absent series-days left out
+    absent = np.int8(STATUSES.index(STATUS_ABSENT))
+    keep = [np.flatnonzero(r.status != absent) for r in results]
+    columns = {
+        name: np.concatenate([getattr(r, name)[rows] for r, rows in zip(results, keep, strict=True)])
+        for name in _columns(results[0])
+    }
+    series_index = np.concatenate(keep)
+    day_index = np.repeat(np.asarray(replayed), [len(rows) for rows in keep])
+    table = _table(columns, series_index, matrix.series_ids, day_index, matrix.dates)
+    _write_atomically(table, output_path)
+    return int(table.num_rows)

@@ -18,6 +18,7 @@ from shared.costs.daily import (
     record_feedback,
     run_daily_scan,
 )
+from shared.costs.explain import with_explanations
 from shared.costs.ingest import CostExportError
 from shared.costs.loader import ingest_paths
 from shared.errors import NotFoundError
@@ -177,6 +178,19 @@ def test_daily_scan_alerts_each_anomaly_once_a_rerun_never_re_alerts_and_feedbac
         and "/providers/" in a["resource_id"]
     ]
     assert critical and any(name == "Top cause" for name, _ in critical[0]["facts"])
+    # every alert says why: the band, the reason and the data the decision was made on
+    facts = dict(critical[0]["facts"])
+    assert "above the expected band" in facts["Why flagged"] and "days of history" in facts["Decided on"]
+    # the explanation is stored with the episode (warehouse column and operational mirror)
+    mirrored = {e["episode_id"]: e for e in list_episodes(cost_runtime, "open")}
+    with cost_runtime.warehouse.session() as wh:
+        stored = with_explanations(wh, {i: store.get_episode(wh, i) for i in mirrored})
+    for episode_id, doc in mirrored.items():
+        explanation = stored[episode_id].explanation
+        assert explanation["reason"] in ("spike", "shift", "drift") and explanation["historyDays"] >= 14
+        assert explanation["upper"] < explanation["actual"] or explanation["reason"] == "drift"
+        assert doc["explanation"]["reason"] == explanation["reason"]
+        assert doc["explanation"]["episodeId"] == episode_id
     # WHEN the timer fires again, or catches up the same day
     again = run_daily_scan(cost_runtime, END)
     assert again.dates_already_done == [END.isoformat()] and again.alerts_sent == 0

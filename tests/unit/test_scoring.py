@@ -77,10 +77,11 @@ def test_monthly_recurring_charge_on_same_day_is_not_an_anomaly() -> None:
     assert score_day(costs, DATES, march_1 + 9).anomaly[0]
 
 
-def test_level_shift_alerts_once_then_becomes_normal() -> None:
+def test_level_shift_alerts_as_one_episode_then_becomes_normal() -> None:
     costs = matrix(series(100.0, seed=4))
     costs[0, 60:] *= 3.0
-    assert alert_days(costs) == [60]
+    # flagged on its first day and the day that confirms it (one episode), then the new normal
+    assert alert_days(costs) == [60, 61]
     result = score_last_day(costs, DATES)
     assert result.expected[0] == pytest.approx(300.0, rel=0.1)
 
@@ -246,3 +247,98 @@ def test_costs_must_be_a_dense_daily_matrix() -> None:
         score_last_day(np.ones(10), DATES[:10])
     with pytest.raises(ValueError):
         score_last_day(np.ones((1, 3)), np.array(["2025-01-01", "2025-01-02", "2025-01-05"], dtype="datetime64[D]"))
+
+
+def test_a_noisy_series_does_not_alert_on_its_own_noise() -> None:
+    # GIVEN 40 series with 20-25 % day-to-day noise (multiplicative: +50 % days happen, -50 % hardly)
+    costs = matrix(*(series(300.0, noise=0.2 + 0.00125 * s, seed=100 + s) for s in range(40)))
+    # WHEN two months are replayed THEN the band is wide enough: no alert
+    assert not score_backtest(costs, DATES, 60).anomaly.any()
+
+
+def test_occasional_zero_days_neither_alert_nor_lower_the_expected_cost() -> None:
+    costs = matrix(series(150.0, noise=0.05, seed=31))
+    rng = np.random.default_rng(31)
+    costs[0, rng.random(N_DAYS) < 0.1] = 0.0
+    result = score_backtest(costs, DATES, 60)
+    assert not result.anomaly.any()
+    working = costs[0, 30:] > 0
+    assert np.all(np.abs(result.expected[0, working] / 150.0 - 1.0) < 0.15)
+
+
+def test_a_monthly_charge_on_any_day_of_month_is_learned() -> None:
+    # GIVEN a $1,500 charge on the 15th of every month on top of $100/day
+    costs = matrix(series(100.0, seed=32))
+    dom = np.array([d.astype(object).day for d in DATES])
+    costs[0, dom == 15] += 1500.0
+    result = score_backtest(costs, DATES, 60)
+    # THEN February's and March's charges are expected, explained as recurring
+    on_charge = dom[30:] == 15
+    assert not result.anomaly[0].any()
+    assert set(result.reason[0, on_charge]) == {"recurring"}
+    assert np.all(result.expected[0, on_charge] > 1400.0)
+
+
+def test_a_month_start_charge_of_a_young_resource_is_a_new_recurring_charge_not_an_alert() -> None:
+    # GIVEN a resource created on 10 February with a $900 licence on the 1st of each month
+    costs = matrix(series(60.0, seed=33))
+    dom = np.array([d.astype(object).day for d in DATES])
+    costs[0, :40] = np.nan
+    costs[0, (dom == 1) & ~np.isnan(costs[0])] += 900.0
+    result = score_backtest(costs, DATES, 60)
+    first_of_march = int(np.flatnonzero((dom == 1) & (np.arange(N_DAYS) >= 40))[0]) - 30
+    assert result.reason[0, first_of_march] == "new_recurring" and not result.anomaly[0, first_of_march]
+    assert not result.anomaly[0].any()
+
+
+def test_compounding_growth_is_caught_within_ten_days_and_an_ordinary_trend_is_not() -> None:
+    # GIVEN one series growing 5 % a day from day 60, and one growing 0.4 % a day all along
+    drifting = series(200.0, noise=0.05, seed=34)
+    drifting[60:] *= 1.05 ** np.arange(1, N_DAYS - 59)
+    trending = series(200.0, noise=0.05, seed=35) * 1.004 ** np.arange(N_DAYS)
+    flagged = score_backtest(matrix(drifting, trending), DATES, 60).anomaly
+    first = 30 + int(np.flatnonzero(flagged[0])[0])
+    assert 60 <= first <= 70
+    assert not flagged[1].any()
+
+
+def test_the_day_after_a_one_day_spike_is_judged_against_the_normal_level() -> None:
+    costs = matrix(series(100.0, seed=36))
+    costs[0, 70] = 800.0
+    result = score_backtest(costs, DATES, 60)
+    assert result.anomaly[0, 40]  # day 70
+    assert result.expected[0, 41] == pytest.approx(100.0, rel=0.1)
+    # and a real jump the next day is still seen
+    costs[0, 71] = 500.0
+    assert score_day(costs, DATES, 71).anomaly[0]
+
+
+def test_a_weekly_pattern_that_changes_alerts_on_its_first_weekend_at_most() -> None:
+    # GIVEN weekends at 30 % of weekdays until day 50, then as busy as weekdays
+    costs = matrix(series(400.0, weekend=0.3, seed=37))
+    weekend = WEEKDAY >= 5
+    costs[0, 50:][weekend[50:]] /= 0.3
+    days = alert_days(costs)
+    assert len(days) <= 2 and all(d < 60 for d in days)
+
+
+def test_backtest_reusing_state_between_days_equals_scoring_each_day_alone() -> None:
+    from dataclasses import fields
+
+    from shared.costs.generators import generate
+
+    data = generate("mixed", n_series=150, n_days=120, seed=3)
+    replay = score_backtest(data.costs, data.dates, 20)
+    for k, t in enumerate(range(100, 120)):
+        alone = score_day(data.costs, data.dates, t)
+        for f in fields(alone):
+            if f.name != "dates":
+                np.testing.assert_array_equal(getattr(replay, f.name)[:, k], getattr(alone, f.name), err_msg=f.name)
+
+
+def test_a_backtest_reports_progress() -> None:
+    seen: list[tuple[int, int]] = []
+    score_backtest(
+        generate_costs(n_series=30, n_days=60, seed=2).costs, DATES[:60], 10, progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))

@@ -115,10 +115,10 @@ def test_backtest_last_date_matches_the_daily_job(cost_file: Path, tmp_path: Pat
         ([("a", "2025-01-01", "1"), ("a", "2025-01-02", "-3.5")], None, 3, "negative"),
         ([("a", "2025-01-01", "1"), ("a", "01/02/2025", "2")], None, 3, "not an ISO date"),
         (
-            [("a", "2025-01-01", "1"), ("b", "2025-01-01", "1"), ("a", "2025-01-01", "2")],
+            [("a", "2025-01-01", "1"), ("b", "2025-01-01", "1"), ("a", "2025-01-01", "-2")],
             None,
-            4,
-            "duplicate",
+            2,
+            "after adding its rows",
         ),
     ],
 )
@@ -158,3 +158,44 @@ def test_pandas_fallback_reads_the_same_matrix(cost_file: Path, monkeypatch: pyt
     assert list(slow.series_ids) == list(fast.series_ids)
     np.testing.assert_array_equal(slow.costs, fast.costs)
     np.testing.assert_array_equal(slow.dates, fast.dates)
+
+
+def test_score_output_carries_the_explanation_fields(cost_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    score_csv(cost_file, out)
+    frame = pd.read_csv(out).set_index("series_id")
+    spiking = frame.loc["vm-spiking"]
+    # reason, band, actual, excess $/day and $/hour, and the data the decision was made on
+    assert spiking["reason"] == "spike" and spiking["lower"] < spiking["expected"] < spiking["upper"] < spiking["cost"]
+    assert spiking["excess_usd_per_hour"] == pytest.approx(spiking["excess_usd_per_day"] / 24, abs=1e-3)
+    assert spiking["history_days"] == 56 and spiking["seasonality"] in ("none", "weekly")
+    assert 0 < spiking["noise"] < 0.2
+    assert frame.loc["db-new", "history_days"] == 4 and pd.isna(frame.loc["db-new", "noise"])
+
+
+def test_backtest_cli_shows_progress_on_stderr(
+    cost_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.cli.__main__ import main
+
+    out = tmp_path / "b.csv"
+    assert main(["costs", "backtest", "--input", str(cost_file), "--days", "5", "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    # vm-steady and vm-spiking on each of the 5 dates, db-new on its last 5 days; vm-deleted had ended
+    assert "backtest: 100.0% scored" in err and "wrote 15 rows" in err
+    assert len(pd.read_csv(out)) == 15
+
+
+def test_several_rows_of_one_series_day_are_summed_and_noted(tmp_path: Path) -> None:
+    # GIVEN two meters of one resource on one day (real exports have several rows per resource-day)
+    rows = [("a", "2025-01-01", "1"), ("a", "2025-01-02", "2"), ("a", "2025-01-02", "3"), ("b", "2025-01-02", "4")]
+    source = write_costs(tmp_path / "meters.csv", rows, header="series_id,date,cost")
+    notes: list[str] = []
+    # WHEN it is scored THEN the day holds their sum and the caller is told how many rows were added in
+    score_csv(source, tmp_path / "o.csv", notes=notes)
+    scored = pd.read_csv(tmp_path / "o.csv").set_index("series_id")
+    assert scored.loc["a", "cost"] == 5.0 and scored.loc["b", "cost"] == 4.0
+    assert notes == [
+        "1 row(s) repeated a series and date (several meters per resource-day): their costs were summed into "
+        "one series-day"
+    ]
