@@ -105,23 +105,11 @@ def review_link_for_alert(settings: Settings, alert: Any) -> str | None:
 
 
 def explanation_of(episode: Any) -> dict[str, Any]:
-    """The engine's `explanation` when the episode has one; else the same keys built from its fields."""
-    given = getattr(episode, "explanation", None)
-    if isinstance(given, dict) and given:
-        return dict(given)
-    return {
-        "reason": episode.reason,
-        "actual": round(episode.cost, 2),
-        "expected": round(episode.expected, 2),
-        "lower": round(episode.lower, 2),
-        "upper": round(episode.upper, 2),
-        "excessPerDay": round(episode.excess_usd_per_day, 2),
-        "excessPerHour": round(episode.excess_usd_per_hour, 2),
-        "contributors": [
-            {"name": member, "cost": round(increase, 2), "share": round(share, 4)}
-            for member, increase, share in episode.contributors
-        ],
-    }
+    """The engine's explanation of the episode (stored with its latest flagged day, or rebuilt from its
+    figures for an episode recorded before explanations existed)."""
+    from shared.costs.explain import explain_episode
+
+    return explain_episode(episode)
 
 
 EPISODE_ID = re.compile(r"^ce-[0-9a-f]{20}$")  # shared.costs.episodes.episode_id
@@ -135,12 +123,13 @@ def check_episode_id(episode_id: str) -> str:
 
 
 def _load_episode(wh: Any, episode_id: str) -> Any:
+    from shared.costs.explain import with_explanations
     from shared.costs.store import get_episode
 
     episode = get_episode(wh, episode_id)
     if episode is None:
         raise NotFoundError(f"no cost anomaly episode {episode_id!r}")
-    return episode
+    return with_explanations(wh, {episode_id: episode})[episode_id]
 
 
 def series_history(wh: Any, kind: str, series_id: str, start: date, end: date) -> list[tuple[date, float]]:
