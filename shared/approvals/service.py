@@ -254,9 +254,11 @@ def _action_step(runtime: Any, approval: Approval, arm_factory: Callable[[], Arm
             return ActionOutcome(approval.action, "skipped", mode, "escalated: nothing done, handed to a human")
         return ActionOutcome(approval.action, "skipped", mode, "rejected: nothing done")
 
-    done = _idempotency(runtime).once(
-        ACTION_SCOPE, approval.approval_id, act, encode=_outcome_doc, decode=_outcome_from
-    ).raise_if_busy(f"the action of approval {approval.approval_id}")
+    done = (
+        _idempotency(runtime)
+        .once(ACTION_SCOPE, approval.approval_id, act, encode=_outcome_doc, decode=_outcome_from)
+        .raise_if_busy(f"the action of approval {approval.approval_id}")
+    )
     assert done.result is not None
     return done.result
 
