@@ -28,6 +28,8 @@ from shared.policy.planning import (
 from shared.policy.worker import REMEDIATIONS_TABLE, _hash, pending_rows
 from shared.settings import Settings
 
+CREDENTIAL_ERROR_KIND = "arm-credential"  # shared.adapters.arm.ArmCredentialError.kind
+
 log = logging.getLogger(__name__)
 
 KILL_TABLE = "killswitches"
@@ -137,6 +139,11 @@ def run_plan(store: Any, settings: Settings, arm: Any, *, now: datetime | None =
                 outcome.pending_left += len(by_group[group])
                 continue
             except ValueFlowError as exc:
+                if exc.kind == CREDENTIAL_ERROR_KIND:
+                    # no credential: nothing reached ARM and it is not this task's fault; forget the task
+                    # record, keep every violation pending, and stop the run (the caller reports it once)
+                    store.delete(REMEDIATIONS_TABLE, TASK_PARTITION, task.name)
+                    raise
                 outcome.errors[task.name] = exc.detail
                 _record_decision(store, task, now, error=exc.detail)
                 log.error("remediation task %s refused by ARM: %s", task.name, exc.detail)

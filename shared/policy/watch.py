@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.alerts.delivery import enqueue_alert
 from shared.alerts.model import Alert
-from shared.errors import NotFoundError, TransientUpstreamError, ValueFlowError
+from shared.errors import NotFoundError, TransientUpstreamError, UpstreamAuthError, ValueFlowError
 from shared.policy.remediation import TASK_PARTITION, open_tasks
 from shared.policy.worker import REMEDIATIONS_TABLE
 
@@ -130,11 +130,19 @@ def _plain(entity: dict[str, Any]) -> dict[str, Any]:
 
 
 def remediation_cycle(store: Any, settings: Any, arm: Any, *, owner_of: Any = None) -> dict[str, Any]:
-    """What the watch timer runs: plan closed windows (create or report tasks), then follow open tasks."""
+    """What the watch timer runs: plan closed windows (create or report tasks), then follow open tasks.
+
+    A missing or refused ARM credential is configuration, not a blip: the run stops with one line (no
+    traceback, nothing lost: the pending violations wait for the next run) and reports `skipped`; the
+    policy worker raises the one alert a day about it."""
     from shared.policy.remediation import run_plan
 
-    run = run_plan(store, settings, arm)
-    seen = watch_remediations(store, arm, owner_of=owner_of)
+    try:
+        run = run_plan(store, settings, arm)
+        seen = watch_remediations(store, arm, owner_of=owner_of)
+    except UpstreamAuthError as err:
+        log.error("remediation watch skipped: %s", err.detail, extra={"error_kind": err.kind})
+        return {"skipped": err.detail}
     return {
         "planned": run.plan.summary(),
         "created": run.created,

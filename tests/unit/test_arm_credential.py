@@ -79,3 +79,46 @@ def test_policy_work_items_hitting_a_credential_problem_are_parked_with_one_aler
     assert len(sent) == 1 and "refused our credential" in sent[0]["title"]
     assert read_counters(store)["parked-credential"] == 3
     assert NoCredential.calls == 1
+
+
+def test_the_watch_timer_skips_in_one_line_when_the_credential_is_missing(tmp_path, caplog):
+    from shared.policy.watch import remediation_cycle
+    from shared.policy.worker import (
+        PENDING_PARTITION,
+        REMEDIATIONS_TABLE,
+        pending_row_key,
+        pending_rows,
+        spread_partition,
+    )
+
+    store = MemoryStore()
+    arm, _ = _arm([0.0])
+    # GIVEN a violation waiting in a window that has closed, and no usable credential
+    assignment = "/subscriptions/s/providers/Microsoft.Authorization/policyAssignments/a"
+    resource = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa"
+    row = pending_row_key(assignment, "", resource)
+    store.upsert(
+        REMEDIATIONS_TABLE,
+        spread_partition(PENDING_PARTITION, row),
+        row,
+        {
+            "AssignmentId": assignment,
+            "DefinitionReferenceId": "",
+            "ResourceId": resource,
+            "Window": 0,
+            "Effect": "deployifnotexists",
+            "EventTimestamp": "2026-11-20T14:00:00Z",
+        },
+    )
+    # WHEN the timer runs THEN it reports the skip in one line, raises nothing, and the violation still waits
+    report = remediation_cycle(store, settings(tmp_path, REMEDIATION_MODE="enforce"), arm)
+    assert "no usable Azure credential" in report.get("skipped", ""), report
+    assert [r for r in caplog.records if "remediation watch skipped" in r.getMessage()]
+    assert all("Traceback" not in r.getMessage() for r in caplog.records)
+    assert [r["ResourceId"] for r in pending_rows(store)] == [resource]
+
+
+def test_the_planner_knows_the_credential_error_by_its_kind():
+    from shared.policy.remediation import CREDENTIAL_ERROR_KIND
+
+    assert ArmCredentialError.kind == CREDENTIAL_ERROR_KIND
