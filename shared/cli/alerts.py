@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shared.cli.common import cli_runtime as _runtime
 from shared.errors import BadInputError
 
 
@@ -33,16 +34,6 @@ def register(subparsers: Any) -> None:
     outbox = commands.add_parser("outbox", help="list outbox deliveries, pending queue messages and failed ones")
     outbox.add_argument("--json", action="store_true", help="machine-readable output")
     outbox.set_defaults(handler=cmd_outbox)
-
-
-def _runtime() -> Any:
-    from shared.observability import configure
-    from shared.runtime import Runtime
-    from shared.settings import load_settings
-
-    settings = load_settings()
-    configure(settings)
-    return Runtime(settings)
 
 
 def cmd_send(args: argparse.Namespace) -> int:

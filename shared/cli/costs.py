@@ -10,6 +10,7 @@ import time
 from datetime import date
 from typing import Any
 
+from shared.cli.common import cli_runtime as _runtime
 from shared.errors import BadInputError
 
 
@@ -83,18 +84,6 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
-
-
-def _runtime() -> Any:
-    from shared.observability import configure
-    from shared.runtime import Runtime, set_runtime
-    from shared.settings import load_settings
-
-    settings = load_settings()
-    configure(settings)
-    runtime = Runtime(settings)
-    set_runtime(runtime)
-    return runtime
 
 
 def _config() -> Any:

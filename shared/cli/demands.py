@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from shared.cli.common import cli_runtime as _runtime
+
 
 def register(subparsers: Any) -> None:
     group = subparsers.add_parser("demands", help="ServiceNow demand <-> Azure Boards sync: reconcile, replay")
@@ -28,16 +30,6 @@ def register(subparsers: Any) -> None:
     )
     replay.add_argument("--max", type=int, default=1000, help="at most this many messages (default 1000)")
     replay.set_defaults(handler=cmd_replay_poison)
-
-
-def _runtime() -> Any:
-    from shared.observability import configure
-    from shared.runtime import Runtime
-    from shared.settings import load_settings
-
-    settings = load_settings()
-    configure(settings)
-    return Runtime(settings)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.cli.common import cli_runtime as _runtime
 from shared.errors import BadInputError
 
 
@@ -94,18 +95,6 @@ def _since(text: str) -> datetime:
         return parse_instant(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _runtime() -> Any:
-    from shared.observability import configure
-    from shared.runtime import Runtime, set_runtime
-    from shared.settings import load_settings
-
-    settings = load_settings()
-    configure(settings)
-    runtime = Runtime(settings)
-    set_runtime(runtime)
-    return runtime
 
 
 def _hours(value: float | None) -> str:
