@@ -13,6 +13,9 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * level: median of the last ``level_days`` de-seasonalised days; a trailing run of ``shift_confirm_days`` or
   more days all above (or below) the band of that median is a new level (a one-day spike or charge does not
   move it; a shift alerts on its first days and is the new normal once confirmed);
+* heavy tails: a series whose own noise window holds ``heavy_tail_days`` or more days past ``outlier_mads``
+  MAD-sigmas has single-day outliers of its own: there a lone day above the band (the day before inside it)
+  alerts only past ``single_day_factor`` times the band; a persisting increase is judged as anywhere else;
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
