@@ -13,6 +13,9 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * level: median of the last ``level_days`` de-seasonalised days; a trailing run of ``shift_confirm_days`` or
   more days all above (or below) the band of that median is a new level (a one-day spike or charge does not
   move it; a shift alerts on its first days and is the new normal once confirmed);
+* heavy tails: a series whose own noise window holds ``heavy_tail_days`` or more days past ``outlier_mads``
+  MAD-sigmas has single-day outliers of its own: there a lone day above the band (the day before inside it)
+  alerts only past ``single_day_factor`` times the band; a persisting increase is judged as anywhere else;
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
@@ -117,6 +120,13 @@ class ScoringConfig:
     drift_z: float = 4.0
     drift_min_part_share: float = 0.12
     drift_quiet_days: int = 14
+    # heavy tails: a series whose own residuals went past ``outlier_mads`` MAD-sigmas on at least
+    # ``heavy_tail_days`` of its noise window (a Gaussian series: ~0.15 such days in 56) has single-day
+    # outliers of its own; there a first day above the band alerts only past ``single_day_factor`` times the
+    # band (a persisting increase alerts on its second day, inside the ordinary band)
+    outlier_mads: float = 3.0
+    heavy_tail_days: int = 3
+    single_day_factor: float = 1.4
 
 
 # columns of history one scored day reads: noise window + centring, or two months back + a week around
@@ -376,6 +386,7 @@ class _WeeklyState:
     zero_weekday: BoolArray  # (n, 7) weekday mostly zero
     sigma: FloatArray  # (n,) noise of the series (log scale)
     sigma_weekday: FloatArray  # (n, 7) the band's noise unit on each weekday
+    outlier_days: npt.NDArray[np.intp]  # (n,) days of the noise window past ``outlier_mads`` MAD-sigmas
 
 
 def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringConfig) -> _WeeklyState:
@@ -432,7 +443,11 @@ def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringCon
     sigma_weekday[:, weekday(noise_cols[:7])] = (
         np.fmax(slot_sigma, cfg.noise_floor) * (cfg.prediction_inflation * small_sample)[:, None]
     )
-    return _WeeklyState(profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday)
+    with np.errstate(invalid="ignore"):
+        outlier_days = np.count_nonzero(abs_res > cfg.outlier_mads * np.fmax(mad, cfg.noise_floor)[:, None], axis=1)
+    return _WeeklyState(
+        profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday, outlier_days=outlier_days
+    )
 
 
 @dataclass(frozen=True)
@@ -636,6 +651,12 @@ def _score_prepared(
     scored = present & (history_days >= cfg.min_history_days) & np.isfinite(level)
 
     is_up = scored & (cost > upper) & (cost > long_upper) & (cost > pattern_upper)
+    # heavy tails: a lone day above the band (yesterday inside it) must clear a wider band
+    single_day = is_up & (state.outlier_days >= cfg.heavy_tail_days) & ~above[:, -1]
+    if single_day.any():
+        with np.errstate(over="ignore", invalid="ignore"):
+            single_upper = np.exp(level + np.where(zero_today, 0.0, p_today) + band_today * cfg.single_day_factor)
+        is_up &= ~(single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + slack))
     is_down = scored & (cost < lower)
     with np.errstate(divide="ignore", invalid="ignore"):
         excess_pct = np.where(expected > 0, 100.0 * excess / expected, np.where(excess > 0, np.inf, 0.0))

@@ -342,3 +342,28 @@ def test_a_backtest_reports_progress() -> None:
         generate_costs(n_series=30, n_days=60, seed=2).costs, DATES[:60], 10, progress=lambda d, t: seen.append((d, t))
     )
     assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))
+
+
+def test_a_lone_day_on_a_heavy_tailed_series_must_clear_a_wider_band() -> None:
+    # GIVEN two series alike but for their past: one had lone +60 % days now and then (heavy-tailed noise)
+    ordinary = series(200.0, noise=0.05, seed=11)
+    heavy = ordinary.copy()
+    for day in (40, 52, 61, 70, 79):
+        heavy[day] = round(heavy[day] * 1.6, 2)
+    costs = matrix(ordinary, heavy)
+    plain = score_last_day(costs, DATES, ScoringConfig(heavy_tail_days=10_000))
+    # WHEN the last day is a lone increase just past the ordinary band, but inside 1.4 times it
+    bump = 1.1 * float(max(plain.upper))
+    wider = plain.expected[1] * (plain.upper[1] / plain.expected[1]) ** 1.4
+    assert bump < wider
+    costs[:, -1] = bump
+    tailed = score_last_day(costs, DATES)
+    # THEN the ordinary series alerts and the heavy-tailed one, whose own history has such days, does not
+    assert tailed.anomaly[0]
+    assert not tailed.anomaly[1]
+    assert tailed.reason[1] != "spike"
+    # and without the rule (heavy_tail_days out of reach) it would have alerted
+    assert score_last_day(costs, DATES, ScoringConfig(heavy_tail_days=10_000)).anomaly[1]
+    # AND a lone day far past the wider band still alerts on the heavy-tailed series
+    costs[:, -1] = 3.0 * plain.upper[1]
+    assert score_last_day(costs, DATES).anomaly[1]
