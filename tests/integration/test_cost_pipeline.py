@@ -10,17 +10,13 @@ import pytest
 
 from devhost.demo_costs import demo_costs, export_runs
 from shared.costs import store
-from shared.costs.daily import (
-    PARTITION_QUEUE,
-    handle_partition_message,
-    list_episodes,
-    load_suppressions,
-    record_feedback,
-    run_daily_scan,
-)
+from shared.costs.episode_state import load_suppressions
 from shared.costs.explain import with_explanations
+from shared.costs.fanout import PARTITION_QUEUE, handle_partition_message
+from shared.costs.feedback import list_episodes, record_feedback
 from shared.costs.ingest import CostExportError
 from shared.costs.loader import ingest_paths
+from shared.costs.scan import run_daily_scan
 from shared.errors import NotFoundError
 from shared.idempotency import TABLE as IDEMPOTENCY
 from shared.runtime import Runtime
