@@ -55,26 +55,31 @@ def run_daily_scan(runtime: Runtime, day: date | None = None, *, now: datetime |
     candidates = [first + timedelta(days=i) for i in range((target - first).days + 1)]
 
     pending: list[date] = []
-    for d in candidates:
-        claim = claims_at_now.claim(SCAN_SCOPE, d.isoformat())
-        if claim.status is ClaimStatus.COMPLETED:
-            report.dates_already_done.append(d.isoformat())
-            continue
-        if claim.status is ClaimStatus.IN_PROGRESS:
-            log.info("cost scan of %s is running elsewhere; stopping here", d)
-            break
-        freshness = check_freshness(d, stats)
-        if not freshness.complete:
+    try:
+        for d in candidates:
+            claim = claims_at_now.claim(SCAN_SCOPE, d.isoformat())
+            if claim.status is ClaimStatus.COMPLETED:
+                report.dates_already_done.append(d.isoformat())
+                continue
+            if claim.status is ClaimStatus.IN_PROGRESS:
+                log.info("cost scan of %s is running elsewhere; stopping here", d)
+                break
+            freshness = check_freshness(d, stats)
+            if not freshness.complete:
+                scans.release(SCAN_SCOPE, d.isoformat())
+                report.late = f"{d}: {freshness.detail}"
+                if freshness.status == "late":
+                    report.alerts_sent += send_alert(
+                        runtime, f"data-late:{d}", data_late_alert_fields(d, freshness.detail, correlation_id())
+                    )
+                with runtime.warehouse.session() as wh:
+                    store.record_job_run(wh, JOB, d.isoformat(), now, freshness.status, {"detail": freshness.detail})
+                break  # later days wait: episodes move one day at a time
+            pending.append(d)
+    except BaseException:  # e.g. the data-late alert failed: the dates claimed so far are free again
+        for d in pending:
             scans.release(SCAN_SCOPE, d.isoformat())
-            report.late = f"{d}: {freshness.detail}"
-            if freshness.status == "late":
-                report.alerts_sent += send_alert(
-                    runtime, f"data-late:{d}", data_late_alert_fields(d, freshness.detail, correlation_id())
-                )
-            with runtime.warehouse.session() as wh:
-                store.record_job_run(wh, JOB, d.isoformat(), now, freshness.status, {"detail": freshness.detail})
-            break  # later days wait: episodes move one day at a time
-        pending.append(d)
+        raise
     if not pending:
         return report
 
