@@ -364,3 +364,16 @@ def test_a_rejected_export_run_from_event_grid_alerts_once_and_loads_nothing(cos
     alerts = _alerts(cost_runtime)
     assert [a["kind"] for a in alerts] == ["cost_data_late"]
     assert any("part_0_0002.csv:2" in name for name, _ in alerts[0]["facts"])
+
+
+def test_an_export_run_being_loaded_elsewhere_is_retried_not_acknowledged(cost_runtime):
+    from shared.costs.loader import BLOB_CREATED, EXPORT_SCOPE, handle_export_event
+    from shared.idempotency import idempotency_key
+
+    url = "http://127.0.0.1:10000/devstoreaccount1/cost-exports/held/manifest.json"
+    key = idempotency_key("cost-export", url)
+    assert Idempotency(cost_runtime.storage).claim(EXPORT_SCOPE, key).status is ClaimStatus.NEW
+    with pytest.raises(TransientUpstreamError) as caught:
+        handle_export_event(cost_runtime, BLOB_CREATED, {"url": url})
+    assert 0 < caught.value.retry_after <= EXPORT_SCOPE.lease.total_seconds()
+    assert cost_runtime.storage.get(IDEMPOTENCY, EXPORT_SCOPE.name, key)["Status"] == "INPROGRESS"
