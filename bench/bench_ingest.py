@@ -142,7 +142,7 @@ def child_idle(warehouse: str) -> dict[str, Any]:
     import pyarrow.csv  # noqa: F401
 
     from bench import legacy_ingest  # noqa: F401
-    from shared.costs import daily, loader  # noqa: F401
+    from shared.costs import loader, scan  # noqa: F401
     from shared.runtime import Runtime
 
     runtime = Runtime(_settings(warehouse))
@@ -155,7 +155,7 @@ def child_scan(warehouse: str, mode: str) -> dict[str, Any]:
     import pandas as pd
 
     from shared.costs import store
-    from shared.costs.daily import densify
+    from shared.costs.partition import densify
     from shared.costs.scoring import ScoringConfig, score_day
     from shared.runtime import Runtime
 

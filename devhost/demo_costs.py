@@ -228,7 +228,7 @@ def step_costs(ctx: Any) -> None:
     """The demo step: export -> blobs -> Event Grid -> warehouse -> timer -> episodes, alerts and charts."""
     from shared.cli.costs import format_episode_table
     from shared.costs import store
-    from shared.costs.daily import list_episodes
+    from shared.costs.feedback import list_episodes
 
     frame, injected = demo_costs()
     runs = export_runs(frame)

@@ -17,7 +17,7 @@ from shared.runtime import get_runtime
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
-# literal copies of shared.costs.loader.INGEST_QUEUE / daily.PARTITION_QUEUE (a test keeps them equal)
+# literal copies of shared.costs.loader.INGEST_QUEUE / fanout.PARTITION_QUEUE (a test keeps them equal)
 INGEST_QUEUE = "cost-ingest"
 PARTITION_QUEUE = "cost-partitions"
 
@@ -51,7 +51,7 @@ def cost_ingest_worker(msg: func.QueueMessage) -> None:
 @bp.function_name("cost_daily_scan")
 @bp.timer_trigger(arg_name="timer", schedule="%COST_SCAN_SCHEDULE%", run_on_startup=False)
 def cost_daily_scan(timer: func.TimerRequest) -> None:
-    from shared.costs.daily import run_daily_scan
+    from shared.costs.scan import run_daily_scan
 
     with invocation("cost_daily_scan"):
         report = run_daily_scan(get_runtime())
@@ -61,7 +61,7 @@ def cost_daily_scan(timer: func.TimerRequest) -> None:
 @bp.function_name("cost_partition_worker")
 @bp.queue_trigger(arg_name="msg", queue_name=PARTITION_QUEUE, connection="AzureWebJobsStorage")
 def cost_partition_worker(msg: func.QueueMessage) -> None:
-    from shared.costs.daily import handle_partition_message
+    from shared.costs.fanout import handle_partition_message
 
     with invocation("cost_partition_worker", msg.id):
         try:

@@ -1,22 +1,18 @@
 """Cost anomaly episodes as the Logic Apps see them: list open ones, give feedback, look one up.
 
-The cost capability (issue 3) owns episodes: when its module exposes `list_episodes(runtime,
-status, owner)` / `record_feedback(runtime, episode_id, verdict, by, why)`, they are used. Until
-then (and for `get_episode`, which it does not promise) the episodes are read from the warehouse
-table COST_ANOMALIES it documents in `shared/migrations/0010_costs.sql`.
+Listing and feedback go through the cost capability (`shared.costs.feedback.list_episodes`, and
+`shared.review.feedback.record_feedback`, which keeps the feedback history); `get_episode` reads the
+warehouse table COST_ANOMALIES (`shared/migrations/0010_costs.sql`). The cost stack is imported inside
+the functions: the approval functions must not load pandas at import.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import NotFoundError
-
-# shared.review.feedback first: its record_feedback keeps the feedback history (issue 13)
-COST_MODULES = ("shared.review.feedback", "shared.costs.episodes", "shared.costs.daily")
 
 
 @dataclass(frozen=True)
@@ -126,34 +122,12 @@ def _causes(value: Any) -> tuple[str, ...]:
     return tuple(out[:5])
 
 
-def _cost_module(function: str) -> Any:
-    for name in COST_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if callable(getattr(module, function, None)):
-            return getattr(module, function)
-    return None
-
-
 def list_anomalies(runtime: Any, status: str, owner: str) -> list[EpisodeView]:
     """Episodes with this status ('' = any) and owner ('' = any), biggest excess first."""
+    from shared.costs.feedback import list_episodes
+
     status = "" if status == "any" else status
-    listing = _cost_module("list_episodes")
-    if listing is not None:
-        episodes = [episode_view(e) for e in listing(runtime, status or None, owner or None)]
-    else:
-        sql = "SELECT * FROM COST_ANOMALIES WHERE 1 = 1"
-        params: list[Any] = []
-        if status:
-            sql += " AND LOWER(STATUS) = LOWER(%s)"
-            params.append(status)
-        if owner:
-            sql += " AND LOWER(OWNER) = LOWER(%s)"
-            params.append(owner)
-        with runtime.warehouse.session() as wh:
-            episodes = [episode_view(r) for r in wh.query(sql, params)]
+    episodes = [episode_view(e) for e in list_episodes(runtime, status or None, owner or None)]
     return sorted(episodes, key=lambda e: -e.impact_usd_per_hour)
 
 
@@ -168,17 +142,8 @@ def get_episode(runtime: Any, episode_id: str) -> EpisodeView:
 
 def give_feedback(runtime: Any, episode_id: str, verdict: str, by: str, why: str) -> EpisodeView:
     """Record planned / not_anomaly (suppresses the episode) or confirmed; NotFoundError for an unknown id."""
-    record = _cost_module("record_feedback")
-    if record is not None:
-        get_episode(runtime, episode_id)
-        result = record(runtime, episode_id, verdict, by, why)
-        return episode_view(result) if result is not None else get_episode(runtime, episode_id)
+    from shared.review.feedback import record_feedback
+
     get_episode(runtime, episode_id)
-    suppressed = verdict in ("planned", "not_anomaly")
-    with runtime.warehouse.session() as wh:
-        wh.execute(
-            "UPDATE COST_ANOMALIES SET VERDICT = %s, VERDICT_BY = %s, VERDICT_WHY = %s, SUPPRESSED = %s, "
-            "UPDATED_AT = CURRENT_TIMESTAMP() WHERE EPISODE_ID = %s",
-            (verdict, by, why, suppressed, episode_id),
-        )
-    return get_episode(runtime, episode_id)
+    result = record_feedback(runtime, episode_id, verdict, by, why)
+    return episode_view(result) if result is not None else get_episode(runtime, episode_id)

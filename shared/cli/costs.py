@@ -276,7 +276,7 @@ def _progress_printer(started: float, every_seconds: float = 2.0) -> Any:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from shared.costs.daily import run_daily_scan
+    from shared.costs.scan import run_daily_scan
 
     report = run_daily_scan(_runtime(), args.date)
     print(json.dumps(report.as_dict(), default=str, indent=2))
@@ -284,7 +284,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_episodes(args: argparse.Namespace) -> int:
-    from shared.costs.daily import list_episodes
+    from shared.costs.feedback import list_episodes
 
     episodes = list_episodes(_runtime(), args.status, args.owner)
     if args.json:

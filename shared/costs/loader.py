@@ -39,6 +39,7 @@ from shared.costs.ingest import (
     run_from_manifest,
 )
 from shared.errors import BadInputError
+from shared.idempotency import Scope, idempotency_key
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 INGEST_QUEUE = "cost-ingest"
+# one partition named after the scope (tests and operators list `PartitionKey eq 'cost-export'`)
+EXPORT_SCOPE = Scope("cost-export", lease=timedelta(minutes=10), expires_after=timedelta(days=60), spread=1)
 RUN_MARKER = "_success"  # a manifest-less run folder is complete when this blob lands (compared lower-cased)
 
 
@@ -267,30 +270,22 @@ def handle_export_event(runtime: Runtime, event_type: str, data: dict[str, Any])
     every file/line problem, not retried: the files will not change); a run being loaded by another invocation
     raises TransientUpstreamError so that Event Grid retries later."""
     from shared.costs.ingest import CostExportError
-    from shared.errors import TransientUpstreamError
-    from shared.idempotency import IdempotencyStore, idempotency_key
 
     url = str(data.get("url") or "")
-    runs = IdempotencyStore(
-        runtime.storage, "cost-export", expires_after=timedelta(days=60), lease=timedelta(minutes=10)
-    )
     key = idempotency_key("cost-export", url)  # a URL has '/' that a table RowKey may not
-    claim = runs.claim(key)
-    if claim.status == "completed":
-        return {"url": url, "status": "duplicate", "earlier": claim.result}
-    if claim.status == "in_progress":
-        raise TransientUpstreamError(f"export run {url} is being loaded by another invocation", retry_after=60)
-    try:
-        result = ingest_blob_event(runtime, event_type, data).as_dict()
-    except CostExportError as err:
-        log.error("cost export run rejected: %s", err.detail, extra={"url": url, "problems": err.errors})
-        result = {"url": url, "status": "rejected", "detail": err.detail, "problems": err.errors}
-        _alert_rejected_run(runtime, key, url, err)
-    except BaseException:
-        runs.release(key)
-        raise
-    runs.complete(key, result)
-    return result
+
+    def load() -> dict[str, Any]:
+        try:
+            return ingest_blob_event(runtime, event_type, data).as_dict()
+        except CostExportError as err:  # rejected for good: completed with the rejection, never retried
+            log.error("cost export run rejected: %s", err.detail, extra={"url": url, "problems": err.errors})
+            _alert_rejected_run(runtime, key, url, err)
+            return {"url": url, "status": "rejected", "detail": err.detail, "problems": err.errors}
+
+    outcome = runtime.idempotency.once(EXPORT_SCOPE, key, load).raise_if_busy(f"export run {url}")
+    if outcome.replayed:
+        return {"url": url, "status": "duplicate", "earlier": outcome.result}
+    return outcome.result or {}
 
 
 def _alert_rejected_run(runtime: Runtime, key: str, url: str, err: Any) -> None:

@@ -1,6 +1,6 @@
 """Feedback on cost anomaly episodes, with history: every verdict is a new COST_FEEDBACK row.
 
-`record_feedback` applies the verdict through the cost capability (`shared.costs.daily.record_feedback`:
+`record_feedback` applies the verdict through the cost capability (`shared.costs.feedback.record_feedback`:
 latest verdict on the episode, suppression of the series) and appends the history row. `who` is the
 signed-in user (App Service Authentication's `X-MS-CLIENT-PRINCIPAL-NAME`) when there is one.
 """
@@ -102,7 +102,7 @@ def record_feedback(
     episode as a dict with `suppressed_until`) plus `feedback` (the history, oldest first).
 
     BadInputError on a bad verdict or over-long text, NotFoundError on an unknown episode."""
-    from shared.costs.daily import record_feedback as apply_verdict
+    from shared.costs.feedback import record_feedback as apply_verdict
 
     by, why = " ".join(by.split()), why.strip()
     if len(by) > MAX_BY or len(why) > MAX_WHY:

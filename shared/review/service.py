@@ -271,7 +271,7 @@ def render_squad_page(runtime: Any, squad: str, token: str) -> str:
     if not squad:
         raise BadInputError("say which squad: /api/review?squad=<name>&t=<signed link>")
     tokens.verify(require_secret(settings), token, tokens.squad_scope(squad))
-    from shared.costs.daily import list_episodes
+    from shared.costs.feedback import list_episodes
 
     rows = []
     for doc in list_episodes(runtime, None, squad):

@@ -15,8 +15,9 @@ from devhost.browser import BrowserError, Chromium
 from devhost.demo_costs import demo_costs, export_runs
 from shared.alerts.delivery import AlertDelivery
 from shared.alerts.outbox import Outbox
-from shared.costs.daily import list_episodes, run_daily_scan
+from shared.costs.feedback import list_episodes
 from shared.costs.loader import ingest_paths
+from shared.costs.scan import run_daily_scan
 from shared.idempotency import TABLE as IDEMPOTENCY
 from shared.runtime import Runtime
 from shared.settings import load_settings

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from shared.costs import store
-from shared.costs.daily import list_episodes, run_daily_scan
+from shared.costs.feedback import list_episodes
 from shared.costs.loader import BLOB_CREATED, INGEST_QUEUE, accept_export_event, handle_export_event, ingest_paths
+from shared.costs.scan import run_daily_scan
 from shared.runtime import Runtime
 from shared.settings import load_settings
 from tests.integration.test_cost_pipeline import _alerts, _drain
@@ -22,7 +23,7 @@ END = date(2026, 10, 20)
 @pytest.fixture
 def cost_runtime(runtime):
     """The runtime with the cost scopes of the shared Azurite emptied (each test has its own warehouse)."""
-    from shared.costs.daily import PARTITION_QUEUE
+    from shared.costs.fanout import PARTITION_QUEUE
     from shared.idempotency import TABLE
 
     for scope in ("cost-scan", "cost-alerts", "cost-partition", "cost-aggregates", "cost-export"):

@@ -1,7 +1,7 @@
 """Cost pipeline on Azurite + the embedded warehouse: loading runs, the daily scan, episodes, feedback, partitions."""
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +10,16 @@ import pytest
 
 from devhost.demo_costs import demo_costs, export_runs
 from shared.costs import store
-from shared.costs.daily import (
-    PARTITION_QUEUE,
-    handle_partition_message,
-    list_episodes,
-    load_suppressions,
-    record_feedback,
-    run_daily_scan,
-)
+from shared.costs.episode_state import load_suppressions
 from shared.costs.explain import with_explanations
+from shared.costs.fanout import PARTITION_QUEUE, PARTITION_SCOPE, handle_partition_message
+from shared.costs.feedback import list_episodes, record_feedback
 from shared.costs.ingest import CostExportError
 from shared.costs.loader import ingest_paths
-from shared.errors import NotFoundError
+from shared.costs.scan import run_daily_scan
+from shared.errors import NotFoundError, TransientUpstreamError
 from shared.idempotency import TABLE as IDEMPOTENCY
+from shared.idempotency import ClaimStatus, Idempotency
 from shared.runtime import Runtime
 from shared.settings import load_settings
 
@@ -257,6 +254,32 @@ def test_partitioned_scoring_gives_the_same_episodes_as_one_invocation(cost_runt
     assert sorted(a["dedupe_key"] for a in _alerts(partitioned)) == single_alerts
 
 
+def test_a_partition_held_by_a_crashed_worker_is_retried_then_scored_after_its_lease(cost_runtime, tmp_path):
+    _load_demo(cost_runtime, tmp_path)
+    body = {"dates": [END.isoformat()], "part": 0, "parts": 2}
+    key = f"{END}..{END}:0-of-2"
+    # another worker claimed the partition, then crashed before completing it
+    assert Idempotency(cost_runtime.storage).claim(PARTITION_SCOPE, key).status is ClaimStatus.NEW
+    with pytest.raises(TransientUpstreamError) as caught:
+        handle_partition_message(cost_runtime, body)  # not acknowledged as done: the host redelivers it
+    assert 0 < caught.value.retry_after <= PARTITION_SCOPE.lease.total_seconds()
+    assert _episode_set(cost_runtime) == set()
+    assert cost_runtime.storage.get(IDEMPOTENCY, PARTITION_SCOPE.name, key)["Status"] == "INPROGRESS"
+
+    # the crashed holder's lease runs out: the redelivered message takes the partition over and scores it
+    held = cost_runtime.storage.get(IDEMPOTENCY, PARTITION_SCOPE.name, key)
+    expired = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    cost_runtime.storage.upsert(
+        IDEMPOTENCY, PARTITION_SCOPE.name, key,
+        {k: v for k, v in held.items() if k not in ("PartitionKey", "RowKey") and not k.startswith("odata")}
+        | {"LeaseUntil": expired},
+    )  # fmt: skip
+    report = handle_partition_message(cost_runtime, body)
+    assert report.series_scored > 0
+    assert cost_runtime.storage.get(IDEMPOTENCY, PARTITION_SCOPE.name, key)["Status"] == "COMPLETED"
+    assert handle_partition_message(cost_runtime, body).series_scored == 0  # a later redelivery is a no-op
+
+
 # -- one cause, one alert ------------------------------------------------------------------------------------
 
 
@@ -341,3 +364,16 @@ def test_a_rejected_export_run_from_event_grid_alerts_once_and_loads_nothing(cos
     alerts = _alerts(cost_runtime)
     assert [a["kind"] for a in alerts] == ["cost_data_late"]
     assert any("part_0_0002.csv:2" in name for name, _ in alerts[0]["facts"])
+
+
+def test_an_export_run_being_loaded_elsewhere_is_retried_not_acknowledged(cost_runtime):
+    from shared.costs.loader import BLOB_CREATED, EXPORT_SCOPE, handle_export_event
+    from shared.idempotency import idempotency_key
+
+    url = "http://127.0.0.1:10000/devstoreaccount1/cost-exports/held/manifest.json"
+    key = idempotency_key("cost-export", url)
+    assert Idempotency(cost_runtime.storage).claim(EXPORT_SCOPE, key).status is ClaimStatus.NEW
+    with pytest.raises(TransientUpstreamError) as caught:
+        handle_export_event(cost_runtime, BLOB_CREATED, {"url": url})
+    assert 0 < caught.value.retry_after <= EXPORT_SCOPE.lease.total_seconds()
+    assert cost_runtime.storage.get(IDEMPOTENCY, EXPORT_SCOPE.name, key)["Status"] == "INPROGRESS"

@@ -11,8 +11,9 @@ import pytest
 from devhost.demo_costs import demo_costs, export_runs
 from functions.review import review_feedback
 from shared.approvals.anomalies import give_feedback
-from shared.costs.daily import list_episodes, run_daily_scan
+from shared.costs.feedback import list_episodes
 from shared.costs.loader import ingest_paths
+from shared.costs.scan import run_daily_scan
 from shared.idempotency import TABLE as IDEMPOTENCY
 from shared.review.service import episode_detail, review_url
 from shared.runtime import Runtime, set_runtime

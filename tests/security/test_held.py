@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from shared.alerts.outbox import Outbox
 from shared.approvals.actions import ActionTarget, GuardRails, run_action
-from shared.costs.daily import list_episodes
+from shared.costs.feedback import list_episodes
 from tests.fixtures.approvals.seed import load, seed_episode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_function_keys_are_compared_in_constant_time():
     "owner", ["' or '1' eq '1", "x' or Owner ne 'x", "squad-batch' or PartitionKey ne '", "*", "%"]
 )
 def test_odata_injection_through_the_owner_filter_matches_nothing(runtime, owner):
-    from shared.costs.daily import EPISODE_PARTITION, EPISODES_TABLE
+    from shared.costs.episode_state import EPISODE_PARTITION, EPISODES_TABLE
 
     # GIVEN an episode in operational state owned by a squad of this test
     squad = "squad-" + uuid.uuid4().hex[:8]

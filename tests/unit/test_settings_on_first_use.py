@@ -156,7 +156,7 @@ def test_under_the_functions_host_logging_adds_no_handler_of_its_own(tmp_path, m
 
 
 def test_cost_queue_names_in_the_bindings_are_the_ones_the_cost_code_uses():
-    from shared.costs.daily import PARTITION_QUEUE
+    from shared.costs.fanout import PARTITION_QUEUE
     from shared.costs.loader import INGEST_QUEUE
 
     assert (cost_functions.INGEST_QUEUE, cost_functions.PARTITION_QUEUE) == (INGEST_QUEUE, PARTITION_QUEUE)
