@@ -8,11 +8,12 @@ each message to `AlertDelivery.handle()`, which for every channel still to do:
    over after its 2-minute lease;
 2. posts (or writes the outbox file when the channel is not configured), then completes the claim;
    storm control is decided inside the claim, so a replay is never counted twice.
-Storage round trips per alert: one claim and one completion per channel (+1 storm transaction for a
-Teams card when storm control is on), the enqueue and the message delete: 4 on the happy path for
-a Teams-only alert, 6 with an incident.
-3. on a transient failure (timeout, 429, 5xx) releases the claim and re-enqueues only the channels
-   left, with `attempt + 1` and an exponential, jittered visibility delay (a queue trigger cannot
+Storage round trips per alert: one claim and one completion per channel, the enqueue and the
+message delete: 4 on the happy path for a Teams-only alert, 6 with an incident (storm permits and
+Teams rate shares are leased in blocks: one write covers several alerts).
+3. on a transient failure (timeout, 429, 5xx) keeps the claim and re-enqueues only the channels
+   left, with the claims' etags (`claims`: the retry re-takes each with one write), `attempt + 1`
+   and an exponential, jittered visibility delay (a queue trigger cannot
    delay its own retry); after `ALERT_MAX_ATTEMPTS`, or at once on a permanent failure (refused
    host, 401/403, 4xx), the message goes to `alerts-poison` and a "delivery failing" alert goes
    to the default route by the other channel.
