@@ -5,7 +5,7 @@ Run: ``python -m bench.bench_alerts [--alerts N] [--workers 8,32] [--quick]``.
 
 N alerts (default 1,000; 1 in 5 critical, so with a ServiceNow incident) go through the real
 `alerts` queue on Azurite (in memory) to local fake Teams and ServiceNow endpoints that fail 30% of
-first attempts; storm control at its default threshold (10 per squad and window; 200 squads):
+first attempts (none with --no-faults); storm control at its default threshold (10 per squad and window; 200 squads):
 - Teams: 503 (nothing posted) for 2 in 10 cards, 429 with Retry-After: 1 for 1 in 10;
 - ServiceNow: 503 for 2 in 10 creates; for 1 in 10 the incident IS created but the answer is lost
   (the client times out), the case where a blind re-POST duplicates.
@@ -44,16 +44,17 @@ from bench._harness import (
 )
 
 SQUADS = 200
+FAULTS = {"on": True}  # --no-faults: every first attempt succeeds (the happy-path operation count)
 
 
 def _failure_plan(number: int) -> str:
     """Deterministic first-attempt failure for alert `number` (30% in all)."""
-    bucket = number % 10
+    bucket = number % 10 if FAULTS["on"] else -1
     return {0: "unavailable", 1: "unavailable", 2: "throttle"}.get(bucket, "ok")
 
 
 def _sn_plan(number: int) -> str:
-    bucket = (number // 10) % 10
+    bucket = (number // 10) % 10 if FAULTS["on"] else -1
     return {0: "unavailable", 1: "unavailable", 2: "lost"}.get(bucket, "ok")
 
 
@@ -183,6 +184,7 @@ def child(args: argparse.Namespace) -> int:
     for noisy in ("werkzeug", "shared", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     trips = count_round_trips()
+    FAULTS["on"] = not args.no_faults
 
     from shared.adapters.storage import StateStore
     from shared.alerts.delivery import POISON, QUEUE, AlertDelivery, alert_message
@@ -285,10 +287,11 @@ def _row(name: str, r: dict[str, Any] | None) -> tuple[Any, ...]:
     )
 
 
-def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int) -> bool:
+def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int, faults: bool = True) -> bool:
     """Print the side-by-side tables (Markdown, as in docs/benchmarks.md); True if today's runs are exact."""
     control = f"storm control on (threshold {storm})" if storm else "storm control off"
-    print(f"\n{n} alerts ({n // 5} with incidents), 30% first-attempt faults, {control}\n")
+    fault_text = "30% first-attempt faults" if faults else "no faults"
+    print(f"\n{n} alerts ({n // 5} with incidents), {fault_text}, {control}\n")
     header = ("implementation", "workers", "alerts/s", "storage ops/alert", "lost", "duplicated", "failed invocations")
     print(table([_row(name, r) for name, r in results], header))
     print("\nstorage operations per alert, by kind (idle polls of empty queues apart):\n")
@@ -351,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teams-rate-scope", default="", help="TEAMS_RATE_SCOPE for today's runs (default: the setting's default)"
     )
+    parser.add_argument("--no-faults", action="store_true", help="no first-attempt faults (happy path only)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl-root", help=argparse.SUPPRESS)
     parser.add_argument("--conn", help=argparse.SUPPRESS)
@@ -370,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         for workers in [int(w) for w in str(args.workers).split(",")]:
             common = ["--alerts", str(n), "--workers", str(workers), "--conn", azurite.connection_string]
             common += ["--budget", str(args.budget), "--storm", str(args.storm)]
+            if args.no_faults:
+                common += ["--no-faults"]
             if args.teams_rate_scope:
                 common += ["--teams-rate-scope", args.teams_rate_scope]
             if baseline is not None:
@@ -379,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(("today", run_child(__spec__.name, ROOT, common, args.budget + 60)))
     finally:
         azurite.stop()
-    return 0 if report(results, n, args.storm) else 1
+    return 0 if report(results, n, args.storm, not args.no_faults) else 1
 
 
 if __name__ == "__main__":

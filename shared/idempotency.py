@@ -4,7 +4,8 @@ Records live in the `idempotency` table and move INPROGRESS -> COMPLETED (keepin
 they expire after the scope's `expires_after`. Costs, in storage round trips:
 - first run: one conditional insert (the claim) and one write (the completion): 2;
 - replay of a completed key: the insert fails, one read returns the stored result: 2;
-- a failed effect deletes its claim (so the retry runs at once): 3.
+- a failed effect deletes its claim (so the retry runs at once): 3; or, when the caller holds it
+  for its own retry (`hold`), keeps it, and the retry re-takes it with one etag-checked write.
 Nothing is read before the insert.
 
 A claim held by a worker that crashed is taken over once its per-scope `lease` has run out (an
@@ -85,6 +86,7 @@ class Claim:
     retry_after: float = 0.0
     scope: Scope | None = None
     payload_hash: str = ""
+    token: str = ""  # the record's etag after our write, when the store tells (see `once(resume=...)`)
 
 
 class OnceStatus(StrEnum):
@@ -140,11 +142,21 @@ class Idempotency:
         keep: Callable[[T], bool] | None = None,
         encode: Callable[[T], dict[str, Any]] | None = None,
         decode: Callable[[dict[str, Any]], T] | None = None,
+        resume: str = "",
+        hold: Callable[[BaseException, str], bool] | None = None,
     ) -> Once[T]:
         """Run `effect()` at most once per (scope, key). An exception releases the claim and propagates
         (the retry runs again); `keep(result)` False also releases it (e.g. an HTTP answer not worth
-        replaying). `encode`/`decode` turn the result into the JSON stored (default: the result as is)."""
-        claim = self.claim(scope, key, payload)
+        replaying). `encode`/`decode` turn the result into the JSON stored (default: the result as is).
+
+        Retries without a release: when `hold(exc, token)` returns True for an exception, the claim is
+        kept (still ours, under its lease) and `token` is what the retry passes as `resume`; the retry
+        then re-takes the claim with one etag-checked write instead of a release and a new insert.
+        A token that no longer matches (the lease ran out and another worker took the key over)
+        falls back to an ordinary claim."""
+        claim = self.resume(scope, key, resume, payload) if resume else None
+        if claim is None:
+            claim = self.claim(scope, key, payload)
         if claim.status is ClaimStatus.COMPLETED:
             stored = claim.result
             value = decode(stored) if (decode and stored is not None) else stored
@@ -153,8 +165,9 @@ class Idempotency:
             return Once(OnceStatus.BUSY, retry_after=claim.retry_after)
         try:
             result = effect()
-        except BaseException:
-            self.release(scope, key)
+        except BaseException as exc:
+            if not (hold is not None and claim.token and hold(exc, claim.token)):
+                self.release(scope, key)
             raise
         if keep is not None and not keep(result):
             self.release(scope, key)
@@ -176,8 +189,13 @@ class Idempotency:
             "Result": "",
             "Holder": holder,
         }
+        insert_etag = getattr(self.store, "insert_etag", None)
         for _ in range(3):
-            if self.store.insert(TABLE, partition, key, fields):
+            if insert_etag is not None:
+                etag = insert_etag(TABLE, partition, key, fields)
+                if etag is not None:
+                    return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash, token=str(etag))
+            elif self.store.insert(TABLE, partition, key, fields):
                 return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash)
             existing = self.store.get(TABLE, partition, key)
             if existing is None:
@@ -194,11 +212,35 @@ class Idempotency:
             if not expired and lease_left > 0:
                 return Claim(ClaimStatus.IN_PROGRESS, key, retry_after=lease_left, scope=scope)
             try:  # the holder crashed (lease over) or the record expired: take it over
-                self.store.replace_if_unchanged(TABLE, {**existing, **fields})
+                taken = self.store.replace_if_unchanged(TABLE, {**existing, **fields})
             except ConflictError:
                 return Claim(ClaimStatus.IN_PROGRESS, key, retry_after=1.0, scope=scope)
-            return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash)
+            token = taken if isinstance(taken, str) else ""
+            return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash, token=token)
         return Claim(ClaimStatus.IN_PROGRESS, key, retry_after=1.0, scope=scope)
+
+    def resume(self, scope: Scope, key: str, token: str, payload: Any = None) -> Claim | None:
+        """Re-take a claim this caller kept after a failed attempt (`once(hold=...)`): one write,
+        checked against the etag `token`; None when the record changed since (claim it normally)."""
+        now = self.clock()
+        payload_hash = idempotency_key(payload) if payload is not None else ""
+        entity = {
+            "PartitionKey": scope.partition(key),
+            "RowKey": key,
+            "Status": INPROGRESS,
+            "LeaseUntil": (now + scope.lease).isoformat(),
+            "ExpiresAt": (now + scope.expires_after).isoformat(),
+            "PayloadHash": payload_hash,
+            "Result": "",
+            "Holder": uuid.uuid4().hex,
+            "_etag": token,
+        }
+        try:
+            taken = self.store.replace_if_unchanged(TABLE, entity)
+        except ConflictError:
+            return None
+        token = taken if isinstance(taken, str) else ""
+        return Claim(ClaimStatus.NEW, key, scope=scope, payload_hash=payload_hash, token=token)
 
     def complete(self, scope: Scope, key: str, result: Any = None, *, payload_hash: str = "") -> None:
         """Mark our claim COMPLETED in one write (the claim is ours: no read-modify-write)."""

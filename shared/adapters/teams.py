@@ -9,7 +9,7 @@
   and nothing is sent.
 At most `rate_per_second` (4) requests per webhook URL leave this process (a sliding one-second window per URL),
 and after a 429 the URL is left alone until its Retry-After has passed; with a `SharedRateBudget`
-the same 4 posts/s hold across scaled-out instances (counted in storage). The URL is a secret: logs
+the same 4 posts/s hold across scaled-out instances (shares of the rate leased in storage). The URL is a secret: logs
 and errors name it by a short hash only. Legacy MessageCards are posted here rather than with
 `pymsteams.connectorcard.send()`, which would lose the status code and the Retry-After header.
 """
@@ -20,6 +20,7 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -68,69 +69,108 @@ class RateWindow:
 class SharedRateBudget:
     """At most `rate` posts per webhook in any UTC second across every instance, counted in storage.
 
-    Table `teamsbudget`, one partition per webhook (`webhook#<hash>`), `rate` slot rows each holding
-    the second it was last taken for. A post takes a free slot with one etag-checked write (the
-    slot's etag is remembered in process, so no read first); a conflict means another instance took
-    it: read it and try the next. All slots taken for this second: wait for the next one."""
+    The rate is cut into `rate` shares of one post per second. Table `teamsbudget`, one partition per
+    webhook (`webhook-<hash>`), one row per share (`share-<n>`) naming the instance that leases it and
+    until when (`lease_seconds`, 30 s). An instance posts as many times per UTC second as it holds
+    shares, without touching storage; it leases a share with one etag-checked write (an insert the
+    first time) when it holds none, when its shares are used up for this second, or when a lease ends.
+    So a webhook that gets a post every few seconds costs one storage write per lease, not one per post.
+    A share held by an instance that went away is free again when its lease ends; until then the
+    others have the rest of the rate (a new instance waits for a share while all are leased)."""
 
     TABLE = "teamsbudget"
+    MARGIN = 1.0  # seconds before a lease ends that its holder stops using it (clock skew between instances)
 
-    def __init__(self, store: Any, rate: float = 4.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Any, rate: float = 4.0, clock: Callable[[], float] = time.time, lease_seconds: float = 30.0
+    ) -> None:
         self.store = store
         self.slots = max(1, int(rate))
         self.clock = clock
-        self._known: dict[tuple[str, int], dict[str, Any]] = {}  # (partition, slot) -> last entity seen
+        self.lease_seconds = max(2 * self.MARGIN + 1, lease_seconds)
+        self.holder = uuid.uuid4().hex
+        self._known: dict[tuple[str, int], dict[str, Any]] = {}  # (partition, share) -> last entity seen
+        self._held: dict[str, dict[int, float]] = {}  # partition -> {share: lease end}
+        self._used: dict[str, tuple[int, int]] = {}  # partition -> (second, posts in it)
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def take(self, url: str) -> float:
-        """0 when a slot of the current second was taken, else the seconds to wait before asking again."""
+        """0 when a post may go now (counted), else the seconds to wait before asking again."""
+        partition = webhook_ref(url).replace("#", "-")
+        with self._lock:
+            lock = self._locks.setdefault(partition, threading.Lock())
+        with lock:
+            now = self.clock()
+            second = int(now)
+            held = {n: until for n, until in self._held.get(partition, {}).items() if until - self.MARGIN > now}
+            self._held[partition] = held
+            used_second, used = self._used.get(partition, (second, 0))
+            used = used if used_second == second else 0
+            if used >= len(held):
+                foreign_until = self._lease(partition, held, now)
+                if used >= len(held):
+                    if held:
+                        return max(0.01, second + 1 - now)
+                    return max(0.01, min(foreign_until - now, self.lease_seconds))
+            self._used[partition] = (second, used + 1)
+            return 0.0
+
+    def _lease(self, partition: str, held: dict[int, float], now: float) -> float:
+        """Lease one more share into `held` if one is free; returns when the earliest other lease ends."""
         from shared.errors import ConflictError
 
-        now = self.clock()
-        second = int(now)
-        partition = webhook_ref(url).replace("#", "-")
-        start = int(now * 1000) % self.slots  # spread concurrent callers over the slots
+        until = now + self.lease_seconds
+        fields = {"Holder": self.holder, "LeaseUntil": until}
+        earliest = now + self.lease_seconds
+        start = int(now * 1000) % self.slots  # spread concurrent instances over the shares
         for n in range(self.slots):
-            slot = (start + n) % self.slots
-            row = f"slot-{slot}"
-            with self._lock:
-                known = self._known.get((partition, slot))
+            share = (start + n) % self.slots
+            if share in held:
+                continue
+            row = f"share-{share}"
+            known = self._known.get((partition, share))
             for _ in range(2):
                 if known is None:
-                    etag = self._insert(partition, row, second)
+                    etag = self._insert(partition, row, fields)
                     if etag is not None:
-                        entity = {"PartitionKey": partition, "RowKey": row, "Second": second, "_etag": etag}
-                        self._remember(partition, slot, entity if etag else None)
-                        return 0.0
+                        self._remember(partition, share, {"PartitionKey": partition, "RowKey": row, **fields}, etag)
+                        held[share] = until
+                        return earliest
                     known = self.store.get(self.TABLE, partition, row)
                     if known is None:
                         continue
-                if int(known.get("Second", 0)) >= second:
-                    self._remember(partition, slot, known)
-                    break  # taken this second: try the next slot
+                theirs = float(known.get("LeaseUntil", 0) or 0)
+                if known.get("Holder") != self.holder and theirs > now:
+                    self._known[(partition, share)] = known
+                    earliest = min(earliest, theirs)
+                    break  # leased by another instance: try the next share
                 try:
-                    etag = self.store.replace_if_unchanged(self.TABLE, {**known, "Second": second})
+                    body = {k: v for k, v in known.items() if k != "_etag"}
+                    etag = self.store.replace_if_unchanged(self.TABLE, {**known, **fields})
                 except ConflictError:
                     known = self.store.get(self.TABLE, partition, row)  # another instance took it
                     continue
-                self._remember(partition, slot, {**known, "Second": second, "_etag": etag} if etag else None)
-                return 0.0
-        return max(0.01, second + 1 - now)
+                self._remember(partition, share, {**body, **fields}, etag)
+                held[share] = until
+                return earliest
+        return earliest
 
-    def _insert(self, partition: str, row: str, second: int) -> str | None:
-        """The new slot's etag ("" when the store does not tell), None when the slot exists."""
+    def _insert(self, partition: str, row: str, fields: dict[str, Any]) -> str | None:
+        """The new row's etag ("" when the store does not tell), None when the row exists."""
         insert_etag = getattr(self.store, "insert_etag", None)
         if insert_etag is not None:
-            found: str | None = insert_etag(self.TABLE, partition, row, {"Second": second})
+            found: str | None = insert_etag(self.TABLE, partition, row, fields)
             return found
-        return "" if self.store.insert(self.TABLE, partition, row, {"Second": second}) else None
+        return "" if self.store.insert(self.TABLE, partition, row, fields) else None
 
-    def _remember(self, partition: str, slot: int, entity: dict[str, Any] | None) -> None:
-        with self._lock:
-            if entity is None:
-                self._known.pop((partition, slot), None)  # our write changed its etag: read it next time
-            else:
-                self._known[(partition, slot)] = entity
+    def _remember(self, partition: str, share: int, entity: dict[str, Any], etag: Any) -> None:
+        if isinstance(etag, str) and etag:
+            self._known[(partition, share)] = {**entity, "_etag": etag}
+        else:
+            self._known.pop((partition, share), None)  # our write changed its etag: read it next time
+        if len(self._known) > 50_000:
+            self._known.clear()
 
 
 class TeamsWebhook:

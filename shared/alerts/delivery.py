@@ -8,11 +8,12 @@ each message to `AlertDelivery.handle()`, which for every channel still to do:
    over after its 2-minute lease;
 2. posts (or writes the outbox file when the channel is not configured), then completes the claim;
    storm control is decided inside the claim, so a replay is never counted twice.
-Storage round trips per alert: one claim and one completion per channel (+1 storm transaction for a
-Teams card when storm control is on), the enqueue and the message delete: 4 on the happy path for
-a Teams-only alert, 6 with an incident.
-3. on a transient failure (timeout, 429, 5xx) releases the claim and re-enqueues only the channels
-   left, with `attempt + 1` and an exponential, jittered visibility delay (a queue trigger cannot
+Storage round trips per alert: one claim and one completion per channel, the enqueue and the
+message delete: 4 on the happy path for a Teams-only alert, 6 with an incident (storm permits and
+Teams rate shares are leased in blocks: one write covers several alerts).
+3. on a transient failure (timeout, 429, 5xx) keeps the claim and re-enqueues only the channels
+   left, with the claims' etags (`claims`: the retry re-takes each with one write), `attempt + 1`
+   and an exponential, jittered visibility delay (a queue trigger cannot
    delay its own retry); after `ALERT_MAX_ATTEMPTS`, or at once on a permanent failure (refused
    host, 401/403, 4xx), the message goes to `alerts-poison` and a "delivery failing" alert goes
    to the default route by the other channel.
@@ -59,6 +60,7 @@ POISON = "alerts-poison"
 CHANNELS = ("teams", "servicenow")
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 MAX_MESSAGE_BYTES = 40 * 1024
+BUSY_POLL_SECONDS = 10.0  # how soon a message whose delivery another worker holds looks again
 
 
 class AlertQueue(Protocol):
@@ -198,17 +200,24 @@ class AlertDelivery:
             return DeliveryOutcome("invalid", "", poisoned=["message"])
         channels = [c for c in message.get("channels") or CHANNELS if c in CHANNELS]
         attempt = int(message.get("attempt") or 1)
-        return self._deliver(alert, channels, attempt)
+        held = message.get("claims")
+        claims = {str(k): str(v) for k, v in held.items() if k in channels} if isinstance(held, dict) else {}
+        return self._deliver(alert, channels, attempt, claims)
 
     # -- one alert --
 
-    def _deliver(self, alert: Alert, channels: list[str], attempt: int) -> DeliveryOutcome:
+    def _deliver(
+        self, alert: Alert, channels: list[str], attempt: int, claims: dict[str, str] | None = None
+    ) -> DeliveryOutcome:
         route = route_for(alert, self.routes)
         outcome = DeliveryOutcome("alert", alert.dedupe_key)
+        claims = dict(claims or {})  # channel -> token of a claim kept for its retry (in and out)
         for channel in channels:
             try:
                 result = (
-                    self.teams_channel(alert, route) if channel == "teams" else self.servicenow_channel(alert, route)
+                    self.teams_channel(alert, route, claims=claims)
+                    if channel == "teams"
+                    else self.servicenow_channel(alert, route, claims=claims)
                 )
             except StorageError:
                 raise  # our own state is unreachable: let the host redeliver (the records make that safe)
@@ -217,7 +226,13 @@ class AlertDelivery:
             except (UpstreamError, ForbiddenActionError) as err:
                 result = ChannelResult(channel, "failed", err.detail, reason=_reason(err))
             outcome.results.append(result)
-        self._follow_up(outcome, alert_message(alert, attempt=attempt), attempt, alert)
+        message = alert_message(alert, attempt=attempt)
+        retrying = {r.channel for r in outcome.results if r.status == "retry"}
+        message["claims"] = {c: t for c, t in claims.items() if c in retrying}
+        self._follow_up(outcome, message, attempt, alert)
+        for channel in outcome.poisoned:  # a kept claim of a channel given up: free it for a replay
+            if channel in claims:
+                self.idempotency.release(ALERT_SCOPE, self._claim_key(alert, channel))
         for r in outcome.results:
             log.info(
                 "alert channel %s: %s",
@@ -230,18 +245,41 @@ class AlertDelivery:
     def _claim_key(self, alert: Alert, channel: str) -> str:
         return idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint(), channel)
 
-    def _once(self, key: str, channel: str, effect: Callable[[], tuple[str, dict[str, Any]]]) -> ChannelResult:
+    def _once(
+        self,
+        key: str,
+        channel: str,
+        effect: Callable[[], tuple[str, dict[str, Any]]],
+        claims: dict[str, str] | None = None,
+    ) -> ChannelResult:
         """Run `effect` at most once per key: done before -> duplicate; held by another worker -> retry
-        after its lease (not counted as an attempt)."""
+        after its lease (not counted as an attempt). With `claims`, a transient failure keeps the claim
+        for the retry (its token goes into `claims[channel]`, then into the retry message), and a token
+        found there is resumed with one write instead of a release and a new claim."""
+        resume = claims.pop(channel, "") if claims is not None else ""
+
+        def hold(exc: BaseException, token: str) -> bool:
+            if claims is None or not isinstance(exc, TransientUpstreamError):
+                return False
+            claims[channel] = token
+            return True
+
         done = self.idempotency.once(
-            ALERT_SCOPE, key, effect, encode=lambda r: {"status": r[0], **r[1]}, decode=lambda d: (d["status"], d)
+            ALERT_SCOPE,
+            key,
+            effect,
+            encode=lambda r: {"status": r[0], **r[1]},
+            decode=lambda d: (d["status"], d),
+            resume=resume,
+            hold=hold,
         )
         if done.busy:
             return ChannelResult(
                 channel,
                 "retry",
                 "another worker holds this delivery",
-                retry_after=done.retry_after,
+                # a claim kept for its holder's retry is done well before its lease: look again soon
+                retry_after=min(done.retry_after, BUSY_POLL_SECONDS),
                 counts_as_attempt=False,
             )
         if done.replayed:
@@ -252,7 +290,7 @@ class AlertDelivery:
 
     # -- Teams --
 
-    def teams_channel(self, alert: Alert, route: AlertRoute) -> ChannelResult:
+    def teams_channel(self, alert: Alert, route: AlertRoute, *, claims: dict[str, str] | None = None) -> ChannelResult:
         url = route.teams_webhook_url
         if url:
             self.teams.check_allowed(url)  # refused before anything is claimed or sent
@@ -274,7 +312,7 @@ class AlertDelivery:
             status = self.teams.post(url, cards.teams_payload(content, url))
             return "delivered", {"detail": f"{webhook_ref(url)} HTTP {status}"}
 
-        return self._once(self._claim_key(alert, "teams"), "teams", post)
+        return self._once(self._claim_key(alert, "teams"), "teams", post, claims)
 
     def _schedule_digest(self, window: StormWindow) -> None:
         delay = max(1, math.ceil((window.end - self.clock()).total_seconds()) + 2)
@@ -322,18 +360,22 @@ class AlertDelivery:
 
     # -- ServiceNow --
 
-    def servicenow_channel(self, alert: Alert, route: AlertRoute) -> ChannelResult:
+    def servicenow_channel(
+        self, alert: Alert, route: AlertRoute, *, claims: dict[str, str] | None = None
+    ) -> ChannelResult:
         if self.servicenow is None:
             if not alert.wants_incident():
                 return ChannelResult("servicenow", "skipped", "no incident wanted")
             return self._once(
-                self._claim_key(alert, "servicenow"), "servicenow", lambda: self._incident_outbox(alert, route)
+                self._claim_key(alert, "servicenow"), "servicenow", lambda: self._incident_outbox(alert, route), claims
             )
         if alert.action == "open" and not alert.wants_incident():
             return ChannelResult("servicenow", "skipped", "no incident wanted")
         if alert.action != "open" and alert.incident is False:
             return ChannelResult("servicenow", "skipped", "incident explicitly not wanted")
-        return self._once(self._claim_key(alert, "servicenow"), "servicenow", lambda: self._incident(alert, route))
+        return self._once(
+            self._claim_key(alert, "servicenow"), "servicenow", lambda: self._incident(alert, route), claims
+        )
 
     def _incident_outbox(self, alert: Alert, route: AlertRoute) -> tuple[str, dict[str, Any]]:
         if alert.action == "open":

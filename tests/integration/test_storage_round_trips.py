@@ -121,9 +121,24 @@ def test_the_teams_budget_holds_across_instances(store):
     # THEN four get one and the rest wait for the next second
     assert waits[:4] == [0.0] * 4
     assert all(w == pytest.approx(0.75) for w in waits[4:])
-    # AND in the next second slots free up again
-    later = SharedRateBudget(store, 4, lambda: 1_800_000_001.1)
-    assert later.take(url) == 0.0
+    # AND in the next second each instance posts twice again without a storage operation
+    next_second = lambda: 1_800_000_001.1  # noqa: E731
+    calls: list[str] = []
+
+    class Counted:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(store, name)
+
+    for budget in budgets:
+        budget.clock, budget.store = next_second, Counted()
+    assert [budgets[i % 2].take(url) for i in range(4)] == [0.0] * 4
+    assert calls == []
+    # AND a third instance waits while every share is leased, and gets one once a lease has ended
+    third = SharedRateBudget(store, 4, next_second)
+    assert third.take(url) > 0
+    third.clock = lambda: 1_800_000_000.25 + 30 + 0.1  # noqa: E731
+    assert third.take(url) == 0.0
 
 
 def test_approvals_and_remediation_share_the_process_arm_and_its_write_budget(runtime):

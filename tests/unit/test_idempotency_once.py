@@ -200,3 +200,53 @@ def test_an_insert_repeated_after_a_lost_answer_is_recognised_as_our_own_claim()
 
     claim = Idempotency(LostAnswerStore()).claim(SCOPE, "k-lost")
     assert claim.status == "new"
+
+
+class EtagStore(CountingStore):
+    """A store that tells the etag of what it inserts and replaces, as StateStore does."""
+
+    def insert_etag(self, table, partition, row, fields):
+        self.calls.append("insert")
+        if not MemoryStore.insert(self, table, partition, row, fields):
+            return None
+        return str(MemoryStore.get(self, table, partition, row)["_etag"])
+
+    def replace_if_unchanged(self, table, entity):
+        self.calls.append("replace")
+        entity = {**entity, "_etag": _etag_of(self, table, entity, entity["_etag"])}
+        MemoryStore.replace_if_unchanged(self, table, entity)
+        return str(MemoryStore.get(self, table, entity["PartitionKey"], entity["RowKey"])["_etag"])
+
+
+def _etag_of(store, table, entity, token):
+    current = MemoryStore.get(store, table, entity["PartitionKey"], entity["RowKey"])
+    return current["_etag"] if current is not None and str(current["_etag"]) == str(token) else object()
+
+
+def test_a_held_claim_is_resumed_by_its_retry_with_one_write_and_nobody_else_runs_it_meanwhile():
+    store = EtagStore()
+    idem = Idempotency(store)
+    kept: list[str] = []
+
+    def hold(exc, token):
+        kept.append(token)
+        return isinstance(exc, TransientUpstreamError)
+
+    def failing():
+        raise TransientUpstreamError("503")
+
+    # GIVEN an effect that fails transiently while its caller holds the claim for its own retry
+    with pytest.raises(TransientUpstreamError):
+        idem.once(SCOPE, "held", failing, hold=hold)
+    assert store.calls == ["insert"] and kept  # no release
+    # WHEN another worker comes meanwhile, then the retry comes with the token
+    other = idem.once(SCOPE, "held", lambda: pytest.fail("ran while held"))
+    store.calls.clear()
+    retried = idem.once(SCOPE, "held", lambda: "done", resume=kept[0])
+    # THEN the other is BUSY, and the retry re-takes the claim with one write, then completes it
+    assert other.status is OnceStatus.BUSY
+    assert retried.status is OnceStatus.RAN and store.calls == ["replace", "upsert"]
+    # AND a stale token (the record changed since) falls back to an ordinary claim: here, a replay
+    store.calls.clear()
+    again = idem.once(SCOPE, "held", lambda: pytest.fail("ran twice"), resume=kept[0])
+    assert again.status is OnceStatus.REPLAYED and store.calls == ["replace", "insert", "get"]
