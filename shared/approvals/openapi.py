@@ -75,6 +75,15 @@ def _json(name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
+def _queued(*string_fields: str) -> dict[str, Any]:
+    """A 202 answer: `accepted` (true) and the named string fields that identify what was queued."""
+    properties = {"accepted": {"type": "boolean"}, **{name: {"type": "string"} for name in string_fields}}
+    return {
+        "description": "Queued.",
+        "content": {"application/json": {"schema": {"type": "object", "properties": properties}}},
+    }
+
+
 def _problems(*codes: int) -> dict[str, Any]:
     text = {
         400: "Bad input: malformed JSON, wrong types, missing fields, unknown action (field errors in `errors`).",
@@ -257,21 +266,7 @@ def paths() -> dict[str, Any]:
                     },
                 },
                 "responses": {
-                    "202": {
-                        "description": "Queued.",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "accepted": {"type": "boolean"},
-                                        "id": {"type": "string"},
-                                        "eventType": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "202": _queued("id", "eventType"),
                     **_problems(400, 401, 413, 415),
                 },
             }
@@ -313,21 +308,7 @@ def paths() -> dict[str, Any]:
                     },
                 },
                 "responses": {
-                    "202": {
-                        "description": "Queued.",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "accepted": {"type": "boolean"},
-                                        "sysId": {"type": "string"},
-                                        "number": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "202": _queued("sysId", "number"),
                     **_problems(400, 401, 413, 415),
                 },
             }
