@@ -267,7 +267,6 @@ class Idempotency:
         """The stored record (for operators and tests), or None."""
         return self.store.get(TABLE, scope.partition(key), key)
 
-
     def claiming(self, scope: Scope, key: str, *, payload: Any = None) -> Held:
         """`once` as a context manager, for work that spans several steps or keys (one `with` per key,
         or an ExitStack): `with idem.claiming(scope, key) as held:` — `held.ours`: do the work and set
@@ -276,6 +275,7 @@ class Idempotency:
         before, `held.result` is the stored result. `held.busy`: another worker holds it, retry after
         `held.retry_after`. Same records, leases and takeover of a crashed holder as `once`."""
         return Held(self, scope, key, payload)
+
 
 def records(store: Any, scope: Scope, row_from: str = "", row_to: str = "") -> Iterator[dict[str, Any]]:
     """Every record of a scope (optionally RowKey in [row_from, row_to)), whatever its spread: one
