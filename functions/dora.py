@@ -94,6 +94,7 @@ def dora_events_worker(msg: func.QueueMessage) -> None:
 
 @bp.function_name("dora_weekly_digest")
 @bp.timer_trigger(arg_name="timer", schedule="%DORA_DIGEST_SCHEDULE%", run_on_startup=False)
+@bp.retry(strategy="fixed_delay", max_retry_count="3", delay_interval="00:02:30")  # > the digest lease (2 min)
 def dora_weekly_digest(timer: func.TimerRequest) -> None:
     with invocation("dora_weekly_digest"):
         report = service.refresh_and_digest(get_runtime())

@@ -267,6 +267,15 @@ class Idempotency:
         """The stored record (for operators and tests), or None."""
         return self.store.get(TABLE, scope.partition(key), key)
 
+    def claiming(self, scope: Scope, key: str, *, payload: Any = None) -> Held:
+        """`once` as a context manager, for work that spans several steps or keys (one `with` per key,
+        or an ExitStack): `with idem.claiming(scope, key) as held:` — `held.ours`: do the work and set
+        `held.result`; a clean exit completes the claim with it, an exception releases it (and
+        propagates), `held.release()` gives it up early (nothing was done). `held.replayed`: done
+        before, `held.result` is the stored result. `held.busy`: another worker holds it, retry after
+        `held.retry_after`. Same records, leases and takeover of a crashed holder as `once`."""
+        return Held(self, scope, key, payload)
+
 
 def records(store: Any, scope: Scope, row_from: str = "", row_to: str = "") -> Iterator[dict[str, Any]]:
     """Every record of a scope (optionally RowKey in [row_from, row_to)), whatever its spread: one
@@ -282,40 +291,6 @@ def records(store: Any, scope: Scope, row_from: str = "", row_to: str = "") -> I
     yield from store.query(TABLE, flt, **params)
 
 
-class IdempotencyStore:
-    """The claim/complete/release API over one scope (kept for call sites that manage claims by hand;
-    new code uses `Idempotency.once`). Its scope keeps one partition named after the scope."""
-
-    def __init__(
-        self,
-        store: RecordStore,
-        scope: str,
-        *,
-        expires_after: timedelta = timedelta(days=14),
-        lease: timedelta = timedelta(minutes=5),
-        spread: int = 1,
-    ) -> None:
-        self.store = store
-        self.scope = scope
-        self.expires_after = expires_after
-        self.lease = lease
-        self._scope = Scope(scope, lease=lease, expires_after=expires_after, spread=spread)
-
-    def claim(self, key: str, payload: Any = None, *, now: datetime | None = None) -> Claim:
-        return Idempotency(self.store, clock=_fixed(now)).claim(self._scope, key, payload)
-
-    def complete(self, key: str, result: dict[str, Any] | None = None, *, now: datetime | None = None) -> None:
-        Idempotency(self.store, clock=_fixed(now)).complete(self._scope, key, result)
-
-    def release(self, key: str) -> None:
-        """Give up a claim after a failed attempt so that a retry can run."""
-        Idempotency(self.store).release(self._scope, key)
-
-
-def _fixed(now: datetime | None) -> Callable[[], datetime]:
-    return (lambda: now) if now is not None else (lambda: datetime.now(UTC))
-
-
 def _parse(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -324,3 +299,53 @@ def _parse(value: Any) -> datetime:
     except ValueError:
         return datetime.min.replace(tzinfo=UTC)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Held:
+    """A claim held for a block of work (`Idempotency.claiming()`); its `status` is `once`'s outcome:
+    RAN (ours: the block runs the work), REPLAYED (`result` is the stored result) or BUSY."""
+
+    def __init__(self, idempotency: Idempotency, scope: Scope, key: str, payload: Any = None) -> None:
+        self.idempotency, self.scope, self.key, self.payload = idempotency, scope, key, payload
+        self.status = OnceStatus.BUSY
+        self.result: Any = None
+        self.retry_after = 0.0
+        self._payload_hash = ""
+        self._open = False  # ours and neither completed nor released yet
+
+    @property
+    def ours(self) -> bool:
+        return self.status is OnceStatus.RAN
+
+    @property
+    def replayed(self) -> bool:
+        return self.status is OnceStatus.REPLAYED
+
+    @property
+    def busy(self) -> bool:
+        return self.status is OnceStatus.BUSY
+
+    def release(self) -> None:
+        """Give the claim up now (nothing was done): the next attempt may take it at once."""
+        if self._open:
+            self._open = False
+            self.idempotency.release(self.scope, self.key)
+
+    def __enter__(self) -> Held:
+        claim = self.idempotency.claim(self.scope, self.key, self.payload)
+        if claim.status is ClaimStatus.NEW:
+            self.status, self._payload_hash, self._open = OnceStatus.RAN, claim.payload_hash, True
+        elif claim.status is ClaimStatus.COMPLETED:
+            self.status, self.result = OnceStatus.REPLAYED, claim.result
+        else:
+            self.status, self.retry_after = OnceStatus.BUSY, claim.retry_after
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if not self._open:
+            return
+        if exc_type is not None:
+            self.release()
+            return
+        self._open = False
+        self.idempotency.complete(self.scope, self.key, self.result, payload_hash=self._payload_hash)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 
 from shared.costs import store
@@ -21,15 +22,15 @@ from shared.costs.episodes import data_late_alert_fields
 from shared.costs.fanout import JOB, fan_out
 from shared.costs.freshness import TRAILING_DAYS, check_freshness
 from shared.costs.partition import ScanReport, score_aggregates, score_partition
-from shared.idempotency import ClaimStatus, Idempotency, Scope
+from shared.idempotency import Held, Idempotency, Scope
 from shared.observability import correlation_id
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 MAX_CATCH_UP_DAYS = 7
-# a date's claim spans several steps (freshness, fan-out, JOB_RUNS) over several dates scored together,
-# so the scan uses the helper's claim/complete/release rather than one `once` per date
+# a date's claim spans several steps (freshness, fan-out, JOB_RUNS) over several dates scored together, so
+# the scan holds one `claiming` per date (an ExitStack): completed when the scan ends, released if it fails
 SCAN_SCOPE = Scope("cost-scan", lease=timedelta(minutes=15), expires_after=timedelta(days=400), spread=1)
 
 
@@ -42,8 +43,7 @@ def run_daily_scan(runtime: Runtime, day: date | None = None, *, now: datetime |
         from shared.costs.loader import pull_configured_scopes
 
         pull_configured_scopes(runtime, target)
-    scans = runtime.idempotency
-    claims_at_now = Idempotency(runtime.storage, clock=lambda: now)  # a replayed `now` decides the leases
+    claims = Idempotency(runtime.storage, clock=lambda: now)  # a replayed `now` decides the leases
     with runtime.warehouse.session() as wh:
         last = store.last_completed_scan(wh, JOB)
         stats = store.day_stats(wh, target - timedelta(days=TRAILING_DAYS + MAX_CATCH_UP_DAYS), target)
@@ -54,19 +54,21 @@ def run_daily_scan(runtime: Runtime, day: date | None = None, *, now: datetime |
     )
     candidates = [first + timedelta(days=i) for i in range((target - first).days + 1)]
 
-    pending: list[date] = []
-    try:
+    # each date held until the end: completed on a clean exit, released if anything below fails (e.g. the
+    # data-late alert or the fan-out), so the next run takes it at once; a crashed scan's after its lease
+    with ExitStack() as held:
+        pending: list[tuple[date, Held]] = []
         for d in candidates:
-            claim = claims_at_now.claim(SCAN_SCOPE, d.isoformat())
-            if claim.status is ClaimStatus.COMPLETED:
+            claim = held.enter_context(claims.claiming(SCAN_SCOPE, d.isoformat()))
+            if claim.replayed:
                 report.dates_already_done.append(d.isoformat())
                 continue
-            if claim.status is ClaimStatus.IN_PROGRESS:
+            if claim.busy:
                 log.info("cost scan of %s is running elsewhere; stopping here", d)
                 break
             freshness = check_freshness(d, stats)
             if not freshness.complete:
-                scans.release(SCAN_SCOPE, d.isoformat())
+                claim.release()  # not scored: the next run checks it again
                 report.late = f"{d}: {freshness.detail}"
                 if freshness.status == "late":
                     report.alerts_sent += send_alert(
@@ -75,34 +77,25 @@ def run_daily_scan(runtime: Runtime, day: date | None = None, *, now: datetime |
                 with runtime.warehouse.session() as wh:
                     store.record_job_run(wh, JOB, d.isoformat(), now, freshness.status, {"detail": freshness.detail})
                 break  # later days wait: episodes move one day at a time
-            pending.append(d)
-    except BaseException:  # e.g. the data-late alert failed: the dates claimed so far are free again
-        for d in pending:
-            scans.release(SCAN_SCOPE, d.isoformat())
-        raise
-    if not pending:
-        return report
-
-    try:
+            pending.append((d, claim))
+        if not pending:
+            return report
+        dates = [d for d, _ in pending]
         with runtime.warehouse.session() as wh:
-            n_series = store.series_count(wh, pending[-1] - timedelta(days=6), pending[-1])
+            n_series = store.series_count(wh, dates[-1] - timedelta(days=6), dates[-1])
         parts = max(1, math.ceil(n_series / runtime.settings.cost_partition_size))
         report.partitions = parts
         if parts > 1:
-            fan_out(runtime, pending, parts)  # the worker that completes the last partition scores the aggregates
+            fan_out(runtime, dates, parts)  # the worker that completes the last partition scores the aggregates
         else:
-            report.add(score_partition(runtime, pending, 0, 1))
-            report.add(score_aggregates(runtime, pending))
-    except BaseException:
-        for d in pending:
-            scans.release(SCAN_SCOPE, d.isoformat())
-        raise
-    status = "partitioned" if parts > 1 else "completed"
-    with runtime.warehouse.session() as wh:
-        for d in pending:
-            store.record_job_run(wh, JOB, d.isoformat(), now, status, {**report.as_dict(), "date": d.isoformat()})
-    for d in pending:
-        scans.complete(SCAN_SCOPE, d.isoformat(), {"status": status, "parts": parts})
-        report.dates_scored.append(d.isoformat())
+            report.add(score_partition(runtime, dates, 0, 1))
+            report.add(score_aggregates(runtime, dates))
+        status = "partitioned" if parts > 1 else "completed"
+        with runtime.warehouse.session() as wh:
+            for d in dates:
+                store.record_job_run(wh, JOB, d.isoformat(), now, status, {**report.as_dict(), "date": d.isoformat()})
+        for d, claim in pending:
+            claim.result = {"status": status, "parts": parts}
+            report.dates_scored.append(d.isoformat())
     log.info("cost scan done", extra={k: v for k, v in report.as_dict().items() if v})
     return report

@@ -8,10 +8,11 @@ Messages (JSON, `attempt` counts from 1):
 - `{"type": "audit", "eventId", "buildIds": [...], "note"}` — a build or release linked to the
   demand's work items completed: an audit work note.
 
-Exactly once per (demand, action): each effect runs under an idempotency claim (scope `demands`)
+Exactly once per (demand, action): each effect runs under `Idempotency.once` (scope `demands`)
 keyed by what it does — create per sys_id, write-back per (sys_id, work item), state per (work
-item, revision), audit per (event, demand). A create whose claim record is gone is still not
-repeated: the work item is looked up by its `SN:<number>` tag first.
+item, revision), audit per (event, demand). A step another worker holds is retried after what is
+left of its lease, so a crashed worker's step is done once its lease has run out. A create whose
+claim record is gone is still not repeated: the work item is looked up by its `SN:<number>` tag first.
 Failures: timeouts, 429 (Retry-After honoured), 5xx and storage errors re-enqueue the message
 with full-jitter exponential backoff; after `DEMANDS_MAX_ATTEMPTS`, or at once for a permanent
 failure (401/403, a `TF` 4xx, bad input), it goes to `demands-poison` and an alert is raised
@@ -26,7 +27,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,7 +43,7 @@ from shared.errors import (
     UpstreamError,
     ValueFlowError,
 )
-from shared.idempotency import IdempotencyStore, idempotency_key
+from shared.idempotency import Idempotency, Scope, idempotency_key
 from shared.settings import Settings
 
 if TYPE_CHECKING:  # the adapters are imported when first used, not at module import
@@ -55,6 +56,9 @@ QUEUE = "demands"
 POISON = "demands-poison"
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 IDEMPOTENCY_SCOPE = "demands"
+# one partition named after the scope, as the records written before `once` (a few demands a day: no hot
+# partition); the lease covers one step's HTTP calls with their retries
+DEMANDS_SCOPE = Scope(IDEMPOTENCY_SCOPE, lease=timedelta(minutes=5), expires_after=timedelta(days=14), spread=1)
 
 
 class DemandStore(Protocol):
@@ -105,6 +109,7 @@ class DemandSync:
         boards: AzureBoards | None = None,
         servicenow: ServiceNowDemands | None = None,
         rng: Callable[[], float] = random.random,
+        idempotency: Idempotency | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -112,7 +117,7 @@ class DemandSync:
         self._servicenow = servicenow
         self.rng = rng
         self.links = DemandLinks(store)
-        self.once_store = IdempotencyStore(store, IDEMPOTENCY_SCOPE)
+        self.idempotency = idempotency or Idempotency(store)
 
     # -- adapters --
 
@@ -226,20 +231,11 @@ class DemandSync:
     # -- exactly once --
 
     def once(self, parts: tuple[Any, ...], effect: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-        """Run `effect` once per key: (result, ran_now). A claim held by another worker is a retry."""
-        key = idempotency_key(*parts)
-        claim = self.once_store.claim(key)
-        if claim.status == "completed":
-            return claim.result or {}, False
-        if claim.status == "in_progress":
-            raise TransientUpstreamError(f"{parts[0]} for {parts[1]} is being done by another worker")
-        try:
-            result = effect()
-        except BaseException:
-            self.once_store.release(key)
-            raise
-        self.once_store.complete(key, result)
-        return result, True
+        """Run `effect` once per key: (result, ran_now). A key another worker holds raises TransientUpstreamError
+        with what is left of its lease, so the message is retried then (a crashed holder's step is taken over)."""
+        outcome = self.idempotency.once(DEMANDS_SCOPE, idempotency_key(*parts), effect)
+        outcome.raise_if_busy(f"{parts[0]} for {parts[1]}")
+        return outcome.result or {}, outcome.ran
 
     # -- step: demand -> work item --
 
@@ -402,6 +398,6 @@ def sync_for(runtime: Any) -> DemandSync:
     """The runtime's `DemandSync` (adapters and their HTTP sessions built once per runtime)."""
     found = getattr(runtime, "_demand_sync", None)
     if found is None or found.settings is not runtime.settings:
-        found = DemandSync(runtime.settings, runtime.storage)
+        found = DemandSync(runtime.settings, runtime.storage, idempotency=runtime.idempotency)
         runtime._demand_sync = found
     return found

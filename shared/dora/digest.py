@@ -3,17 +3,22 @@
 
 A digest covers the last complete ISO week (Monday-Sunday) and compares it with the 4 weeks before
 it and with the platform's targets; it lists the deployments that failed and the problem that failed
-each. One digest per squad and week: a rerun of the timer sends nothing new.
+each. One digest per squad and week (`Idempotency.once`, scope `dora-digests`): a rerun of the timer
+sends nothing new; a squad's digest that another run holds makes the run fail with a retry after
+that run's lease (the timer's retry policy), so a crashed run's digests still go out.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from shared.dora.metrics import parse_window
 from shared.dora.rules import TARGETS, meets_target
+from shared.errors import TransientUpstreamError
+from shared.idempotency import Scope
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -22,6 +27,9 @@ log = logging.getLogger(__name__)
 
 MAX_FAILED_LISTED = 10
 UNMAPPED = "(unmapped)"
+# one partition named after the scope, as the records written before `once` (a few rows a week); enqueueing
+# a digest takes milliseconds, so a short lease lets the timer's retry take over a crashed run's squads soon
+DIGEST_SCOPE = Scope("dora-digests", lease=timedelta(minutes=2), expires_after=timedelta(days=60), spread=1)
 
 
 def digest_week(today: date) -> tuple[date, date]:
@@ -139,12 +147,14 @@ def digest_alert_fields(
 
 
 def send_digests(runtime: Runtime, *, today: date | None = None) -> dict[str, Any]:
-    """Enqueue one digest Alert per squad with data (or a mapped service) for the last complete week."""
+    """Enqueue one digest Alert per squad with data (or a mapped service) for the last complete week.
+
+    TransientUpstreamError (with `retry_after` = the longest lease left) after the other squads when
+    another run holds a squad's digest: the retry sends it if that run crashed, and nothing if it finished."""
     from shared.alerts.delivery import enqueue_alert
     from shared.alerts.model import Alert
     from shared.dora import store
     from shared.dora.service import prepare
-    from shared.idempotency import IdempotencyStore
 
     day = today or datetime.now(UTC).date()
     week = digest_week(day)
@@ -156,20 +166,28 @@ def send_digests(runtime: Runtime, *, today: date | None = None) -> dict[str, An
         previous = {e["squad"]: e for e in store.squad_metrics(wh, before, today=day)["squads"]}
         squads = sorted(set(current) | set(store.load_service_map(wh).squads()))
         failed = {s: store.failed_deploys(wh, window, squad=s, limit=50) for s in squads}
-    idem = IdempotencyStore(runtime.storage, "dora-digests", expires_after=timedelta(days=60))
+
+    def enqueue(squad: str, fields: dict[str, Any]) -> dict[str, Any]:
+        enqueue_alert(runtime.storage, Alert(**fields))
+        return {"squad": squad}
+
     sent, skipped = 0, 0
+    busy: dict[str, float] = {}  # squad -> seconds left on the other run's lease
     for squad in squads:
         fields = digest_alert_fields(squad, week, current.get(squad), previous.get(squad), failed.get(squad, []))
-        claim = idem.claim(fields["dedupe_key"])
-        if claim.status != "new":
+        outcome = runtime.idempotency.once(DIGEST_SCOPE, fields["dedupe_key"], partial(enqueue, squad, fields))
+        if outcome.busy:
+            busy[squad] = outcome.retry_after
+        elif outcome.ran:
+            sent += 1
+        else:
             skipped += 1
-            continue
-        try:
-            enqueue_alert(runtime.storage, Alert(**fields))
-        except BaseException:
-            idem.release(fields["dedupe_key"])
-            raise
-        idem.complete(fields["dedupe_key"], {"squad": squad})
-        sent += 1
-    log.info("dora digests", extra={"week": week[0].isoformat(), "sent": sent, "skipped": skipped})
-    return {"week": week[0].isoformat(), "squads": len(squads), "sent": sent, "skipped": skipped}
+    report = {"week": week[0].isoformat(), "squads": len(squads), "sent": sent, "skipped": skipped}
+    log.info("dora digests", extra={**report, "busy": sorted(busy)})
+    if busy:
+        raise TransientUpstreamError(
+            f"DORA digests of week {week[0].isoformat()} for {', '.join(sorted(busy))} are being sent by another "
+            f"run ({sent} sent by this one); retrying after its lease",
+            retry_after=max(1.0, *busy.values()),
+        )
+    return report

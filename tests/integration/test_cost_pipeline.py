@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 
 from devhost.demo_costs import demo_costs, export_runs
-from shared.costs import store
+from shared.costs import scan, store
 from shared.costs.episode_state import load_suppressions
 from shared.costs.explain import with_explanations
 from shared.costs.fanout import PARTITION_QUEUE, PARTITION_SCOPE, handle_partition_message
 from shared.costs.feedback import list_episodes, record_feedback
 from shared.costs.ingest import CostExportError
 from shared.costs.loader import ingest_paths
-from shared.costs.scan import run_daily_scan
-from shared.errors import NotFoundError, TransientUpstreamError
+from shared.costs.scan import SCAN_SCOPE, run_daily_scan
+from shared.errors import NotFoundError, StorageError, TransientUpstreamError
 from shared.idempotency import TABLE as IDEMPOTENCY
 from shared.idempotency import ClaimStatus, Idempotency
 from shared.runtime import Runtime
@@ -278,6 +278,53 @@ def test_a_partition_held_by_a_crashed_worker_is_retried_then_scored_after_its_l
     assert report.series_scored > 0
     assert cost_runtime.storage.get(IDEMPOTENCY, PARTITION_SCOPE.name, key)["Status"] == "COMPLETED"
     assert handle_partition_message(cost_runtime, body).series_scored == 0  # a later redelivery is a no-op
+
+
+def test_a_date_held_by_a_crashed_scan_stops_the_next_scan_then_is_taken_over_after_its_lease(cost_runtime, tmp_path):
+    _load_demo(cost_runtime, tmp_path)
+    started = datetime(2026, 10, 21, 6, 0, tzinfo=UTC)
+    # GIVEN a scan claimed END at 06:00 and crashed before scoring it
+    crashed = Idempotency(cost_runtime.storage, clock=lambda: started).claim(SCAN_SCOPE, END.isoformat())
+    assert crashed.status is ClaimStatus.NEW
+    # WHEN a run comes within its lease: it stops there, scores and alerts nothing, leaves the claim alone
+    early = run_daily_scan(cost_runtime, END, now=started + timedelta(minutes=5))
+    assert early.dates_scored == [] and early.series_scored == 0 and _alerts(cost_runtime) == []
+    assert cost_runtime.storage.get(IDEMPOTENCY, SCAN_SCOPE.name, END.isoformat())["Status"] == "INPROGRESS"
+    # THEN a run after the lease takes the date over and scores it, once
+    later = run_daily_scan(cost_runtime, END, now=started + SCAN_SCOPE.lease + timedelta(seconds=1))
+    assert later.dates_scored == [END.isoformat()] and later.series_scored > 0 and later.alerts_sent > 0
+    assert cost_runtime.storage.get(IDEMPOTENCY, SCAN_SCOPE.name, END.isoformat())["Status"] == "COMPLETED"
+    again = run_daily_scan(cost_runtime, END, now=started + timedelta(hours=1))
+    assert again.dates_already_done == [END.isoformat()] and again.alerts_sent == 0
+
+
+def test_a_failed_fan_out_frees_its_date_for_the_next_run(cost_runtime, env, tmp_path, monkeypatch):
+    settings = load_settings(
+        {**env, "WAREHOUSE_PATH": str(tmp_path / "wh2"), "COST_PARTITION_SIZE": "25"},
+        local_settings=tmp_path / "none.json",
+    )
+    partitioned = Runtime(settings)
+    _load_demo(partitioned, tmp_path / "export")
+    real_fan_out = scan.fan_out
+
+    def put_fails_after_the_first_message(runtime, dates, parts):
+        real_fan_out(runtime, dates, 1)
+        raise StorageError("queue cost-partitions: 503 Server Busy")  # what a failed put raises
+
+    # GIVEN the fan-out fails after its first message
+    monkeypatch.setattr(scan, "fan_out", put_fails_after_the_first_message)
+    with pytest.raises(StorageError):
+        run_daily_scan(partitioned, END)
+    # THEN the date is free again (no claim left to wait for) and no run is recorded as done
+    assert partitioned.storage.get(IDEMPOTENCY, SCAN_SCOPE.name, END.isoformat()) is None
+    with partitioned.warehouse.session() as wh:
+        assert store.last_completed_scan(wh, "cost_daily_scan") is None
+    # AND the next run fans the date out at once
+    monkeypatch.setattr(scan, "fan_out", real_fan_out)
+    report = run_daily_scan(partitioned, END)
+    assert report.dates_scored == [END.isoformat()] and report.partitions >= 2
+    assert partitioned.storage.get(IDEMPOTENCY, SCAN_SCOPE.name, END.isoformat())["Status"] == "COMPLETED"
+    _drain(partitioned, PARTITION_QUEUE)
 
 
 # -- one cause, one alert ------------------------------------------------------------------------------------

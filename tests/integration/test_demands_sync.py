@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,10 @@ from shared.adapters.azure_devops import AzureDevOpsClient
 from shared.demands.boards import AzureBoards
 from shared.demands.model import Demand
 from shared.demands.reconcile import reconcile
-from shared.demands.sync import POISON, QUEUE, DemandSync, demand_message
+from shared.demands.sync import DEMANDS_SCOPE, POISON, QUEUE, DemandSync, demand_message
 from shared.devops.hooks import dispatch, event_from_dict
-from shared.idempotency import IdempotencyStore
+from shared.idempotency import TABLE as IDEMPOTENCY
+from shared.idempotency import Idempotency, idempotency_key
 from shared.runtime import Runtime
 from shared.settings import load_settings
 from tests.conftest import load_fixture
@@ -113,8 +115,9 @@ def test_without_its_link_record_the_work_item_is_found_by_its_sn_tag(peers, syn
     sync.handle(demand_message(Demand.from_payload(doc)))
     # GIVEN the link and idempotency records are lost (another storage account, a restore...)
     rt.storage.delete("demands", "demand", SYS_ID)
+    for row in list(rt.storage.query(IDEMPOTENCY, "PartitionKey eq @pk", pk=DEMANDS_SCOPE.name)):
+        rt.storage.delete(IDEMPOTENCY, row["PartitionKey"], row["RowKey"])
     fresh = DemandSync(replace(rt.settings), rt.storage)
-    fresh.once_store = IdempotencyStore(rt.storage, "demands-after-restore")
     # WHEN the approval comes again THEN the tagged work item is adopted, not duplicated
     outcome = fresh.handle(demand_message(Demand.from_payload(doc)))
     assert outcome.status == "done" and len(peers.ado.work_items) == 1
@@ -336,4 +339,54 @@ def test_servicenow_throttling_the_write_back_retries_it_without_a_second_work_i
     assert peers.servicenow.notes(SYS_ID) == []
     second = sync.handle({**demand_message(Demand.from_payload(doc)), "attempt": 2})
     assert second.status == "done" and len(peers.ado.work_items) == 1
+    assert len(peers.servicenow.notes(SYS_ID)) == 1
+
+
+def _expire_lease(rt, key):
+    """The holder's lease runs out (what the clock does in production, without waiting 5 minutes)."""
+    held = rt.storage.get(IDEMPOTENCY, DEMANDS_SCOPE.partition(key), key)
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    fields = {k: v for k, v in held.items() if k not in ("PartitionKey", "RowKey") and not k.startswith("odata")}
+    rt.storage.upsert(IDEMPOTENCY, DEMANDS_SCOPE.partition(key), key, {**fields, "LeaseUntil": past})
+
+
+def test_a_create_held_by_a_crashed_worker_is_retried_after_its_lease_then_done_once(peers, sync, rt):
+    doc = approved(peers)
+    create_key = idempotency_key("create", SYS_ID, 0)
+    # GIVEN another worker claimed the demand's create and crashed before finishing it
+    assert Idempotency(rt.storage).claim(DEMANDS_SCOPE, create_key).status == "new"
+    # WHEN the message comes, THEN it is retried after what is left of the holder's lease, not acknowledged
+    busy = sync.handle(demand_message(Demand.from_payload(doc)))
+    lease = DEMANDS_SCOPE.lease.total_seconds()
+    assert busy.status == "retry" and lease - 30 <= busy.delay_seconds <= lease, busy
+    assert peers.ado.work_items == {} and drain(rt, POISON) == []
+    # AND once the lease has run out, the retried message takes the create over: one work item, written back
+    _expire_lease(rt, create_key)
+    done = sync.handle({**demand_message(Demand.from_payload(doc)), "attempt": 2})
+    assert done.status == "done" and len(peers.ado.work_items) == 1
+    assert peers.servicenow.records[SYS_ID]["u_azure_devops_work_item"] == str(next(iter(peers.ado.work_items)))
+    assert rt.storage.get(IDEMPOTENCY, DEMANDS_SCOPE.partition(create_key), create_key)["Status"] == "COMPLETED"
+
+
+def test_two_workers_on_the_same_demand_at_once_create_one_work_item_and_one_note(peers, rt):
+    doc = approved(peers)
+    first, second = (DemandSync(rt.settings, rt.storage, rng=lambda: 1.0) for _ in range(2))
+    create_key = idempotency_key("create", SYS_ID, 0)
+    # GIVEN the first worker is inside its create (Azure DevOps answers slowly)
+    peers.ado.fail("POST", r"/wit/workitems/\$Feature$", 0, delay=1.0)
+    outcomes = {}
+    worker = threading.Thread(
+        target=lambda: outcomes.update(first=first.handle(demand_message(Demand.from_payload(doc))))
+    )
+    worker.start()
+    wait_for(lambda: rt.storage.get(IDEMPOTENCY, DEMANDS_SCOPE.partition(create_key), create_key) is not None)
+    # WHEN a duplicate delivery of the same message reaches the second worker meanwhile
+    duplicate = second.handle(demand_message(Demand.from_payload(doc)))
+    worker.join(10)
+    # THEN the duplicate is retried after the holder's lease instead of creating a second work item
+    assert duplicate.status == "retry" and duplicate.delay_seconds > 60, duplicate
+    assert outcomes["first"].status == "done" and len(peers.ado.work_items) == 1
+    # AND its retry finds every step done: nothing new, one work note
+    again = second.handle({**demand_message(Demand.from_payload(doc)), "attempt": 2})
+    assert again.status == "skipped" and len(peers.ado.work_items) == 1
     assert len(peers.servicenow.notes(SYS_ID)) == 1

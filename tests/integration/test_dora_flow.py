@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -14,9 +14,11 @@ from pytest_httpserver import HTTPServer
 from shared.alerts.delivery import QUEUE as ALERTS_QUEUE
 from shared.devops.hooks import dispatch, event_from_dict
 from shared.dora import service
-from shared.dora.digest import send_digests
+from shared.dora.digest import DIGEST_SCOPE, send_digests
 from shared.dora.scorecard import replace_component_resources
-from shared.errors import BadInputError, NotFoundError, UnauthorizedError
+from shared.errors import BadInputError, NotFoundError, TransientUpstreamError, UnauthorizedError
+from shared.idempotency import TABLE as IDEMPOTENCY
+from shared.idempotency import Idempotency
 from shared.runtime import Runtime
 from shared.settings import load_settings
 from tests.conftest import load_fixture
@@ -207,6 +209,45 @@ def test_weekly_digest_goes_through_the_alert_pipeline_once(dora_runtime):
     assert facts["Change failure rate"].startswith("50.0% (2 of 4)") and "missed" in facts["Change failure rate"]
     assert any(k.startswith("Failed: checkout") and "P1 pA" in v for k, v in payments["facts"])
     assert send_digests(dora_runtime, today=date(2026, 3, 12))["sent"] == 0  # the same week: once
+
+
+def _digest_owners(runtime: Runtime) -> list[str]:
+    return sorted(m["alert"]["owner"] for m in _drain(runtime, ALERTS_QUEUE) if m["alert"]["kind"] == "digest")
+
+
+def test_a_digest_held_by_a_crashed_run_fails_the_run_for_a_retry_then_goes_out_once(dora_runtime):
+    key = "dora-digest:payments:2026-05-04"
+    # GIVEN an earlier run claimed the payments digest of the week 2026-05-04 and crashed
+    assert Idempotency(dora_runtime.storage).claim(DIGEST_SCOPE, key).status == "new"
+    # WHEN the timer runs: the other squad's digest goes out, and the run fails with a retry after the lease
+    with pytest.raises(TransientUpstreamError, match="payments") as busy:
+        send_digests(dora_runtime, today=date(2026, 5, 13))
+    assert 0 < busy.value.retry_after <= DIGEST_SCOPE.lease.total_seconds()
+    assert _digest_owners(dora_runtime) == ["discovery"]
+    # THEN the retry after the lease sends the crashed run's digest, and only that one
+    held = dora_runtime.storage.get(IDEMPOTENCY, DIGEST_SCOPE.partition(key), key)
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    fields = {k: v for k, v in held.items() if k not in ("PartitionKey", "RowKey") and not k.startswith("odata")}
+    dora_runtime.storage.upsert(IDEMPOTENCY, DIGEST_SCOPE.partition(key), key, {**fields, "LeaseUntil": past})
+    retried = send_digests(dora_runtime, today=date(2026, 5, 13))
+    assert (retried["sent"], retried["skipped"]) == (1, 1) and _digest_owners(dora_runtime) == ["payments"]
+    assert send_digests(dora_runtime, today=date(2026, 5, 14))["sent"] == 0
+
+
+def test_a_digest_run_beside_another_run_of_the_same_week_sends_each_squad_once(dora_runtime):
+    key = "dora-digest:discovery:2026-05-11"
+    # GIVEN another run (the CLI beside the timer) is sending the discovery digest right now
+    other = Idempotency(dora_runtime.storage)
+    assert other.claim(DIGEST_SCOPE, key).status == "new"
+    # WHEN this run comes: it sends payments and leaves discovery to the other run, asking for a retry
+    with pytest.raises(TransientUpstreamError, match="discovery"):
+        send_digests(dora_runtime, today=date(2026, 5, 20))
+    # AND the other run finishes sending its digest
+    other.complete(DIGEST_SCOPE, key, {"squad": "discovery"})
+    # THEN the retry sends nothing more: one digest per squad
+    retried = send_digests(dora_runtime, today=date(2026, 5, 20))
+    assert (retried["sent"], retried["skipped"]) == (0, 2)
+    assert _digest_owners(dora_runtime) == ["payments"]
 
 
 def test_scorecard_for_a_backstage_component(dora_runtime):

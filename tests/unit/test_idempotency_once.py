@@ -11,7 +11,7 @@ import requests
 
 from shared.adapters.http import pooled_session
 from shared.errors import ConflictError, TransientUpstreamError
-from shared.idempotency import TABLE, Idempotency, IdempotencyStore, OnceStatus, Scope, records
+from shared.idempotency import TABLE, Idempotency, OnceStatus, Scope, records
 from shared.retry import backoff_delay, parse_retry_after, retry_after_from
 from tests.unit.policy_memory import MemoryStore
 
@@ -128,15 +128,49 @@ def test_records_spread_over_partitions_by_key_hash_and_are_still_listed_by_scop
     assert len(listed) == 200  # one range query over spread-00..spread-0f
 
 
-def test_the_claim_api_kept_for_hand_written_call_sites_keeps_one_partition_per_scope():
-    store = MemoryStore()
-    runs = IdempotencyStore(store, "cost-partition")
-    claim = runs.claim("2026-11-01..2026-11-07:1-of-2")
-    assert claim.status == "new"
-    runs.complete("2026-11-01..2026-11-07:1-of-2", {"series": 3})
+def test_claiming_completes_on_a_clean_exit_and_a_single_partition_scope_keeps_its_old_partition_name():
+    # GIVEN a scope listed by `PartitionKey eq '<scope>'` (spread=1, the layout of the old claim API)
+    store = CountingStore()
+    idem = Idempotency(store)
+    runs = Scope("cost-partition", spread=1)
+    # WHEN a block of work holds the claim and sets its result
+    with idem.claiming(runs, "2026-11-01..2026-11-07:1-of-2") as held:
+        assert held.ours
+        held.result = {"series": 3}
+    # THEN it cost a claim and a completion, in the partition named after the scope
+    assert store.calls == ["insert", "upsert"]
     [(partition, _row)] = list(store.tables[TABLE])
-    assert partition == "cost-partition"  # `PartitionKey eq 'cost-partition'` listings keep working
-    assert runs.claim("2026-11-01..2026-11-07:1-of-2").result == {"series": 3}
+    assert partition == "cost-partition"
+    # AND a later block is REPLAYED with the stored result, and the one-call form agrees
+    with idem.claiming(runs, "2026-11-01..2026-11-07:1-of-2") as again:
+        assert again.replayed and again.result == {"series": 3}
+    assert idem.once(runs, "2026-11-01..2026-11-07:1-of-2", lambda: pytest.fail("ran twice")).replayed
+
+
+def test_claiming_releases_on_an_exception_or_on_request_and_is_busy_while_held():
+    clock = Clock()
+    store = MemoryStore()
+    idem = Idempotency(store, clock=clock)
+    # an exception in the block frees the key for an immediate retry
+    with pytest.raises(TransientUpstreamError), idem.claiming(SCOPE, "c1"):
+        raise TransientUpstreamError("fan-out failed")
+    assert idem.record(SCOPE, "c1") is None
+    # release(): nothing was done (e.g. the input is not there yet), nothing is stored
+    with idem.claiming(SCOPE, "c1") as held:
+        held.release()
+        held.result = {"ignored": True}
+    assert idem.record(SCOPE, "c1") is None
+    # a claim left by a crashed holder is BUSY with its lease's remaining time, then taken over
+    assert idem.claim(SCOPE, "c2").status == "new"
+    clock.now = T0 + timedelta(seconds=45)
+    with idem.claiming(SCOPE, "c2") as busy:
+        assert busy.busy and busy.retry_after == pytest.approx(75)
+    assert idem.record(SCOPE, "c2")["Status"] == "INPROGRESS"  # a BUSY block leaves the holder's claim alone
+    clock.now = T0 + timedelta(minutes=2, seconds=1)
+    with idem.claiming(SCOPE, "c2") as taken:
+        assert taken.ours
+        taken.result = {"by": "second"}
+    assert idem.once(SCOPE, "c2", lambda: {"by": "third"}).result == {"by": "second"}
 
 
 def test_retry_after_reads_seconds_http_dates_and_azure_millisecond_headers():
