@@ -22,6 +22,7 @@ from shared.alerts.delivery import enqueue_alert
 from shared.alerts.model import Alert
 from shared.alerts.routing import owner_from_tags
 from shared.errors import ConflictError, UpstreamAuthError, ValueFlowError
+from shared.policy.dedupe import PARTITION as LEDGER_PARTITION
 from shared.policy.dedupe import TABLE as STATE_TABLE
 from shared.policy.dedupe import Admission, PolicyStateLedger, state_partition, state_row_key
 from shared.policy.effects import (
@@ -131,6 +132,7 @@ class PolicyWorker:
         )
         self._owners: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._upgraded = False
 
     # -- one work item --
 
@@ -147,6 +149,7 @@ class PolicyWorker:
         """A received batch of (body, dequeue count, message id): the outcome of each, or the exception
         that must leave that message on the queue for a retry (the others are done: acknowledge them).
         The ledger admits the whole batch with one transaction per partition."""
+        self._move_unspread_rows_once()
         results: list[WorkOutcome | Exception | None] = [None] * len(messages)
         parsed: list[tuple[int, PolicyStateEvent, datetime]] = []
         for i, (body, _, _) in enumerate(messages):
@@ -173,6 +176,14 @@ class PolicyWorker:
                     self._poison_alert(event, messages[i][2], exc)
                 results[i] = exc
         return [r for r in results if r is not None]
+
+    def _move_unspread_rows_once(self) -> None:
+        """Before this process's first batch: rows written before the spread are moved (see below)."""
+        with self._lock:
+            if self._upgraded:
+                return
+            move_unspread_rows(self.store)  # raises (the batch is retried) until it has run through once
+            self._upgraded = True
 
     def _process(self, event: PolicyStateEvent, received_at: datetime, admission: Admission) -> WorkOutcome:
         if not admission.admitted:
@@ -374,6 +385,32 @@ def spread_rows(store: Any, table: str, prefix: str) -> list[dict[str, Any]]:
     """Every row of a spread family: one partition-range query that also takes the unspread `<prefix>`
     partition written before the rows were spread (so nothing pending before an upgrade is left behind)."""
     return list(store.query(table, "PartitionKey ge @lo and PartitionKey lt @hi", lo=prefix, hi=prefix + "."))
+
+
+def move_unspread_rows(store: Any) -> dict[str, int]:
+    """Move rows written before the records were spread (versions before issue 17: the ledger in
+    `state`, open escalations in `open-alert`, pending violations in `pending`) to the partition their
+    key hashes to; the number moved, by old partition. Without the move they would be invisible: a
+    compliance event would not resolve an alert opened before the upgrade, and a new non-compliance
+    event would raise a second one. Safe to run concurrently and again: a row the new code has
+    written meanwhile wins (the old one is only inserted where nothing exists), deleting a gone row
+    is a no-op. Three queries when nothing is left."""
+    families = (
+        (STATE_TABLE, LEDGER_PARTITION, state_partition),
+        (STATE_TABLE, OPEN_ALERT_PARTITION, lambda row: spread_partition(OPEN_ALERT_PARTITION, row)),
+        (REMEDIATIONS_TABLE, PENDING_PARTITION, lambda row: spread_partition(PENDING_PARTITION, row)),
+    )
+    moved: dict[str, int] = {}
+    for table, partition, target in families:
+        for row in list(store.query(table, "PartitionKey eq @pk", pk=partition)):
+            key = str(row["RowKey"])
+            fields = {k: v for k, v in row.items() if k not in ("PartitionKey", "RowKey") and not k.startswith("_")}
+            store.insert(table, target(key), key, fields)
+            store.delete(table, partition, key)
+            moved[partition] = moved.get(partition, 0) + 1
+    if moved:
+        log.warning("policy rows written before the partition spread moved: %s", moved)
+    return moved
 
 
 def pending_rows(store: Any) -> list[dict[str, Any]]:

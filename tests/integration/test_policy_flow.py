@@ -187,3 +187,62 @@ def _parsed(raw):
     from shared.policy.events import parse_policy_event
 
     return parse_policy_event(raw).as_dict()
+
+
+def test_rows_written_before_the_partition_spread_are_moved_then_resolved_once(env, tmp_path, httpserver, fake_arm):
+    """An upgrade over a version that kept the ledger in `state` and escalations in `open-alert`: the
+    first batch of a new worker moves them, so the compliance event resolves the old alert and a
+    redelivered violation does not raise a second one."""
+    import hashlib
+
+    from shared.policy.dedupe import TABLE as STATE_TABLE
+    from shared.policy.dedupe import state_partition, state_row_key
+    from shared.policy.effects import violation_key
+    from shared.policy.events import parse_policy_event
+    from shared.policy.worker import REMEDIATIONS_TABLE, move_unspread_rows, spread_partition
+
+    settings = load_settings(
+        {**env, "ARM_ENDPOINT": httpserver.url_for("").rstrip("/")}, local_settings=tmp_path / "none.json"
+    )
+    store = StateStore.from_settings(settings)
+    alerts(store)  # what earlier tests left on the queue
+    raw = events(AUDIT, 1, copies=1, seed=4)[0]
+    raw["subject"] = raw["subject"].replace("st0", "stupgrade")
+    violation = json.dumps({"event": _parsed(raw), "received_at": datetime.now(UTC).isoformat()})
+    before = PolicyWorker(store, settings, Arm.from_settings(settings, sleep=lambda s: None))
+    assert before.process(violation).status == "alerted"
+    assert len(alerts(store)) == 1
+    # as the old version wrote them: the same rows in the unspread partitions
+    event = parse_policy_event(raw)
+    ledger_row = state_row_key(event)
+    alert_row = hashlib.sha256(
+        violation_key(event.assignment_id, event.definition_reference_id, event.resource_id).encode()
+    ).hexdigest()
+    for old, new, row in (
+        ("state", state_partition(ledger_row), ledger_row),
+        ("open-alert", spread_partition("open-alert", alert_row), alert_row),
+    ):
+        entity = store.get(STATE_TABLE, new, row)
+        assert entity is not None
+        store.insert(
+            STATE_TABLE,
+            old,
+            row,
+            {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey") and not k.startswith("_")},
+        )
+        store.delete(STATE_TABLE, new, row)
+    store.insert(REMEDIATIONS_TABLE, "pending", "0" * 64, {"ResourceId": "/subscriptions/x/old", "Window": 1})
+
+    after = PolicyWorker(store, settings, Arm.from_settings(settings, sleep=lambda s: None))
+    assert after.process(violation).status == "duplicate"  # the moved ledger row still knows it
+    assert alerts(store) == []  # the redelivered violation raised nothing
+    for table, old in ((STATE_TABLE, "state"), (STATE_TABLE, "open-alert"), (REMEDIATIONS_TABLE, "pending")):
+        assert list(store.query(table, "PartitionKey eq @pk", pk=old)) == []
+    assert store.get(REMEDIATIONS_TABLE, "pending-00", "0" * 64) is not None
+    store.delete(REMEDIATIONS_TABLE, "pending-00", "0" * 64)  # not a real violation: no plan may see it
+    raw["data"]["complianceState"] = "Compliant"
+    raw["data"]["timestamp"] = "2026-11-20T18:00:00Z"
+    compliant = json.dumps({"event": _parsed(raw), "received_at": datetime.now(UTC).isoformat()})
+    assert after.process(compliant).status == "resolved"
+    assert [a["action"] for a in alerts(store)] == ["resolve"]
+    assert move_unspread_rows(store) == {}  # nothing left: three queries
