@@ -111,6 +111,30 @@ def _fakes(timeout_s: float) -> tuple[Any, Any, Any]:
     return server, state, lock
 
 
+def _time_peer_calls(base: str, trips: Any) -> Any:
+    """Count and time the HTTP calls to the fake Teams and ServiceNow peers (wall time a worker waits)."""
+    import requests
+
+    from bench._harness import RoundTrips
+
+    peers = RoundTrips()
+    original = requests.Session.send
+
+    def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        if not str(request.url).startswith(base):
+            return original(self, request, **kwargs)
+        started = time.perf_counter()
+        try:
+            return original(self, request, **kwargs)
+        finally:
+            peers.active = trips.active
+            kind = "teams" if "/hook/" in str(request.url) else "servicenow"
+            peers.add(f"{kind}.{request.method.lower()}", time.perf_counter() - started)
+
+    requests.Session.send = send  # type: ignore[method-assign]
+    return peers
+
+
 def _alerts(n: int, run: str) -> list[Any]:
     from shared.alerts.model import Alert
 
@@ -194,6 +218,7 @@ def child(args: argparse.Namespace) -> int:
     store = StateStore.from_connection_string(args.conn)
     server, state, _ = _fakes(timeout_s)
     base = server.url_for("/").rstrip("/")
+    peers = _time_peer_calls(base, trips)
     run = uuid.uuid4().hex[:8]
     routes = json.dumps(_routes_doc(base, run))
     settings = replace(_settings(args.conn, tmp, base, timeout_s, routes), alert_storm_threshold=args.storm)
@@ -210,9 +235,11 @@ def child(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with ThreadPoolExecutor(args.workers) as pool:
         list(pool.map(lambda a: store.send(QUEUE, alert_message(a)), alerts))
+    enqueued = time.monotonic()
     lock = threading.Lock()
     handled: Counter[str] = Counter()
     last = [started]
+    first_pass = [enqueued]  # when the last first-attempt message was handled (the rest is the retry tail)
     deadline = started + args.budget
 
     def worker() -> None:
@@ -241,9 +268,12 @@ def child(args: argparse.Namespace) -> int:
                         handled["errors"] += 1
                         handled[f"error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
                     continue
+                retry = b'"attempt":1}' not in msg.body and b'"attempt":1,' not in msg.body
                 with lock:
                     handled["messages"] += 1
                     last[0] = time.monotonic()
+                    if not retry:
+                        first_pass[0] = last[0]
 
     threads = [threading.Thread(target=worker) for _ in range(args.workers)]
     for t in threads:
@@ -257,6 +287,8 @@ def child(args: argparse.Namespace) -> int:
         "alerts": args.alerts,
         "workers": args.workers,
         "seconds": seconds,
+        "enqueue_seconds": enqueued - started,
+        "first_pass_seconds": first_pass[0] - started,
         "alerts_per_s": args.alerts / seconds if seconds > 0 else 0.0,
         "messages": handled["messages"],
         "errors": handled["errors"],
@@ -266,6 +298,9 @@ def child(args: argparse.Namespace) -> int:
         "ops": dict(trips.counts),
         "ops_seconds": dict(trips.seconds),
         "ops_per_alert": trips.total() / args.alerts,
+        "peer_calls": dict(peers.counts),
+        "peer_seconds": dict(peers.seconds),
+        "thread_seconds": seconds * args.workers,
         "verdict": _verdict(state, alerts),
     }
     print(json.dumps(result))

@@ -255,6 +255,10 @@ class StateStore:
 
         if not operations:
             return []
+        if len(operations) == 1:
+            single = self._single(table, operations[0])
+            if single is not None:
+                return [single]
         ops: list[Any] = []
         for op in operations:
             if len(op) > 2 and op[2].get("etag"):
@@ -266,6 +270,35 @@ class StateStore:
             raise BatchRejected(f"transaction on {table} refused: {_short(exc)}", getattr(exc, "index", -1)) from exc
         except AzureError as exc:
             raise StorageError(f"transaction on {table} failed: {_short(exc)}") from exc
+
+    def _single(self, table: str, op: tuple[Any, ...]) -> dict[str, Any] | None:
+        """A one-operation transaction (create, update, upsert) as the plain operation: the same round
+        trip and answers (its `etag`; BatchRejected with index 0), without azure-core's multipart
+        request, which builds a thread pool per batch to prepare its parts. None: not one of those."""
+        from azure.core import MatchConditions
+
+        kind, entity = op[0], dict(op[1])
+        opts = dict(op[2]) if len(op) > 2 else {}
+        mode = UpdateMode(getattr(opts.get("mode"), "value", opts.get("mode") or "merge"))
+        if kind not in ("create", "update", "upsert") or set(opts) - {"mode", "etag"}:
+            return None
+        client = self._table(table)
+        try:
+            if kind == "create":
+                answer = _once_more_on_reset(lambda: client.create_entity(entity))
+            elif kind == "upsert":
+                answer = client.upsert_entity(entity, mode=mode)
+            elif opts.get("etag"):
+                answer = client.update_entity(
+                    entity, mode=mode, etag=opts["etag"], match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                answer = client.update_entity(entity, mode=mode)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise BatchRejected(f"transaction on {table} refused: {_short(exc)}", 0) from exc
+        except AzureError as exc:
+            raise StorageError(f"transaction on {table} failed: {_short(exc)}") from exc
+        return dict(answer or {})
 
     def query(self, table: str, filter: str | None = None, **params: Any) -> Iterator[dict[str, Any]]:
         """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords)."""
