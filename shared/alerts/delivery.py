@@ -300,7 +300,17 @@ class AlertDelivery:
             # inside the claim: a replay answers "duplicate" before storm control could count it again
             if alert.kind not in ("delivery_failing", "digest"):
                 identity = idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint())
-                decision = self.storms.admit(alert, route.squad, identity, self.clock())
+                # the squad's storm rows sit beside its webhook's rate shares: a counter write that is
+                # due anyway also leases the share this post needs (one write instead of two)
+                budget = getattr(self.teams, "budget", None) if url else None
+                decision = self.storms.admit(
+                    alert,
+                    route.squad,
+                    identity,
+                    self.clock(),
+                    webhook=webhook_ref(url).replace("#", "-") if url else "",
+                    share=budget.share_lease(url) if budget is not None else None,
+                )
                 if decision.status == DIGEST:
                     if decision.schedule_digest:
                         self._schedule_digest(decision.window)
@@ -316,7 +326,13 @@ class AlertDelivery:
 
     def _schedule_digest(self, window: StormWindow) -> None:
         delay = max(1, math.ceil((window.end - self.clock()).total_seconds()) + 2)
-        message = {"type": "digest", "squad": window.squad, "window_start": window.start.isoformat(), "attempt": 1}
+        message = {
+            "type": "digest",
+            "squad": window.squad,
+            "window_start": window.start.isoformat(),
+            "webhook": window.webhook,  # where the window's rows are (a webhook-<hash> partition, not the URL)
+            "attempt": 1,
+        }
         self.store.send(QUEUE, message, visibility_timeout=min(delay, MAX_VISIBILITY_SECONDS))
         self.storms.mark_digest_scheduled(window)
 
@@ -326,7 +342,7 @@ class AlertDelivery:
             start = datetime.fromisoformat(str(message["window_start"]))
         except (KeyError, ValueError):
             raise BadInputError("a digest message needs window_start (ISO timestamp)") from None
-        window = StormWindow(squad, start, self.settings.alert_storm_window_minutes)
+        window = StormWindow(squad, start, self.settings.alert_storm_window_minutes, str(message.get("webhook") or ""))
         attempt = int(message.get("attempt") or 1)
         outcome = DeliveryOutcome("digest", window.partition)
         held = self.storms.held_back(window)
