@@ -28,7 +28,9 @@ import logging
 import math
 import random
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -60,6 +62,7 @@ POISON = "alerts-poison"
 CHANNELS = ("teams", "servicenow")
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 MAX_MESSAGE_BYTES = 40 * 1024
+CHANNEL_THREADS = 32  # one per worker thread (PYTHON_THREADPOOL_THREAD_COUNT) running an alert with an incident
 BUSY_POLL_SECONDS = 10.0  # how soon a message whose delivery another worker holds looks again
 
 
@@ -160,6 +163,8 @@ class AlertDelivery:
         self.rng = rng
         self.idempotency = idempotency or Idempotency(store)
         self.storms = StormGate(store, settings.alert_storm_threshold, settings.alert_storm_window_minutes)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -212,9 +217,10 @@ class AlertDelivery:
         route = route_for(alert, self.routes)
         outcome = DeliveryOutcome("alert", alert.dedupe_key)
         claims = dict(claims or {})  # channel -> token of a claim kept for its retry (in and out)
-        for channel in channels:
+
+        def deliver(channel: str) -> ChannelResult:
             try:
-                result = (
+                return (
                     self.teams_channel(alert, route, claims=claims)
                     if channel == "teams"
                     else self.servicenow_channel(alert, route, claims=claims)
@@ -222,10 +228,28 @@ class AlertDelivery:
             except StorageError:
                 raise  # our own state is unreachable: let the host redeliver (the records make that safe)
             except TransientUpstreamError as err:
-                result = ChannelResult(channel, "retry", err.detail, err.retry_after)
+                return ChannelResult(channel, "retry", err.detail, err.retry_after)
             except (UpstreamError, ForbiddenActionError) as err:
-                result = ChannelResult(channel, "failed", err.detail, reason=_reason(err))
-            outcome.results.append(result)
+                return ChannelResult(channel, "failed", err.detail, reason=_reason(err))
+
+        # channels are independent (each its own claim): the others run beside the first, so an alert
+        # with an incident waits for the slower channel, not for the sum of both
+        others = {c: self._channel_threads().submit(deliver, c) for c in channels[1:]}
+        results: dict[str, ChannelResult] = {}
+        failures: list[BaseException] = []
+        try:
+            if channels:
+                results[channels[0]] = deliver(channels[0])
+        except BaseException as exc:  # wait for the others before raising: no effect left running unseen
+            failures.append(exc)
+        for channel, running in others.items():
+            try:
+                results[channel] = running.result()
+            except BaseException as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        outcome.results.extend(results[c] for c in channels)
         message = alert_message(alert, attempt=attempt)
         retrying = {r.channel for r in outcome.results if r.status == "retry"}
         message["claims"] = {c: t for c, t in claims.items() if c in retrying}
@@ -241,6 +265,13 @@ class AlertDelivery:
                 extra={"dedupe_key": alert.dedupe_key, "squad": route.squad, "attempt": attempt, "detail": r.detail},
             )
         return outcome
+
+    def _channel_threads(self) -> ThreadPoolExecutor:
+        """The process's threads for the second channel of an alert (built on first use, not at import)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(CHANNEL_THREADS, thread_name_prefix="alert-channel")
+            return self._pool
 
     def _claim_key(self, alert: Alert, channel: str) -> str:
         return idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint(), channel)

@@ -195,6 +195,7 @@ def test_a_storm_becomes_one_digest_at_the_end_of_the_window(make):
     assert len(teams.posts) == 3
     scheduled = store.take(QUEUE)
     assert len(scheduled) == 1 and scheduled[0][0]["type"] == "digest" and scheduled[0][1] > 0
+    assert scheduled[0][0]["webhook"].startswith("webhook-")  # the window's rows sit in its webhook's partition
     # replays of held-back alerts neither count again nor schedule another digest
     delivery.handle(alert_message(_alert(dedupe_key="storm-5", severity="warning", title="alert 5")))
     assert store.take(QUEUE) == []
