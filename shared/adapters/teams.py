@@ -74,7 +74,9 @@ class SharedRateBudget:
     until when (`lease_seconds`, 30 s). An instance posts as many times per UTC second as it holds
     shares, without touching storage; it leases a share with one etag-checked write (an insert the
     first time) when it holds none, when its shares are used up for this second, or when a lease ends.
-    So a webhook that gets a post every few seconds costs one storage write per lease, not one per post.
+    So a webhook that gets a post every few seconds costs one storage write per lease, not one per post;
+    and `share_lease()` hands a lease to storm control, which writes it in the same transaction as a
+    storm counter of that webhook's partition (a squad's first alert in a window: one write for both).
     A share held by an instance that went away is free again when its lease ends; until then the
     others have the rest of the rate (a new instance waits for a share while all are leased)."""
 

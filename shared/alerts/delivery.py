@@ -7,18 +7,20 @@ each message to `AlertDelivery.handle()`, which for every channel still to do:
    replayed alert finds it COMPLETED and posts nothing; one held by a worker that crashed is taken
    over after its 2-minute lease;
 2. posts (or writes the outbox file when the channel is not configured), then completes the claim;
-   storm control is decided inside the claim, so a replay is never counted twice.
+   storm control is decided inside the claim, so a replay is never counted twice. The channels of
+   one alert run side by side (the second on a small thread pool): each has its own claim.
 Storage round trips per alert: one claim and one completion per channel, the enqueue and the
-message delete: 4 on the happy path for a Teams-only alert, 6 with an incident (storm permits and
-Teams rate shares are leased in blocks: one write covers several alerts).
+message delete: 4 on the happy path for a Teams-only alert, 6 with an incident. Storm permits are
+leased in blocks and Teams rate shares for 30 s, and a squad's first alert in a window writes both
+in one transaction (its storm rows sit in its webhook's partition): one write covers several alerts.
 3. on a transient failure (timeout, 429, 5xx) keeps the claim and re-enqueues only the channels
    left, with the claims' etags (`claims`: the retry re-takes each with one write), `attempt + 1`
    and an exponential, jittered visibility delay (a queue trigger cannot
    delay its own retry); after `ALERT_MAX_ATTEMPTS`, or at once on a permanent failure (refused
    host, 401/403, 4xx), the message goes to `alerts-poison` and a "delivery failing" alert goes
    to the default route by the other channel.
-Messages are JSON: {"type": "alert", "alert": {...}, "channels": [...], "attempt": n} or
-{"type": "digest", "squad": ..., "window_start": ..., "attempt": n}.
+Messages are JSON: {"type": "alert", "alert": {...}, "channels": [...], "attempt": n, "claims"?: {...}}
+or {"type": "digest", "squad": ..., "window_start": ..., "webhook"?: "webhook-<hash>", "attempt": n}.
 """
 
 from __future__ import annotations
