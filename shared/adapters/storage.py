@@ -287,13 +287,15 @@ class StateStore:
             if kind == "create":
                 answer = _once_more_on_reset(lambda: client.create_entity(entity))
             elif kind == "upsert":
-                answer = client.upsert_entity(entity, mode=mode)
+                answer = _once_more_on_reset(lambda: client.upsert_entity(entity, mode=mode))
             elif opts.get("etag"):
-                answer = client.update_entity(
-                    entity, mode=mode, etag=opts["etag"], match_condition=MatchConditions.IfNotModified
+                answer = _once_more_on_reset(
+                    lambda: client.update_entity(
+                        entity, mode=mode, etag=opts["etag"], match_condition=MatchConditions.IfNotModified
+                    )
                 )
             else:
-                answer = client.update_entity(entity, mode=mode)
+                answer = _once_more_on_reset(lambda: client.update_entity(entity, mode=mode))
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise BatchRejected(f"transaction on {table} refused: {_short(exc)}", 0) from exc
         except AzureError as exc:
@@ -438,11 +440,12 @@ class StateStore:
 
 
 def _once_more_on_reset(call: Callable[[], Any]) -> Any:
-    """Run a POST (insert, transaction) and repeat it once when the connection was reset under it.
+    """Run a write (insert, transaction, update) and repeat it once when the connection was reset under it.
 
     The SDK does not retry a POST whose answer was lost (it may have been applied). Ours are
-    conditional: a repeat of an applied insert answers 409, which callers already handle (an
-    idempotency claim recognises its own holder token; a storm transaction its own row). A server
+    conditional or idempotent: a repeat of an applied insert answers 409 and of an applied etag-checked
+    update 412, which callers already handle (an idempotency claim recognises its own holder token; a
+    storm transaction its own row; a storm counter is read again); an upsert writes the same. A server
     closing an idle pooled connection just as it is reused is the usual cause."""
     try:
         return call()
