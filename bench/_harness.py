@@ -166,6 +166,26 @@ def _classify(request: Any, response: Any) -> str:
     return "other"
 
 
+def group_cpu_seconds(pgid: int | None) -> float | None:
+    """CPU seconds (user + system) used so far by the processes of a process group (Linux /proc; None
+    elsewhere): what Azurite spent on a run, read before and after it."""
+    if not pgid or not os.path.isdir("/proc"):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime (12), stime (13)
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def projection(
     ops_per_unit: float, hot_partition_share: float, latency_ms: float = AZURE_LATENCY_MS
 ) -> dict[str, float]:

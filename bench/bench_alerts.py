@@ -37,6 +37,7 @@ from bench._harness import (
     ROOT,
     baseline_tree,
     count_round_trips,
+    group_cpu_seconds,
     projection,
     run_child,
     table,
@@ -109,6 +110,30 @@ def _fakes(timeout_s: float) -> tuple[Any, Any, Any]:
     server.expect_request(re.compile(r"^/hook/.*"), method="POST").respond_with_handler(teams)
     server.expect_request("/api/now/table/incident").respond_with_handler(table)
     return server, state, lock
+
+
+def _time_peer_calls(base: str, trips: Any) -> Any:
+    """Count and time the HTTP calls to the fake Teams and ServiceNow peers (wall time a worker waits)."""
+    import requests
+
+    from bench._harness import RoundTrips
+
+    peers = RoundTrips()
+    original = requests.Session.send
+
+    def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        if not str(request.url).startswith(base):
+            return original(self, request, **kwargs)
+        started = time.perf_counter()
+        try:
+            return original(self, request, **kwargs)
+        finally:
+            peers.active = trips.active
+            kind = "teams" if "/hook/" in str(request.url) else "servicenow"
+            peers.add(f"{kind}.{request.method.lower()}", time.perf_counter() - started)
+
+    requests.Session.send = send  # type: ignore[method-assign]
+    return peers
 
 
 def _alerts(n: int, run: str) -> list[Any]:
@@ -194,6 +219,7 @@ def child(args: argparse.Namespace) -> int:
     store = StateStore.from_connection_string(args.conn)
     server, state, _ = _fakes(timeout_s)
     base = server.url_for("/").rstrip("/")
+    peers = _time_peer_calls(base, trips)
     run = uuid.uuid4().hex[:8]
     routes = json.dumps(_routes_doc(base, run))
     settings = replace(_settings(args.conn, tmp, base, timeout_s, routes), alert_storm_threshold=args.storm)
@@ -208,11 +234,14 @@ def child(args: argparse.Namespace) -> int:
         store.insert(table_name, "bench-setup", "x", {})
     trips.active = True
     started = time.monotonic()
+    cpu_started = time.process_time()
     with ThreadPoolExecutor(args.workers) as pool:
         list(pool.map(lambda a: store.send(QUEUE, alert_message(a)), alerts))
+    enqueued = time.monotonic()
     lock = threading.Lock()
     handled: Counter[str] = Counter()
     last = [started]
+    first_pass = [enqueued]  # when the last first-attempt message was handled (the rest is the retry tail)
     deadline = started + args.budget
 
     def worker() -> None:
@@ -241,9 +270,12 @@ def child(args: argparse.Namespace) -> int:
                         handled["errors"] += 1
                         handled[f"error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
                     continue
+                retry = b'"attempt":1}' not in msg.body and b'"attempt":1,' not in msg.body
                 with lock:
                     handled["messages"] += 1
                     last[0] = time.monotonic()
+                    if not retry:
+                        first_pass[0] = last[0]
 
     threads = [threading.Thread(target=worker) for _ in range(args.workers)]
     for t in threads:
@@ -251,12 +283,15 @@ def child(args: argparse.Namespace) -> int:
     for t in threads:
         t.join()
     trips.active = False
+    cpu_seconds = time.process_time() - cpu_started
     seconds = last[0] - started
     server.stop()
     result = {
         "alerts": args.alerts,
         "workers": args.workers,
         "seconds": seconds,
+        "enqueue_seconds": enqueued - started,
+        "first_pass_seconds": first_pass[0] - started,
         "alerts_per_s": args.alerts / seconds if seconds > 0 else 0.0,
         "messages": handled["messages"],
         "errors": handled["errors"],
@@ -266,6 +301,10 @@ def child(args: argparse.Namespace) -> int:
         "ops": dict(trips.counts),
         "ops_seconds": dict(trips.seconds),
         "ops_per_alert": trips.total() / args.alerts,
+        "peer_calls": dict(peers.counts),
+        "peer_seconds": dict(peers.seconds),
+        "thread_seconds": seconds * args.workers,
+        "cpu_seconds": cpu_seconds,  # this process: delivery, storage and HTTP clients, the driver, the fake peers
         "verdict": _verdict(state, alerts),
     }
     print(json.dumps(result))
@@ -287,6 +326,43 @@ def _row(name: str, r: dict[str, Any] | None) -> tuple[Any, ...]:
     )
 
 
+TIME_HEADER = (
+    "implementation",
+    "workers",
+    "enqueue s",
+    "first attempts done s",
+    "retry tail s",
+    "thread ms/alert",
+    "waiting on storage ms",
+    "waiting on Teams/ServiceNow ms",
+    "CPU ms/alert (this process)",
+    "Azurite CPU ms/alert",
+)
+
+
+def _time_row(name: str, r: dict[str, Any]) -> tuple[Any, ...]:
+    """Thread time per alert split into storage waits (the driver's enqueue, gets and deletes
+    included), waits on the fake peers (the 1 s lost-answer timeouts included) and the rest (CPU and
+    waiting for the GIL and the machine's cores, idle polls at the end)."""
+    n = r["alerts"]
+    if "first_pass_seconds" not in r:
+        return (name, r["workers"], *["-"] * (len(TIME_HEADER) - 2))
+    storage = sum(v for k, v in r["ops_seconds"].items() if k not in ("queue.get-empty", "queue.properties"))
+    azurite = r.get("azurite_cpu_seconds")
+    return (
+        name,
+        r["workers"],
+        f"{r['enqueue_seconds']:.2f}",
+        f"{r['first_pass_seconds']:.2f}",
+        f"{r['seconds'] - r['first_pass_seconds']:.2f}",
+        f"{r['seconds'] * r['workers'] / n * 1000:.0f}",
+        f"{storage / n * 1000:.0f}",
+        f"{sum(r['peer_seconds'].values()) / n * 1000:.0f}",
+        f"{r['cpu_seconds'] / n * 1000:.1f}",
+        f"{azurite / n * 1000:.1f}" if azurite is not None else "-",
+    )
+
+
 def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int, faults: bool = True) -> bool:
     """Print the side-by-side tables (Markdown, as in docs/benchmarks.md); True if today's runs are exact."""
     control = f"storm control on (threshold {storm})" if storm else "storm control off"
@@ -299,6 +375,8 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
     kinds = sorted({k for _, r in done for k in r["ops"]})
     rows = [(k, *[f"{r['ops'].get(k, 0) / r['alerts']:.2f}" for _, r in done]) for k in kinds]
     print(table(rows, ("operation", *[f"{name}, {r['workers']} workers" for name, r in done])))
+    print("\nwhere the time goes (per alert; thread time = run seconds x workers):\n")
+    print(table([_time_row(name, r) for name, r in done], TIME_HEADER))
     print(f"\nprojection to Azure Storage at {AZURE_LATENCY_MS:g} ms per operation (from the measured ops/alert):\n")
     proj, seen = [], set()
     for name, r in done:
@@ -341,6 +419,17 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
     return ok
 
 
+def _measured(run: Any, azurite: Any, root: Path, common: list[str], timeout: float) -> dict[str, Any] | None:
+    """One child run, with the CPU Azurite spent meanwhile."""
+    pgid = azurite.process.pid if azurite.process is not None else None
+    before = group_cpu_seconds(pgid)
+    result: dict[str, Any] | None = run(__spec__.name, root, common, timeout)
+    after = group_cpu_seconds(pgid)
+    if result is not None and before is not None and after is not None:
+        result["azurite_cpu_seconds"] = after - before
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     use_implementation(argv)
@@ -380,9 +469,9 @@ def main(argv: list[str] | None = None) -> int:
                 common += ["--teams-rate-scope", args.teams_rate_scope]
             if baseline is not None:
                 results.append(
-                    (f"before ({args.baseline})", run_child(__spec__.name, baseline, common, args.budget + 60))
+                    (f"before ({args.baseline})", _measured(run_child, azurite, baseline, common, args.budget + 60))
                 )
-            results.append(("today", run_child(__spec__.name, ROOT, common, args.budget + 60)))
+            results.append(("today", _measured(run_child, azurite, ROOT, common, args.budget + 60)))
     finally:
         azurite.stop()
     return 0 if report(results, n, args.storm, not args.no_faults) else 1

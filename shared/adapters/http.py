@@ -62,7 +62,8 @@ class PooledSession(requests.Session):
         merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
         if not merged.get("proxies") and url:
             merged["proxies"] = self.proxies_for(str(url))
-        if merged.get("verify") is True and self._ca_bundle:
+        # https only: for a string `verify` requests checks the path on disk on every request
+        if merged.get("verify") is True and self._ca_bundle and str(url).lower().startswith("https:"):
             merged["verify"] = self._ca_bundle
         return merged
 

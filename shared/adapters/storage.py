@@ -255,6 +255,10 @@ class StateStore:
 
         if not operations:
             return []
+        if len(operations) == 1:
+            single = self._single(table, operations[0])
+            if single is not None:
+                return [single]
         ops: list[Any] = []
         for op in operations:
             if len(op) > 2 and op[2].get("etag"):
@@ -266,6 +270,37 @@ class StateStore:
             raise BatchRejected(f"transaction on {table} refused: {_short(exc)}", getattr(exc, "index", -1)) from exc
         except AzureError as exc:
             raise StorageError(f"transaction on {table} failed: {_short(exc)}") from exc
+
+    def _single(self, table: str, op: tuple[Any, ...]) -> dict[str, Any] | None:
+        """A one-operation transaction (create, update, upsert) as the plain operation: the same round
+        trip and answers (its `etag`; BatchRejected with index 0), without azure-core's multipart
+        request, which builds a thread pool per batch to prepare its parts. None: not one of those."""
+        from azure.core import MatchConditions
+
+        kind, entity = op[0], dict(op[1])
+        opts = dict(op[2]) if len(op) > 2 else {}
+        mode = UpdateMode(getattr(opts.get("mode"), "value", opts.get("mode") or "merge"))
+        if kind not in ("create", "update", "upsert") or set(opts) - {"mode", "etag"}:
+            return None
+        client = self._table(table)
+        try:
+            if kind == "create":
+                answer = _once_more_on_reset(lambda: client.create_entity(entity))
+            elif kind == "upsert":
+                answer = _once_more_on_reset(lambda: client.upsert_entity(entity, mode=mode))
+            elif opts.get("etag"):
+                answer = _once_more_on_reset(
+                    lambda: client.update_entity(
+                        entity, mode=mode, etag=opts["etag"], match_condition=MatchConditions.IfNotModified
+                    )
+                )
+            else:
+                answer = _once_more_on_reset(lambda: client.update_entity(entity, mode=mode))
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise BatchRejected(f"transaction on {table} refused: {_short(exc)}", 0) from exc
+        except AzureError as exc:
+            raise StorageError(f"transaction on {table} failed: {_short(exc)}") from exc
+        return dict(answer or {})
 
     def query(self, table: str, filter: str | None = None, **params: Any) -> Iterator[dict[str, Any]]:
         """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords)."""
@@ -405,11 +440,12 @@ class StateStore:
 
 
 def _once_more_on_reset(call: Callable[[], Any]) -> Any:
-    """Run a POST (insert, transaction) and repeat it once when the connection was reset under it.
+    """Run a write (insert, transaction, update) and repeat it once when the connection was reset under it.
 
     The SDK does not retry a POST whose answer was lost (it may have been applied). Ours are
-    conditional: a repeat of an applied insert answers 409, which callers already handle (an
-    idempotency claim recognises its own holder token; a storm transaction its own row). A server
+    conditional or idempotent: a repeat of an applied insert answers 409 and of an applied etag-checked
+    update 412, which callers already handle (an idempotency claim recognises its own holder token; a
+    storm transaction its own row; a storm counter is read again); an upsert writes the same. A server
     closing an idle pooled connection just as it is reused is the usual cause."""
     try:
         return call()

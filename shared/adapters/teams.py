@@ -74,7 +74,9 @@ class SharedRateBudget:
     until when (`lease_seconds`, 30 s). An instance posts as many times per UTC second as it holds
     shares, without touching storage; it leases a share with one etag-checked write (an insert the
     first time) when it holds none, when its shares are used up for this second, or when a lease ends.
-    So a webhook that gets a post every few seconds costs one storage write per lease, not one per post.
+    So a webhook that gets a post every few seconds costs one storage write per lease, not one per post;
+    and `share_lease()` hands a lease to storm control, which writes it in the same transaction as a
+    storm counter of that webhook's partition (a squad's first alert in a window: one write for both).
     A share held by an instance that went away is free again when its lease ends; until then the
     others have the rest of the rate (a new instance waits for a share while all are leased)."""
 
@@ -115,6 +117,45 @@ class SharedRateBudget:
                     return max(0.01, min(foreign_until - now, self.lease_seconds))
             self._used[partition] = (second, used + 1)
             return 0.0
+
+    def share_lease(self, url: str) -> PendingShare | None:
+        """The lease of a free share for `url`, as an operation for a caller's transaction in the
+        webhook's partition (storm control writes it with its counter: one write for both), when this
+        process holds no share of that webhook; None when it holds one or every share it knows of is
+        leased by another instance. Nothing is written here; `commit`/`reject` report the outcome."""
+        partition = webhook_ref(url).replace("#", "-")
+        with self._lock:
+            lock = self._locks.setdefault(partition, threading.Lock())
+        with lock:
+            now = self.clock()
+            if any(until - self.MARGIN > now for until in self._held.get(partition, {}).values()):
+                return None
+            until = now + self.lease_seconds
+            fields = {"Holder": self.holder, "LeaseUntil": until}
+            start = int(now * 1000) % self.slots
+            for n in range(self.slots):
+                share = (start + n) % self.slots
+                row = f"share-{share}"
+                known = self._known.get((partition, share))
+                if known is None:
+                    op: tuple[Any, ...] = ("create", {"PartitionKey": partition, "RowKey": row, **fields})
+                elif known.get("Holder") == self.holder or float(known.get("LeaseUntil", 0) or 0) <= now:
+                    body = {k: v for k, v in known.items() if k != "_etag"}
+                    op = ("update", {**body, **fields}, {"mode": "replace", "etag": known["_etag"]})
+                else:
+                    continue
+                return PendingShare(self, partition, share, op, until)
+        return None
+
+    def _granted(self, share: PendingShare, answer: dict[str, Any]) -> None:
+        with self._lock:
+            lock = self._locks.setdefault(share.partition, threading.Lock())
+        with lock:
+            self._held.setdefault(share.partition, {})[share.share] = share.until
+            self._remember(share.partition, share.share, share.op[1], answer.get("etag"))
+
+    def _refused(self, share: PendingShare) -> None:
+        self._known.pop((share.partition, share.share), None)  # read it before trying it again
 
     def _lease(self, partition: str, held: dict[int, float], now: float) -> float:
         """Lease one more share into `held` if one is free; returns when the earliest other lease ends."""
@@ -171,6 +212,27 @@ class SharedRateBudget:
             self._known.pop((partition, share), None)  # our write changed its etag: read it next time
         if len(self._known) > 50_000:
             self._known.clear()
+
+
+class PendingShare:
+    """A share lease prepared by `SharedRateBudget.share_lease`, written by the caller's transaction."""
+
+    table = SharedRateBudget.TABLE
+
+    def __init__(self, budget: SharedRateBudget, partition: str, share: int, op: tuple[Any, ...], until: float) -> None:
+        self.budget = budget
+        self.partition = partition
+        self.share = share
+        self.op = op
+        self.until = until
+
+    def commit(self, answer: dict[str, Any]) -> None:
+        """The transaction succeeded: the share is ours until `until` (`answer` has its new etag)."""
+        self.budget._granted(self, answer)
+
+    def reject(self) -> None:
+        """The share was not free (or changed): forget what we knew of it."""
+        self.budget._refused(self)
 
 
 class TeamsWebhook:

@@ -7,18 +7,20 @@ each message to `AlertDelivery.handle()`, which for every channel still to do:
    replayed alert finds it COMPLETED and posts nothing; one held by a worker that crashed is taken
    over after its 2-minute lease;
 2. posts (or writes the outbox file when the channel is not configured), then completes the claim;
-   storm control is decided inside the claim, so a replay is never counted twice.
+   storm control is decided inside the claim, so a replay is never counted twice. The channels of
+   one alert run side by side (the second on a small thread pool): each has its own claim.
 Storage round trips per alert: one claim and one completion per channel, the enqueue and the
-message delete: 4 on the happy path for a Teams-only alert, 6 with an incident (storm permits and
-Teams rate shares are leased in blocks: one write covers several alerts).
+message delete: 4 on the happy path for a Teams-only alert, 6 with an incident. Storm permits are
+leased in blocks and Teams rate shares for 30 s, and a squad's first alert in a window writes both
+in one transaction (its storm rows sit in its webhook's partition): one write covers several alerts.
 3. on a transient failure (timeout, 429, 5xx) keeps the claim and re-enqueues only the channels
    left, with the claims' etags (`claims`: the retry re-takes each with one write), `attempt + 1`
    and an exponential, jittered visibility delay (a queue trigger cannot
    delay its own retry); after `ALERT_MAX_ATTEMPTS`, or at once on a permanent failure (refused
    host, 401/403, 4xx), the message goes to `alerts-poison` and a "delivery failing" alert goes
    to the default route by the other channel.
-Messages are JSON: {"type": "alert", "alert": {...}, "channels": [...], "attempt": n} or
-{"type": "digest", "squad": ..., "window_start": ..., "attempt": n}.
+Messages are JSON: {"type": "alert", "alert": {...}, "channels": [...], "attempt": n, "claims"?: {...}}
+or {"type": "digest", "squad": ..., "window_start": ..., "webhook"?: "webhook-<hash>", "attempt": n}.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import logging
 import math
 import random
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -60,6 +64,7 @@ POISON = "alerts-poison"
 CHANNELS = ("teams", "servicenow")
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 MAX_MESSAGE_BYTES = 40 * 1024
+CHANNEL_THREADS = 32  # one per worker thread (PYTHON_THREADPOOL_THREAD_COUNT) running an alert with an incident
 BUSY_POLL_SECONDS = 10.0  # how soon a message whose delivery another worker holds looks again
 
 
@@ -160,6 +165,8 @@ class AlertDelivery:
         self.rng = rng
         self.idempotency = idempotency or Idempotency(store)
         self.storms = StormGate(store, settings.alert_storm_threshold, settings.alert_storm_window_minutes)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -212,9 +219,10 @@ class AlertDelivery:
         route = route_for(alert, self.routes)
         outcome = DeliveryOutcome("alert", alert.dedupe_key)
         claims = dict(claims or {})  # channel -> token of a claim kept for its retry (in and out)
-        for channel in channels:
+
+        def deliver(channel: str) -> ChannelResult:
             try:
-                result = (
+                return (
                     self.teams_channel(alert, route, claims=claims)
                     if channel == "teams"
                     else self.servicenow_channel(alert, route, claims=claims)
@@ -222,10 +230,28 @@ class AlertDelivery:
             except StorageError:
                 raise  # our own state is unreachable: let the host redeliver (the records make that safe)
             except TransientUpstreamError as err:
-                result = ChannelResult(channel, "retry", err.detail, err.retry_after)
+                return ChannelResult(channel, "retry", err.detail, err.retry_after)
             except (UpstreamError, ForbiddenActionError) as err:
-                result = ChannelResult(channel, "failed", err.detail, reason=_reason(err))
-            outcome.results.append(result)
+                return ChannelResult(channel, "failed", err.detail, reason=_reason(err))
+
+        # channels are independent (each its own claim): the others run beside the first, so an alert
+        # with an incident waits for the slower channel, not for the sum of both
+        others = {c: self._channel_threads().submit(deliver, c) for c in channels[1:]}
+        results: dict[str, ChannelResult] = {}
+        failures: list[BaseException] = []
+        try:
+            if channels:
+                results[channels[0]] = deliver(channels[0])
+        except BaseException as exc:  # wait for the others before raising: no effect left running unseen
+            failures.append(exc)
+        for channel, running in others.items():
+            try:
+                results[channel] = running.result()
+            except BaseException as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        outcome.results.extend(results[c] for c in channels)
         message = alert_message(alert, attempt=attempt)
         retrying = {r.channel for r in outcome.results if r.status == "retry"}
         message["claims"] = {c: t for c, t in claims.items() if c in retrying}
@@ -241,6 +267,13 @@ class AlertDelivery:
                 extra={"dedupe_key": alert.dedupe_key, "squad": route.squad, "attempt": attempt, "detail": r.detail},
             )
         return outcome
+
+    def _channel_threads(self) -> ThreadPoolExecutor:
+        """The process's threads for the second channel of an alert (built on first use, not at import)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(CHANNEL_THREADS, thread_name_prefix="alert-channel")
+            return self._pool
 
     def _claim_key(self, alert: Alert, channel: str) -> str:
         return idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint(), channel)
@@ -300,7 +333,17 @@ class AlertDelivery:
             # inside the claim: a replay answers "duplicate" before storm control could count it again
             if alert.kind not in ("delivery_failing", "digest"):
                 identity = idempotency_key(alert.dedupe_key, alert.action, alert.fingerprint())
-                decision = self.storms.admit(alert, route.squad, identity, self.clock())
+                # the squad's storm rows sit beside its webhook's rate shares: a counter write that is
+                # due anyway also leases the share this post needs (one write instead of two)
+                budget = getattr(self.teams, "budget", None) if url else None
+                decision = self.storms.admit(
+                    alert,
+                    route.squad,
+                    identity,
+                    self.clock(),
+                    webhook=webhook_ref(url).replace("#", "-") if url else "",
+                    share=budget.share_lease(url) if budget is not None else None,
+                )
                 if decision.status == DIGEST:
                     if decision.schedule_digest:
                         self._schedule_digest(decision.window)
@@ -316,7 +359,13 @@ class AlertDelivery:
 
     def _schedule_digest(self, window: StormWindow) -> None:
         delay = max(1, math.ceil((window.end - self.clock()).total_seconds()) + 2)
-        message = {"type": "digest", "squad": window.squad, "window_start": window.start.isoformat(), "attempt": 1}
+        message = {
+            "type": "digest",
+            "squad": window.squad,
+            "window_start": window.start.isoformat(),
+            "webhook": window.webhook,  # where the window's rows are (a webhook-<hash> partition, not the URL)
+            "attempt": 1,
+        }
         self.store.send(QUEUE, message, visibility_timeout=min(delay, MAX_VISIBILITY_SECONDS))
         self.storms.mark_digest_scheduled(window)
 
@@ -326,7 +375,7 @@ class AlertDelivery:
             start = datetime.fromisoformat(str(message["window_start"]))
         except (KeyError, ValueError):
             raise BadInputError("a digest message needs window_start (ISO timestamp)") from None
-        window = StormWindow(squad, start, self.settings.alert_storm_window_minutes)
+        window = StormWindow(squad, start, self.settings.alert_storm_window_minutes, str(message.get("webhook") or ""))
         attempt = int(message.get("attempt") or 1)
         outcome = DeliveryOutcome("digest", window.partition)
         held = self.storms.held_back(window)

@@ -179,3 +179,89 @@ def test_pending_violations_spread_over_partitions_and_rows_from_before_the_spre
     mine = [r for r in pending_rows(store) if r.get("Run") == run]
     assert len(mine) == 41
     assert len({r["PartitionKey"] for r in mine}) > 8
+
+
+def test_a_one_operation_transaction_answers_as_a_batch_would(store):
+    # GIVEN a row, and transactions of one operation each (sent as the plain operation)
+    pk = uuid.uuid4().hex
+    [created] = store.transact("roundtrips", [("create", {"PartitionKey": pk, "RowKey": "a", "v": 1})])
+    # THEN a create of an existing key and an update with a stale etag are refused at index 0
+    with pytest.raises(BatchRejected) as exists:
+        store.transact("roundtrips", [("create", {"PartitionKey": pk, "RowKey": "a", "v": 2})])
+    assert exists.value.index == 0
+    row = {"PartitionKey": pk, "RowKey": "a", "v": 3}
+    [updated] = store.transact("roundtrips", [("update", row, {"mode": "replace", "etag": created["etag"]})])
+    with pytest.raises(BatchRejected) as stale:
+        store.transact("roundtrips", [("update", {**row, "v": 4}, {"mode": "replace", "etag": created["etag"]})])
+    assert stale.value.index == 0
+    # AND the etag answered is the row's etag (a caller writes again without reading)
+    assert updated["etag"] == store.get("roundtrips", pk, "a")["_etag"] and store.get("roundtrips", pk, "a")["v"] == 3
+
+
+class _Counted:
+    """A StateStore that records the name of every table operation."""
+
+    def __init__(self, store):
+        self.store, self.calls = store, []
+
+    def __getattr__(self, name):
+        if name in ("insert", "insert_etag", "get", "upsert", "replace_if_unchanged", "transact", "delete", "query"):
+            self.calls.append(name)
+        return getattr(self.store, name)
+
+
+def test_a_squads_first_alert_leases_its_storm_permits_and_the_webhooks_rate_share_in_one_write(store):
+    # GIVEN an instance's storm gate and Teams budget on one store, and a webhook nobody posted to yet
+    counted = _Counted(store)
+    url = f"https://prod-01.westeurope.logic.azure.com/workflows/{uuid.uuid4().hex}"
+    clock = lambda: NOW.timestamp()  # noqa: E731
+    budget, gate = SharedRateBudget(counted, 4, clock), StormGate(counted, 10, 10)
+    webhook = "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
+    squad = f"squad-{uuid.uuid4().hex[:6]}"
+    # WHEN its first alert is admitted with the share lease, then posts
+    decision = gate.admit(_alert(1), squad, "id-1", NOW, webhook=webhook, share=budget.share_lease(url))
+    wait = budget.take(url)
+    # THEN one transaction wrote both (the counter with its block of permits, and the share), and the
+    # post took its slot without a further storage operation
+    assert decision.status == DELIVER and wait == 0.0
+    assert counted.calls == ["transact"]
+    rows = {r["RowKey"]: r for r in store.query("teamsbudget", "PartitionKey eq @pk", pk=webhook)}
+    assert sorted(k.split("-")[0] for k in rows) == ["share", "storm"]
+    # AND the next alerts of the squad in the window cost no storm write and no lease while the share lasts
+    counted.calls.clear()
+    for i in range(2, 5):
+        assert gate.admit(_alert(i), squad, f"id-{i}", NOW, webhook=webhook, share=budget.share_lease(url)).seq == i
+    assert counted.calls == []
+
+
+def test_a_share_another_instance_holds_leaves_the_counter_write_alone_and_the_budget_holds(store):
+    # GIVEN four instances holding the four shares of a webhook
+    url = f"https://prod-01.westeurope.logic.azure.com/workflows/{uuid.uuid4().hex}"
+    clock = lambda: NOW.timestamp() + 0.5  # noqa: E731
+    others = [SharedRateBudget(store, 4, clock) for _ in range(4)]
+    assert [b.take(url) for b in others] == [0.0] * 4
+    webhook = "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
+    # WHEN a fifth instance, which knows nothing of them, admits an alert with a share lease
+    budget, gate = SharedRateBudget(store, 4, clock), StormGate(store, 10, 10)
+    share = budget.share_lease(url)
+    assert share is not None and share.op[0] == "create"
+    decision = gate.admit(_alert(1), f"squad-{uuid.uuid4().hex[:6]}", "id-1", NOW, webhook=webhook, share=share)
+    # THEN the storm decision is taken (the counter written alone) and no share was taken from the others
+    assert decision.status == DELIVER and decision.seq == 1
+    assert budget.take(url) > 0  # it waits for a share like any instance
+    holders = {r["Holder"] for r in store.query("teamsbudget", "PartitionKey eq @pk", pk=webhook) if "Holder" in r}
+    assert holders == {b.holder for b in others}
+
+
+def test_a_digest_message_from_before_the_move_still_lists_its_window(store):
+    from shared.alerts.storm import StormWindow
+
+    # GIVEN a window counted in the old layout (table alertstorms, one partition per squad and window)
+    squad = f"squad-{uuid.uuid4().hex[:6]}"
+    gate = StormGate(store, 1, 10)
+    decisions = [gate.admit(_alert(i), squad, f"id-{i}", NOW) for i in range(3)]
+    assert [d.status for d in decisions] == [DELIVER, DIGEST, DIGEST]
+    # WHEN a digest message without "webhook" names it
+    window = StormWindow(squad, decisions[0].window.start, 10)
+    # THEN its held-back alerts are listed from there
+    assert [a.dedupe_key for a in gate.held_back(window)] == ["storm-1", "storm-2"]

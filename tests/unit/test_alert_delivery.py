@@ -195,6 +195,7 @@ def test_a_storm_becomes_one_digest_at_the_end_of_the_window(make):
     assert len(teams.posts) == 3
     scheduled = store.take(QUEUE)
     assert len(scheduled) == 1 and scheduled[0][0]["type"] == "digest" and scheduled[0][1] > 0
+    assert scheduled[0][0]["webhook"].startswith("webhook-")  # the window's rows sit in its webhook's partition
     # replays of held-back alerts neither count again nor schedule another digest
     delivery.handle(alert_message(_alert(dedupe_key="storm-5", severity="warning", title="alert 5")))
     assert store.take(QUEUE) == []
@@ -283,3 +284,39 @@ def test_a_teams_only_alert_below_the_storm_threshold_costs_a_claim_and_a_comple
     assert first == ["insert", "upsert"]
     assert store.calls == ["insert", "get"] and replay.results[0].status == "duplicate"
     assert len(teams.posts) == 2
+
+
+def test_the_channels_of_an_alert_run_side_by_side_and_a_storage_failure_in_one_still_raises(make):
+    import threading
+
+    # GIVEN a Teams post that only returns once ServiceNow has been called (it would hang if run in turn)
+    sn_called = threading.Event()
+
+    class WaitingTeams(RecordingTeams):
+        def post(self, url, payload):
+            assert sn_called.wait(5), "ServiceNow was not called while Teams was posting"
+            return super().post(url, payload)
+
+    class SignallingServiceNow(RecordingServiceNow):
+        def find_active(self, cid):
+            sn_called.set()
+            return super().find_active(cid)
+
+    teams, sn = WaitingTeams(), SignallingServiceNow()
+    delivery, store = make(teams=teams, servicenow=sn)
+    # WHEN an alert with an incident is delivered
+    outcome = delivery.handle(alert_message(_alert()))
+    # THEN both channels delivered, the second while the first was waiting
+    assert {r.channel: r.status for r in outcome.results} == {"teams": "delivered", "servicenow": "delivered"}
+    assert [r.channel for r in outcome.results] == ["teams", "servicenow"]
+    assert len(teams.posts) == 1 and len(sn.incidents) == 1
+    # AND when our storage fails under the second channel, the message is not acknowledged
+    from shared.errors import StorageError
+
+    class BrokenServiceNow(RecordingServiceNow):
+        def find_active(self, cid):
+            raise StorageError("storage unreachable")
+
+    delivery, store = make(servicenow=BrokenServiceNow())
+    with pytest.raises(StorageError):
+        delivery.handle(alert_message(_alert(dedupe_key="other")))
