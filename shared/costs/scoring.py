@@ -13,9 +13,11 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * level: median of the last ``level_days`` de-seasonalised days; a trailing run of ``shift_confirm_days`` or
   more days all above (or below) the band of that median is a new level (a one-day spike or charge does not
   move it; a shift alerts on its first days and is the new normal once confirmed);
-* heavy tails: a series whose own noise window holds ``heavy_tail_days`` or more days past ``outlier_mads``
-  MAD-sigmas has single-day outliers of its own: there a lone day above the band (the day before inside it)
-  alerts only past ``single_day_factor`` times the band; a persisting increase is judged as anywhere else;
+* heavy tails: each day of a series's own noise window past ``outlier_mads`` MAD-sigmas widens the band a
+  lone day above it (the day before inside it) must clear, by ``single_day_step`` up to ``single_day_factor``
+  times; a persisting increase is judged as anywhere else;
+* second day: two days in a row past ``confirm_z`` noise units over the level are a new level, alerted on
+  the second day even where neither cleared the one-day band;
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
@@ -120,13 +122,19 @@ class ScoringConfig:
     drift_z: float = 4.0
     drift_min_part_share: float = 0.12
     drift_quiet_days: int = 14
-    # heavy tails: a series whose own residuals went past ``outlier_mads`` MAD-sigmas on at least
-    # ``heavy_tail_days`` of its noise window (a Gaussian series: ~0.15 such days in 56) has single-day
-    # outliers of its own; there a first day above the band alerts only past ``single_day_factor`` times the
-    # band (a persisting increase alerts on its second day, inside the ordinary band)
-    outlier_mads: float = 3.0
-    heavy_tail_days: int = 3
-    single_day_factor: float = 1.4
+    # heavy tails: every day of a series's own noise window past ``outlier_mads`` MAD-sigmas (a Gaussian
+    # series: ~0.7 such days in 56, a Student-t(3) one ~4) is evidence of single-day outliers of its own;
+    # from ``heavy_tail_days`` such days on, a lone day above the band (the day before inside it) alerts only
+    # past the band times 1 + ``single_day_step`` per such day, at most ``single_day_factor`` (a persisting
+    # increase alerts on its second day, inside the ordinary band)
+    outlier_mads: float = 2.5
+    heavy_tail_days: int = 1
+    single_day_step: float = 0.15
+    single_day_factor: float = 1.6
+    # two days in a row past ``confirm_z`` noise units over both the last week's and the last weeks' level
+    # (each day as unlikely as one day past ~4 units on its own) is a new level, alerted on its second day
+    # even where neither day clears the one-day band; 0 turns it off
+    confirm_z: float = 2.75
 
 
 # columns of history one scored day reads: noise window + centring, or two months back + a week around
@@ -535,6 +543,8 @@ class _Level:
     long_level: FloatArray  # median of the last weeks' weekly medians
     shifted: BoolArray  # a confirmed run above the band: a new level
     above: BoolArray  # (n, level_days) the recent days above the band of ``base``
+    yesterday: FloatArray  # yesterday's de-seasonalised log cost
+    run: npt.NDArray[np.intp]  # length of the trailing run outside the band (0 below ``shift_confirm_days``)
 
 
 def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
@@ -560,8 +570,9 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     run_level = _median_of_week(np.where(in_run, recent, np.nan))[0]
     level = np.where(run > 0, run_level, base)
     out = _Level(
-        base=base, level=level, long_level=long_level, shifted=trailing_up >= cfg.shift_confirm_days, above=above
-    )
+        base=base, level=level, long_level=long_level, shifted=trailing_up >= cfg.shift_confirm_days, above=above,
+        yesterday=recent[:, -1], run=run,
+    )  # fmt: skip
     _post_event_guard(out, recent, run, cfg)
     return out
 
@@ -726,9 +737,36 @@ class _Decision:
     excess_pct: FloatArray
 
 
+def _two_days_up(
+    p: _Prepared, cost: FloatArray, d: _Day, lv: _Level, b: _Band, candidates: BoolArray, cfg: ScoringConfig
+) -> BoolArray:
+    """Stage 8a - second-day confirmation: yesterday and today both past ``confirm_z`` noise units (each
+    day its own weekday's unit) over the higher of the last week's and the last weeks' level, and today
+    past what the same weekday cost last week: a new level on its second day, whether or not its first day
+    cleared the one-day band."""
+    out = np.zeros(d.n, dtype=bool)
+    if cfg.confirm_z <= 0:
+        return out
+    k = cfg.confirm_z
+    candidates = candidates & (lv.run == 0) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
+    if not candidates.any():
+        return out
+    ref = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
+    sigma_yesterday = d.state.sigma_weekday[:, (d.today - 1) % 7]
+    last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
+    with np.errstate(over="ignore", invalid="ignore"):
+        today_floor = ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + k * d.sigma_today
+        out = (
+            candidates
+            & (lv.yesterday > ref + k * sigma_yesterday)
+            & (cost > np.exp(today_floor) + b.recurring * (1.0 + cfg.recurring_tolerance))
+        )
+    return out
+
+
 def _decide(
     p: _Prepared, cost: FloatArray, days: npt.NDArray[np.datetime64], d: _Day, lv: _Level, b: _Band,
-    dr: _Drift, history_days: npt.NDArray[np.int64], cfg: ScoringConfig,
+    dr: _Drift, intermittent: BoolArray, history_days: npt.NDArray[np.int64], cfg: ScoringConfig,
 ) -> _Decision:  # fmt: skip
     """Stage 8 - decision: above every band (wider for a lone day on a heavy-tailed series), past the gates,
     not a new monthly charge; or a drift."""
@@ -736,16 +774,19 @@ def _decide(
     scored = ~np.isnan(cost) & (history_days >= cfg.min_history_days) & np.isfinite(lv.level)
     is_up = scored & (cost > b.upper) & (cost > b.long_upper) & (cost > b.pattern_upper)
     # heavy tails: a lone day above the band (yesterday inside it) must clear a wider band
-    single_day = is_up & (d.state.outlier_days >= cfg.heavy_tail_days) & ~lv.above[:, -1]
+    outliers = d.state.outlier_days
+    single_day = is_up & (outliers >= max(cfg.heavy_tail_days, 1)) & ~lv.above[:, -1]
     if single_day.any():
+        factor = np.minimum(1.0 + cfg.single_day_step * outliers, cfg.single_day_factor)
         zero_today, p_today = d.zero_weekday[:, 0], d.profile[:, 0]
         band_today = cfg.z_threshold * d.sigma_today
         with np.errstate(over="ignore", invalid="ignore"):
-            single_upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + band_today * cfg.single_day_factor)
+            single_upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + band_today * factor)
         is_up &= ~(
             single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + b.recurring * (1.0 + cfg.recurring_tolerance))
         )
     is_down = scored & (cost < b.lower)
+    is_up |= _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
     excess = cost - b.expected
     with np.errstate(divide="ignore", invalid="ignore"):
         excess_pct = np.where(b.expected > 0, 100.0 * excess / b.expected, np.where(excess > 0, np.inf, 0.0))
@@ -780,7 +821,7 @@ def _score_prepared(
     _recurring(p, costs, days, d, b, cfg)
     dr = _drift(p, d, b, intermittent, growth, cfg)
     history_days = days_present.astype(np.int64)
-    dec = _decide(p, cost, days, d, lv, b, dr, history_days, cfg)
+    dec = _decide(p, cost, days, d, lv, b, dr, intermittent, history_days, cfg)
     return _result(costs, cost, days, d, lv, b, dr, dec, history_days, cfg, labels)
 
 
