@@ -121,6 +121,9 @@ class ScoringConfig:
     drift_spans: tuple[tuple[int, float], ...] = ((10, 30.0), (21, 45.0))
     drift_z: float = 4.0
     drift_min_part_share: float = 0.12
+    # no ``drift_step_days`` stretch of the span may hold more than this share of its growth (a step)
+    drift_step_days: int = 3
+    drift_max_step_share: float = 0.6
     drift_quiet_days: int = 14
     # heavy tails: every day of a series's own noise window past ``outlier_mads`` MAD-sigmas (a Gaussian
     # series: ~0.7 such days in 56, a Student-t(3) one ~4) is evidence of single-day outliers of its own;
@@ -479,12 +482,20 @@ def _growth_columns(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> 
         c = p.trailing7[:, ends - span // 3]
         growth = now - a
         least = cfg.drift_min_part_share * growth
+        # a step (a level shift, alerted or not) moves the weekly median by most of the growth within a few
+        # days; a drift spreads it over the span
+        step = np.full(now.shape, -np.inf)
+        gap = cfg.drift_step_days
+        for back in range(0, span - gap + 1):
+            with np.errstate(invalid="ignore"):
+                step = np.fmax(step, p.trailing7[:, ends - back] - p.trailing7[:, ends - back - gap])
         with np.errstate(invalid="ignore", over="ignore"):
             shaped = (
                 (growth >= np.log1p(min_growth_pct / 100.0))
                 & (b - a >= least)
                 & (c - b >= least)
                 & (now - c >= least)
+                & (step <= cfg.drift_max_step_share * growth)
                 & (np.exp(now) - np.exp(a) >= cfg.min_impact_usd_per_day)
             )
         spans.append((growth, shaped))
