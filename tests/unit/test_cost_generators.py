@@ -71,3 +71,15 @@ def test_baselines_are_held_to_the_engines_materiality_gate() -> None:
         assert detector(big, 59).all()
         assert detector(cheap, 59, min_impact_usd_per_day=0.0, min_excess_pct=0.0).all()
     assert not baselines.stl_robust(cheap[:3], 59).any() and baselines.stl_robust(big[:3], 59).all()
+
+
+def test_the_described_family_follows_the_issue_description() -> None:
+    # all labelled increases in the last 60 days, about one series in seven, drifts of +4-8 %/day for ~20 days
+    data = generate("described", n_series=1000, n_days=180, seed=2)
+    assert min(e.onset for e in data.events) >= 120
+    assert 0.08 < len(data.events) / 1000 < 0.16
+    drifts = [e for e in data.events if e.kind == "drift"]
+    assert drifts and all(16 <= e.duration_days <= 24 for e in drifts)
+    for e in (e for e in drifts if e.onset + e.duration_days <= 180):  # ramps compound at 4-8 %/day
+        assert e.developed_excess_usd > e.first_day_excess_usd * 10
+    assert "described" in HELD_OUT_FAMILIES

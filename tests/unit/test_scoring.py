@@ -367,3 +367,41 @@ def test_a_lone_day_on_a_heavy_tailed_series_must_clear_a_wider_band() -> None:
     # AND a lone day far past the wider band still alerts on the heavy-tailed series
     costs[:, -1] = 3.0 * plain.upper[1]
     assert score_last_day(costs, DATES).anomaly[1]
+
+
+def test_a_new_level_inside_the_one_day_band_alerts_on_its_second_day() -> None:
+    # GIVEN a quiet series whose cost moves up for good by less than the one-day band
+    costs = matrix(series(300.0, noise=0.05, seed=41))
+    plain = score_day(costs, DATES, 70)
+    unit = float(plain.noise[0])
+    step = float(np.exp(3.4 * unit))  # past the 2.75-unit confirmation, inside the 4-unit band
+    assert plain.expected[0] * step < plain.upper[0]
+    costs[0, 70:] = round(float(plain.expected[0]) * step, 2)  # a flat new level, no luck either way
+    # WHEN the daily job is replayed THEN its first day is inside the band, the second alerts as a level shift
+    first, second = score_day(costs, DATES, 70), score_day(costs, DATES, 71)
+    assert not first.anomaly[0]
+    assert second.anomaly[0] and second.reason[0] == "level_shift"
+    assert second.excess_usd_per_day[0] > 10.0
+    # AND the confirmation is what caught it: without it the second day is not flagged
+    assert not score_day(costs, DATES, 71, ScoringConfig(confirm_z=0.0)).anomaly[0]
+    # AND it is one episode: the new level is the new normal a few days later
+    assert alert_days(costs, 60) == [71]
+
+
+def test_two_ordinary_days_in_a_row_do_not_confirm_anything() -> None:
+    # GIVEN 40 quiet series WHEN replayed for two months THEN none alerts (no pair of days passes by chance)
+    costs = matrix(*(series(200.0, noise=0.08, seed=100 + k) for k in range(40)))
+    assert not score_backtest(costs, DATES, 60).anomaly.any()
+
+
+def test_a_level_shift_does_not_alert_again_as_a_drift() -> None:
+    # GIVEN a 10 %-noise series that doubles on day 50: alerted as a shift on its first days
+    costs = matrix(series(400.0, noise=0.1, seed=5))
+    costs[0, 50:] *= 2.0
+    flagged = alert_days(costs, 40)
+    assert flagged and flagged[0] == 50
+    # THEN the weekly median catching up with the step over the next weeks is not reported as a drift
+    assert flagged == [50, 51]
+    # (a drift test without the step check reports one ten days later)
+    loose = score_backtest(costs, DATES, 50, ScoringConfig(drift_max_step_share=10.0))
+    assert (loose.reason[0] == "drift").any()
