@@ -10,7 +10,8 @@ one series. Per labelled event (``shared.costs.synthetic.AnomalyEvent``):
 * a false episode - an episode that overlaps no event window (the days after an event, a recovery or
   a new level that alerts again a few days later, count as false).
 
-recall = caught events / events (onset in the evaluated days, catch window inside the data); precision =
+recall = caught events / events (onset in the evaluated days, catch window inside the data and inside the
+series's life); precision =
 caught / (caught + false episodes); F1; material recall over events whose first-day excess is >= $25;
 false episodes per 1,000 evaluated series-days (days the series exists). Events too small to act on
 (developed excess under $10/day: the engine's gate, and every baseline's) are left out of recall and
@@ -96,7 +97,13 @@ def evaluate(
     false_episodes = int(np.sum(overlap == 0))
     series_days = int(np.sum(~np.isnan(data.costs[:, first_eval:])))
 
-    judged = [e for e in data.events if e.onset >= first_eval and windows(e)[2] < n_days]
+    # an event is judged when its catch window lies inside the evaluated days and inside the series's life (a
+    # drift on a resource deleted half-way up its ramp cannot be caught by anyone)
+    judged = [
+        e
+        for e in data.events
+        if e.onset >= first_eval and windows(e)[2] < n_days and not np.isnan(data.costs[e.series, windows(e)[2]])
+    ]
     actionable = [e for e in judged if e.developed_excess_usd >= ACTIONABLE_USD]
     caught = {id(e): bool(flags[e.series, e.onset : windows(e)[2] + 1].any()) for e in actionable}
     material = [e for e in actionable if e.first_day_excess_usd >= MATERIAL_USD]
