@@ -15,7 +15,8 @@ series's life); precision =
 caught / (caught + false episodes); F1; material recall over events whose first-day excess is >= $25;
 false episodes per 1,000 evaluated series-days (days the series exists). Events too small to act on
 (developed excess under $10/day: the engine's gate, and every baseline's) are left out of recall and
-precision, and flags in their windows are neither caught nor false.
+precision, and flags in their windows are neither caught nor false; so are flags on a series carrying an
+increase its generator injected but left unlabelled (``traits["unlabelled_increase"]``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ def evaluate(
         start, end, _ = windows(event)
         target = explained if event.developed_excess_usd >= ACTIONABLE_USD else ignored
         target[event.series, start : end + 1] = True
+    # a series whose generator injected an increase it left unlabelled: its flags are neither caught nor false
+    unlabelled = data.traits.get("unlabelled_increase")
+    if unlabelled is not None:
+        ignored[unlabelled] = True
     series, starts, ends = episodes(flags)
     cum_explained = np.concatenate([np.zeros((n, 1), dtype=np.int64), np.cumsum(explained | ignored, axis=1)], axis=1)
     overlap = cum_explained[series, ends + 1] - cum_explained[series, starts]

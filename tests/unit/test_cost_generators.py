@@ -83,3 +83,19 @@ def test_the_described_family_follows_the_issue_description() -> None:
     for e in (e for e in drifts if e.onset + e.duration_days <= 180):  # ramps compound at 4-8 %/day
         assert e.developed_excess_usd > e.first_day_excess_usd * 10
     assert "described" in HELD_OUT_FAMILIES
+
+
+def test_an_increase_the_generator_left_unlabelled_is_neither_false_nor_required() -> None:
+    # GIVEN generated data where some injected increases fell too early in a young series's life to be labelled
+    data = generate("gaussian", n_series=2000, n_days=150, seed=7)
+    marked = data.traits["unlabelled_increase"]
+    assert 0 < marked.sum() < 40 and not any(marked[e.series] for e in data.events)
+    # WHEN a method flags every day of the marked series THEN none of those flags is a false episode
+    flags = np.zeros(data.costs.shape, dtype=bool)
+    flags[marked, -30:] = True
+    assert evaluate("m", "f", flags, data, 30, 0.0).false_episodes == 0
+    # while the same flags on unmarked quiet series all count
+    quiet = np.flatnonzero(~marked & ~np.isin(np.arange(2000), [e.series for e in data.events]))[: marked.sum()]
+    flags[:] = False
+    flags[quiet, -30:] = True
+    assert evaluate("m", "f", flags, data, 30, 0.0).false_episodes == len(quiet)
