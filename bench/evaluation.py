@@ -129,13 +129,13 @@ def evaluate(
 
 def table(rows: list[Quality]) -> str:
     header = (
-        f"{'family':<9}{'method':<30}{'events':>7}{'caught':>7}{'false':>6}{'prec':>7}{'recall':>7}{'F1':>7}"
+        f"{'family':<10}{'method':<30}{'events':>7}{'caught':>7}{'false':>6}{'prec':>7}{'recall':>7}{'F1':>7}"
         f"{'rec.mat':>8}{'spike':>7}{'shift':>7}{'drift':>7}{'false/1k':>9}{'sec':>7}"
     )
     lines = [header, "-" * len(header)]
     for q in rows:
         lines.append(
-            f"{q.family:<9}{q.method:<30}{q.events:>7}{q.caught:>7}{q.false_episodes:>6}{q.precision:>7.3f}"
+            f"{q.family:<10}{q.method:<30}{q.events:>7}{q.caught:>7}{q.false_episodes:>6}{q.precision:>7.3f}"
             f"{q.recall:>7.3f}{q.f1:>7.3f}{q.recall_material:>8.3f}{q.kind_recall('spike'):>7.2f}"
             f"{q.kind_recall('level_shift'):>7.2f}{q.kind_recall('drift'):>7.2f}{q.false_per_1000:>9.2f}"
             f"{q.seconds:>7.1f}"

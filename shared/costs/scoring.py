@@ -26,9 +26,14 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
   ``new_recurring``, not alerted): from the next month on it is an expected recurring charge;
 * guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
   weekday cost last week (a weekly pattern that changed) is a return to normal, not an anomaly;
-* drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span of
-  days (``drift_spans``: +30 % in 10 days, +45 % in 21), in both halves of the span (a step is a level shift, not a drift), by ``drift_z``
-  noise units; reported on the first day it holds after ``drift_quiet_days`` without.
+* drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span
+  of days (``drift_spans``: +30 % in 10 days, +45 % in 21), in each third of the span and with no
+  ``drift_step_days`` stretch holding more than ``drift_max_step_share`` of it (a step is a level shift, not a
+  drift), by ``drift_z`` noise units; reported on the first day it holds after ``drift_quiet_days`` without.
+
+The stages are functions named after them (``_day``, ``_zero_inflation``, ``_level`` and
+``_post_event_guard``, ``_intermittent``, ``_band``, ``_recurring``, ``_drift``, ``_two_days_up`` and
+``_decide``, ``_result``), called top-down by ``_score_prepared``.
 
 Only increases alert, and only past the dollar and percent gates of :class:`ScoringConfig`. A backtest
 (:func:`score_days`) computes the rolling medians once for the whole matrix and reuses them for every
