@@ -110,7 +110,7 @@ class ScoringConfig:
     noise_floor: float = 0.03
     noise_prior: float = 0.08
     noise_prior_days: float = 4.0
-    weekday_prior_days: float = 24.0
+    weekday_prior_days: float = 48.0
     tail_quantile: float = 0.9
     max_tail_ratio: float = 2.0
     tail_exponent: float = 1.0
@@ -578,7 +578,12 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     with np.errstate(invalid="ignore"):
         above = recent > (base + band)[:, None]
         below = recent < (base - band)[:, None]
-    trailing_up = np.sum(np.cumprod(above[:, ::-1], axis=1), axis=1)
+    # a run confirmed by the second-day rule (days past ``confirm_z`` units) is a new level as well
+    run_up = above
+    if cfg.confirm_z > 0:
+        with np.errstate(invalid="ignore"):
+            run_up = recent > (base + cfg.confirm_z * d.sigma)[:, None]
+    trailing_up = np.sum(np.cumprod(run_up[:, ::-1], axis=1), axis=1)
     trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
     run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
     run = np.where(trailing_down >= cfg.shift_confirm_days, trailing_down, run)

@@ -405,3 +405,22 @@ def test_a_level_shift_does_not_alert_again_as_a_drift() -> None:
     # (a drift test without the step check reports one ten days later)
     loose = score_backtest(costs, DATES, 50, ScoringConfig(drift_max_step_share=10.0))
     assert (loose.reason[0] == "drift").any()
+
+
+def test_noise_is_estimated_per_weekday() -> None:
+    # GIVEN a series steady on weekdays (3 %) whose Sundays swing by 30 % (a weekly batch of varying size)
+    rng = np.random.default_rng(43)
+    noise = np.where(WEEKDAY == 6, 0.3, 0.03)
+    costs = matrix(np.round(500.0 * np.exp(rng.normal(0.0, 1.0, N_DAYS) * noise), 2))
+    sunday = int(np.flatnonzero(WEEKDAY == 6)[-1])
+    monday = sunday - 6
+    result_sunday, result_monday = score_day(costs, DATES, sunday), score_day(costs, DATES, monday)
+    # THEN the Sunday band is wider than the Monday one
+    assert result_sunday.noise[0] > 1.5 * result_monday.noise[0]
+    # AND the same +60 % day alerts on a Monday but is inside the Sunday band
+    up = costs.copy()
+    up[0, monday] = round(1.6 * float(result_monday.expected[0]), 2)
+    assert score_day(up, DATES, monday).anomaly[0]
+    up = costs.copy()
+    up[0, sunday] = round(1.6 * float(result_sunday.expected[0]), 2)
+    assert not score_day(up, DATES, sunday).anomaly[0]
