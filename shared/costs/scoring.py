@@ -477,9 +477,31 @@ class _Growth:
     spans: list[tuple[FloatArray, BoolArray]]
 
 
+def _rolling_max(values: FloatArray, width: int) -> FloatArray:
+    """Max of columns [j - width + 1, j] for every column j (-inf padded): doubling windows, log2(width) array
+    maxima instead of ``width``."""
+    out = values
+    covered = 1
+    while covered * 2 <= width:
+        shifted = np.full(out.shape, -np.inf)
+        shifted[:, covered:] = out[:, :-covered]
+        out = np.maximum(out, shifted)
+        covered *= 2
+    if covered < width:  # two overlapping windows of ``covered`` columns cover ``width``
+        shifted = np.full(out.shape, -np.inf)
+        shifted[:, width - covered :] = out[:, : out.shape[1] - (width - covered)]
+        out = np.maximum(out, shifted)
+    return out
+
+
 def _growth_columns(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> _Growth:
     ends = np.arange(first, last + 1) - p.offset
     now = p.trailing7[:, ends]
+    # the weekly median's move over every ``drift_step_days`` (-inf where unknown)
+    gap = cfg.drift_step_days
+    steps = np.full(p.trailing7.shape, -np.inf)
+    with np.errstate(invalid="ignore"):
+        steps[:, gap:] = np.nan_to_num(p.trailing7[:, gap:] - p.trailing7[:, :-gap], nan=-np.inf)
     spans = []
     for span, min_growth_pct in cfg.drift_spans:
         a = p.trailing7[:, ends - span]
@@ -489,11 +511,7 @@ def _growth_columns(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> 
         least = cfg.drift_min_part_share * growth
         # a step (a level shift, alerted or not) moves the weekly median by most of the growth within a few
         # days; a drift spreads it over the span
-        step = np.full(now.shape, -np.inf)
-        gap = cfg.drift_step_days
-        for back in range(0, span - gap + 1):
-            with np.errstate(invalid="ignore"):
-                step = np.fmax(step, p.trailing7[:, ends - back] - p.trailing7[:, ends - back - gap])
+        step = _rolling_max(steps, span - cfg.drift_step_days + 1)[:, ends]
         with np.errstate(invalid="ignore", over="ignore"):
             shaped = (
                 (growth >= np.log1p(min_growth_pct / 100.0))

@@ -424,3 +424,12 @@ def test_noise_is_estimated_per_weekday() -> None:
     up = costs.copy()
     up[0, sunday] = round(1.6 * float(result_sunday.expected[0]), 2)
     assert not score_day(up, DATES, sunday).anomaly[0]
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 8, 11, 19])
+def test_rolling_max_equals_the_plain_loop(width: int) -> None:
+    from shared.costs.scoring import _rolling_max
+
+    values = np.random.default_rng(width).normal(size=(4, 40))
+    expected = np.array([[values[r, max(0, j - width + 1) : j + 1].max() for j in range(40)] for r in range(4)])
+    np.testing.assert_array_equal(_rolling_max(values, width), expected)
