@@ -774,33 +774,32 @@ class _Decision:
     drift: BoolArray
     excess: FloatArray
     excess_pct: FloatArray
+    confirmed_upper: FloatArray  # the bound a second-day confirmation crossed (NaN elsewhere)
 
 
 def _two_days_up(
     p: _Prepared, cost: FloatArray, d: _Day, lv: _Level, b: _Band, candidates: BoolArray, cfg: ScoringConfig
-) -> BoolArray:
+) -> tuple[BoolArray, FloatArray]:
     """Stage 8a - second-day confirmation: yesterday and today both past ``confirm_z`` noise units (each
     day its own weekday's unit) over the higher of the last week's and the last weeks' level, and today
     past what the same weekday cost last week: a new level on its second day, whether or not its first day
-    cleared the one-day band."""
+    cleared the one-day band. Returns (confirmed, the dollar bound today crossed)."""
     out = np.zeros(d.n, dtype=bool)
+    bound = np.full(d.n, np.nan)
     if cfg.confirm_z <= 0:
-        return out
+        return out, bound
     k = cfg.confirm_z
     candidates = candidates & (lv.run == 0) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
     if not candidates.any():
-        return out
+        return out, bound
     ref = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
     sigma_yesterday = d.state.sigma_weekday[:, (d.today - 1) % 7]
     last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
     with np.errstate(over="ignore", invalid="ignore"):
         today_floor = ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + k * d.sigma_today
-        out = (
-            candidates
-            & (lv.yesterday > ref + k * sigma_yesterday)
-            & (cost > np.exp(today_floor) + b.recurring * (1.0 + cfg.recurring_tolerance))
-        )
-    return out
+        bound = np.exp(today_floor) + b.recurring * (1.0 + cfg.recurring_tolerance)
+        out = candidates & (lv.yesterday > ref + k * sigma_yesterday) & (cost > bound)
+    return out, bound
 
 
 def _decide(
@@ -825,7 +824,9 @@ def _decide(
             single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + b.recurring * (1.0 + cfg.recurring_tolerance))
         )
     is_down = scored & (cost < b.lower)
-    is_up |= _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
+    confirmed, bound = _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
+    confirmed_upper = np.where(confirmed & ~is_up, bound, np.nan)
+    is_up |= confirmed
     excess = cost - b.expected
     with np.errstate(divide="ignore", invalid="ignore"):
         excess_pct = np.where(b.expected > 0, 100.0 * excess / b.expected, np.where(excess > 0, np.inf, 0.0))
@@ -837,7 +838,7 @@ def _decide(
     new_recurring = is_up & (b.recurring == 0) & ~p.present[:, lt - 30] if month_start else np.zeros(d.n, dtype=bool)
     spike = is_up & gated & ~new_recurring
     drift = scored & dr.holds & ~spike
-    return _Decision(scored, is_up, is_down, gated, new_recurring, spike, drift, excess, excess_pct)
+    return _Decision(scored, is_up, is_down, gated, new_recurring, spike, drift, excess, excess_pct, confirmed_upper)
 
 
 def _score_prepared(
@@ -874,7 +875,9 @@ def _result(
     drift, spike, scored = dec.drift, dec.spike, dec.scored
     anomaly = spike | drift
     expected = np.where(drift, dr.expected, b.expected)
-    upper = np.where(drift, dr.expected * (1.0 + cfg.drift_spans[0][1] / 100.0), b.upper)
+    # a second-day confirmation reports the bound it crossed (the one-day band can lie above the day)
+    upper = np.where(np.isnan(dec.confirmed_upper), b.upper, dec.confirmed_upper)
+    upper = np.where(drift, dr.expected * (1.0 + cfg.drift_spans[0][1] / 100.0), upper)
     lower = np.where(drift, np.minimum(b.lower, dr.expected), b.lower)
     excess = np.where(drift, dr.excess, dec.excess)
     excess_pct = np.where(drift, dr.pct, dec.excess_pct)

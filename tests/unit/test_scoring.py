@@ -382,6 +382,8 @@ def test_a_new_level_inside_the_one_day_band_alerts_on_its_second_day() -> None:
     assert not first.anomaly[0]
     assert second.anomaly[0] and second.reason[0] == "level_shift"
     assert second.excess_usd_per_day[0] > 10.0
+    # AND its band is the bound it crossed: the explanation shows the day above its upper bound
+    assert second.expected[0] < second.upper[0] < second.cost[0] < plain.upper[0]
     # AND the confirmation is what caught it: without it the second day is not flagged
     assert not score_day(costs, DATES, 71, ScoringConfig(confirm_z=0.0)).anomaly[0]
     # AND it is one episode: the new level is the new normal a few days later
