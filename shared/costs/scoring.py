@@ -22,8 +22,9 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
   months (a zero day there says nothing) is expected again;
-* a month-start charge on a series younger than a month is taken for a new monthly charge (reason
-  ``new_recurring``, not alerted): from the next month on it is an expected recurring charge;
+* on a series younger than a month, a month-start charge or a lone high day (the day before inside the
+  band) is taken for a new monthly charge (reason ``new_recurring``, not alerted): from the next month on it is
+  an expected recurring charge, and an increase that persists alerts on its second day;
 * guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
   weekday cost last week (a weekly pattern that changed) is a return to normal, not an anomaly;
 * drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span
@@ -831,11 +832,14 @@ def _decide(
     with np.errstate(divide="ignore", invalid="ignore"):
         excess_pct = np.where(b.expected > 0, 100.0 * excess / b.expected, np.where(excess > 0, np.inf, 0.0))
     gated = (excess >= cfg.min_impact_usd_per_day) & (excess_pct >= cfg.min_excess_pct)
-    # a month-start charge on a series younger than a month: most likely a new monthly charge (licence,
-    # reservation, support plan), recorded as such; from next month on it is expected
+    # on a series younger than a month, a month-start charge or a lone high day (the day before inside the
+    # band) where no charge was seen before: most likely a new monthly charge (licence, reservation, support
+    # plan, a billing-cycle day), recorded as such; from next month on it is expected, and an increase that
+    # persists alerts on its second day
     t = d.t
     month_start = days[t].astype("datetime64[D]") == days[t].astype("datetime64[M]").astype("datetime64[D]")
-    new_recurring = is_up & (b.recurring == 0) & ~p.present[:, lt - 30] if month_start else np.zeros(d.n, dtype=bool)
+    young = ~p.present[:, lt - 30]
+    new_recurring = is_up & (b.recurring == 0) & young & (month_start | ~lv.above[:, -1])
     spike = is_up & gated & ~new_recurring
     drift = scored & dr.holds & ~spike
     return _Decision(scored, is_up, is_down, gated, new_recurring, spike, drift, excess, excess_pct, confirmed_upper)

@@ -435,3 +435,23 @@ def test_rolling_max_equals_the_plain_loop(width: int) -> None:
     values = np.random.default_rng(width).normal(size=(4, 40))
     expected = np.array([[values[r, max(0, j - width + 1) : j + 1].max() for j in range(40)] for r in range(4)])
     np.testing.assert_array_equal(_rolling_max(values, width), expected)
+
+
+def test_a_billing_day_charge_of_a_young_resource_is_a_new_recurring_charge_and_persisting_increases_still_alert() -> (
+    None
+):
+    # GIVEN two resources created on 10 February: one with a $900 charge on the 5th of each month (its billing
+    # day), one whose cost triples for good on the same day in March
+    charged, stepped = series(60.0, seed=44), series(60.0, seed=45)
+    dom = np.array([d.astype(object).day for d in DATES])
+    charged[:40] = stepped[:40] = np.nan
+    charged[(dom == 5) & (np.arange(N_DAYS) >= 40)] += 900.0
+    fifth_of_march = int(np.flatnonzero((dom == 5) & (np.arange(N_DAYS) >= 40))[0])
+    stepped[fifth_of_march:] *= 3.0
+    result = score_backtest(matrix(charged, stepped), DATES, 60)
+    k = fifth_of_march - 30
+    # THEN the first charge is recorded as a new recurring charge, not alerted, and never alerts after
+    assert result.reason[0, k] == "new_recurring" and not result.anomaly[0].any()
+    # AND the lasting increase of the other young resource alerts on its second day
+    assert not result.anomaly[1, k] and result.anomaly[1, k + 1]
+    assert result.reason[1, k + 1] == "level_shift"
