@@ -10,11 +10,13 @@ one series. Per labelled event (``shared.costs.synthetic.AnomalyEvent``):
 * a false episode - an episode that overlaps no event window (the days after an event, a recovery or
   a new level that alerts again a few days later, count as false).
 
-recall = caught events / events (onset in the evaluated days, catch window inside the data); precision =
+recall = caught events / events (onset in the evaluated days, catch window inside the data and inside the
+series's life); precision =
 caught / (caught + false episodes); F1; material recall over events whose first-day excess is >= $25;
 false episodes per 1,000 evaluated series-days (days the series exists). Events too small to act on
 (developed excess under $10/day: the engine's gate, and every baseline's) are left out of recall and
-precision, and flags in their windows are neither caught nor false.
+precision, and flags in their windows are neither caught nor false; so are flags on a series carrying an
+increase its generator injected but left unlabelled (``traits["unlabelled_increase"]``).
 """
 
 from __future__ import annotations
@@ -90,13 +92,23 @@ def evaluate(
         start, end, _ = windows(event)
         target = explained if event.developed_excess_usd >= ACTIONABLE_USD else ignored
         target[event.series, start : end + 1] = True
+    # a series whose generator injected an increase it left unlabelled: its flags are neither caught nor false
+    unlabelled = data.traits.get("unlabelled_increase")
+    if unlabelled is not None:
+        ignored[unlabelled] = True
     series, starts, ends = episodes(flags)
     cum_explained = np.concatenate([np.zeros((n, 1), dtype=np.int64), np.cumsum(explained | ignored, axis=1)], axis=1)
     overlap = cum_explained[series, ends + 1] - cum_explained[series, starts]
     false_episodes = int(np.sum(overlap == 0))
     series_days = int(np.sum(~np.isnan(data.costs[:, first_eval:])))
 
-    judged = [e for e in data.events if e.onset >= first_eval and windows(e)[2] < n_days]
+    # an event is judged when its catch window lies inside the evaluated days and inside the series's life (a
+    # drift on a resource deleted half-way up its ramp cannot be caught by anyone)
+    judged = [
+        e
+        for e in data.events
+        if e.onset >= first_eval and windows(e)[2] < n_days and not np.isnan(data.costs[e.series, windows(e)[2]])
+    ]
     actionable = [e for e in judged if e.developed_excess_usd >= ACTIONABLE_USD]
     caught = {id(e): bool(flags[e.series, e.onset : windows(e)[2] + 1].any()) for e in actionable}
     material = [e for e in actionable if e.first_day_excess_usd >= MATERIAL_USD]
@@ -117,13 +129,13 @@ def evaluate(
 
 def table(rows: list[Quality]) -> str:
     header = (
-        f"{'family':<9}{'method':<30}{'events':>7}{'caught':>7}{'false':>6}{'prec':>7}{'recall':>7}{'F1':>7}"
+        f"{'family':<10}{'method':<30}{'events':>7}{'caught':>7}{'false':>6}{'prec':>7}{'recall':>7}{'F1':>7}"
         f"{'rec.mat':>8}{'spike':>7}{'shift':>7}{'drift':>7}{'false/1k':>9}{'sec':>7}"
     )
     lines = [header, "-" * len(header)]
     for q in rows:
         lines.append(
-            f"{q.family:<9}{q.method:<30}{q.events:>7}{q.caught:>7}{q.false_episodes:>6}{q.precision:>7.3f}"
+            f"{q.family:<10}{q.method:<30}{q.events:>7}{q.caught:>7}{q.false_episodes:>6}{q.precision:>7.3f}"
             f"{q.recall:>7.3f}{q.f1:>7.3f}{q.recall_material:>8.3f}{q.kind_recall('spike'):>7.2f}"
             f"{q.kind_recall('level_shift'):>7.2f}{q.kind_recall('drift'):>7.2f}{q.false_per_1000:>9.2f}"
             f"{q.seconds:>7.1f}"

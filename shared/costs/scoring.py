@@ -13,20 +13,28 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * level: median of the last ``level_days`` de-seasonalised days; a trailing run of ``shift_confirm_days`` or
   more days all above (or below) the band of that median is a new level (a one-day spike or charge does not
   move it; a shift alerts on its first days and is the new normal once confirmed);
-* heavy tails: a series whose own noise window holds ``heavy_tail_days`` or more days past ``outlier_mads``
-  MAD-sigmas has single-day outliers of its own: there a lone day above the band (the day before inside it)
-  alerts only past ``single_day_factor`` times the band; a persisting increase is judged as anywhere else;
+* heavy tails: each day of a series's own noise window past ``outlier_mads`` MAD-sigmas widens the band a
+  lone day above it (the day before inside it) must clear, by ``single_day_step`` up to ``single_day_factor``
+  times; a persisting increase is judged as anywhere else;
+* second day: two days in a row past ``confirm_z`` noise units over the level are a new level, alerted on
+  the second day even where neither cleared the one-day band;
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
   months (a zero day there says nothing) is expected again;
-* a month-start charge on a series younger than a month is taken for a new monthly charge (reason
-  ``new_recurring``, not alerted): from the next month on it is an expected recurring charge;
+* on a series younger than a month, a month-start charge or a lone high day (the day before inside the
+  band) is taken for a new monthly charge (reason ``new_recurring``, not alerted): from the next month on it is
+  an expected recurring charge, and an increase that persists alerts on its second day;
 * guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
   weekday cost last week (a weekly pattern that changed) is a return to normal, not an anomaly;
-* drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span of
-  days (``drift_spans``: +30 % in 10 days, +45 % in 21), in both halves of the span (a step is a level shift, not a drift), by ``drift_z``
-  noise units; reported on the first day it holds after ``drift_quiet_days`` without.
+* drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span
+  of days (``drift_spans``: +30 % in 10 days, +45 % in 21), in each third of the span and with no
+  ``drift_step_days`` stretch holding more than ``drift_max_step_share`` of it (a step is a level shift, not a
+  drift), by ``drift_z`` noise units; reported on the first day it holds after ``drift_quiet_days`` without.
+
+The stages are functions named after them (``_day``, ``_zero_inflation``, ``_level`` and
+``_post_event_guard``, ``_intermittent``, ``_band``, ``_recurring``, ``_drift``, ``_two_days_up`` and
+``_decide``, ``_result``), called top-down by ``_score_prepared``.
 
 Only increases alert, and only past the dollar and percent gates of :class:`ScoringConfig`. A backtest
 (:func:`score_days`) computes the rolling medians once for the whole matrix and reuses them for every
@@ -103,7 +111,7 @@ class ScoringConfig:
     noise_floor: float = 0.03
     noise_prior: float = 0.08
     noise_prior_days: float = 4.0
-    weekday_prior_days: float = 24.0
+    weekday_prior_days: float = 48.0
     tail_quantile: float = 0.9
     max_tail_ratio: float = 2.0
     tail_exponent: float = 1.0
@@ -119,14 +127,23 @@ class ScoringConfig:
     drift_spans: tuple[tuple[int, float], ...] = ((10, 30.0), (21, 45.0))
     drift_z: float = 4.0
     drift_min_part_share: float = 0.12
+    # no ``drift_step_days`` stretch of the span may hold more than this share of its growth (a step)
+    drift_step_days: int = 3
+    drift_max_step_share: float = 0.6
     drift_quiet_days: int = 14
-    # heavy tails: a series whose own residuals went past ``outlier_mads`` MAD-sigmas on at least
-    # ``heavy_tail_days`` of its noise window (a Gaussian series: ~0.15 such days in 56) has single-day
-    # outliers of its own; there a first day above the band alerts only past ``single_day_factor`` times the
-    # band (a persisting increase alerts on its second day, inside the ordinary band)
-    outlier_mads: float = 3.0
-    heavy_tail_days: int = 3
-    single_day_factor: float = 1.4
+    # heavy tails: every day of a series's own noise window past ``outlier_mads`` MAD-sigmas (a Gaussian
+    # series: ~0.7 such days in 56, a Student-t(3) one ~4) is evidence of single-day outliers of its own;
+    # from ``heavy_tail_days`` such days on, a lone day above the band (the day before inside it) alerts only
+    # past the band times 1 + ``single_day_step`` per such day, at most ``single_day_factor`` (a persisting
+    # increase alerts on its second day, inside the ordinary band)
+    outlier_mads: float = 2.5
+    heavy_tail_days: int = 1
+    single_day_step: float = 0.15
+    single_day_factor: float = 1.6
+    # two days in a row past ``confirm_z`` noise units over both the last week's and the last weeks' level
+    # (each day as unlikely as one day past ~4 units on its own) is a new level, alerted on its second day
+    # even where neither day clears the one-day band; 0 turns it off
+    confirm_z: float = 2.75
 
 
 # columns of history one scored day reads: noise window + centring, or two months back + a week around
@@ -461,9 +478,31 @@ class _Growth:
     spans: list[tuple[FloatArray, BoolArray]]
 
 
+def _rolling_max(values: FloatArray, width: int) -> FloatArray:
+    """Max of columns [j - width + 1, j] for every column j (-inf padded): doubling windows, log2(width) array
+    maxima instead of ``width``."""
+    out = values
+    covered = 1
+    while covered * 2 <= width:
+        shifted = np.full(out.shape, -np.inf)
+        shifted[:, covered:] = out[:, :-covered]
+        out = np.maximum(out, shifted)
+        covered *= 2
+    if covered < width:  # two overlapping windows of ``covered`` columns cover ``width``
+        shifted = np.full(out.shape, -np.inf)
+        shifted[:, width - covered :] = out[:, : out.shape[1] - (width - covered)]
+        out = np.maximum(out, shifted)
+    return out
+
+
 def _growth_columns(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> _Growth:
     ends = np.arange(first, last + 1) - p.offset
     now = p.trailing7[:, ends]
+    # the weekly median's move over every ``drift_step_days`` (-inf where unknown)
+    gap = cfg.drift_step_days
+    steps = np.full(p.trailing7.shape, -np.inf)
+    with np.errstate(invalid="ignore"):
+        steps[:, gap:] = np.nan_to_num(p.trailing7[:, gap:] - p.trailing7[:, :-gap], nan=-np.inf)
     spans = []
     for span, min_growth_pct in cfg.drift_spans:
         a = p.trailing7[:, ends - span]
@@ -471,155 +510,228 @@ def _growth_columns(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> 
         c = p.trailing7[:, ends - span // 3]
         growth = now - a
         least = cfg.drift_min_part_share * growth
+        # a step (a level shift, alerted or not) moves the weekly median by most of the growth within a few
+        # days; a drift spreads it over the span
+        step = _rolling_max(steps, span - cfg.drift_step_days + 1)[:, ends]
         with np.errstate(invalid="ignore", over="ignore"):
             shaped = (
                 (growth >= np.log1p(min_growth_pct / 100.0))
                 & (b - a >= least)
                 & (c - b >= least)
                 & (now - c >= least)
+                & (step <= cfg.drift_max_step_share * growth)
                 & (np.exp(now) - np.exp(a) >= cfg.min_impact_usd_per_day)
             )
         spans.append((growth, shaped))
     return _Growth(first=first, spans=spans)
 
 
-def _score_prepared(
-    p: _Prepared,
-    costs: FloatArray,
-    days: npt.NDArray[np.datetime64],
-    t: int,
-    cfg: ScoringConfig,
-    states: dict[int, _WeeklyState],
-    growth: _Growth | None,
-    labels: bool = True,
-) -> ScoreResult:
-    n = costs.shape[0]
-    z = cfg.z_threshold
-    cost = costs[:, t].copy()
-    lt = t - p.offset  # local index of the scored day
-    log_cost, centred = p.log_cost, p.centred
+@dataclass
+class _Day:
+    """One scored day: where it sits, and the week's shared state rolled so that column k of ``profile``
+    and ``zero_weekday`` is the weekday k days after today (mod 7). Stages below refine its fields."""
+
+    n: int
+    t: int  # absolute column of the scored day
+    lt: int  # its local column in the prepared window
+    today: int  # weekday, 0 = Monday
+    state: _WeeklyState
+    profile: FloatArray
+    zero_weekday: BoolArray
+    sigma: FloatArray  # the series's noise (log scale)
+    sigma_today: FloatArray  # the band's noise unit today
+
+
+def _day(
+    p: _Prepared, days: npt.NDArray[np.datetime64], t: int, cfg: ScoringConfig, states: dict[int, _WeeklyState]
+) -> _Day:
+    """Stage 1 - seasonal profile and noise: this week's shared state (computed once per week)."""
     first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)  # 0 = Monday
     today = (first_weekday + t) % 7
     anchor = t - today  # this week's Monday
     if anchor not in states:
         states[anchor] = _weekly_state(p, anchor, first_weekday, cfg)
     state = states[anchor]
-    # profile and zero weekdays rolled so that column k is the weekday k days after today (mod 7)
     roll = (today + np.arange(7)) % 7
-    profile = state.profile[:, roll]
-    zero_weekday = state.zero_weekday[:, roll]
-    sigma = state.sigma.copy()
-    sigma_today = state.sigma_weekday[:, today].copy()
+    return _Day(
+        n=p.log_cost.shape[0], t=t, lt=t - p.offset, today=today, state=state,
+        profile=state.profile[:, roll], zero_weekday=state.zero_weekday[:, roll],
+        sigma=state.sigma.copy(), sigma_today=state.sigma_weekday[:, today].copy(),
+    )  # fmt: skip
 
-    # -- zero inflation: mostly-zero series are judged on the size of their days with usage
-    lo = lt - cfg.noise_days
-    days_present = p.present_count[:, lt] - p.present_count[:, lo]
-    zero_share = (p.zero_count[:, lt] - p.zero_count[:, lo]) / np.maximum(days_present, 1)
-    intermittent = zero_share >= cfg.intermittent_zero_share
 
-    # -- level: median of the last week, de-seasonalised; a trailing run outside its band is a new level
+def _zero_inflation(p: _Prepared, d: _Day, cfg: ScoringConfig) -> tuple[npt.NDArray[np.int64], BoolArray]:
+    """Stage 2 - (days present in the noise window, intermittent): a series with zero on at least
+    ``intermittent_zero_share`` of its days is judged on the size of its days with usage."""
+    lo = d.lt - cfg.noise_days
+    days_present = p.present_count[:, d.lt] - p.present_count[:, lo]
+    zero_share = (p.zero_count[:, d.lt] - p.zero_count[:, lo]) / np.maximum(days_present, 1)
+    return days_present, zero_share >= cfg.intermittent_zero_share
+
+
+@dataclass
+class _Level:
+    """Where the series stands before today (log scale, de-seasonalised)."""
+
+    base: FloatArray  # median of the last ``level_days``
+    level: FloatArray  # the level today is judged against
+    long_level: FloatArray  # median of the last weeks' weekly medians
+    shifted: BoolArray  # a confirmed run above the band: a new level
+    above: BoolArray  # (n, level_days) the recent days above the band of ``base``
+    yesterday: FloatArray  # yesterday's de-seasonalised log cost
+    run: npt.NDArray[np.intp]  # length of the trailing run outside the band (0 below ``shift_confirm_days``)
+
+
+def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
+    """Stage 3 - level: median of the last week, de-seasonalised; a trailing run of ``shift_confirm_days``
+    or more outside its band is a new level (one day above is a spike or a charge)."""
+    lt = d.lt
     recent_cols = np.arange(lt - cfg.level_days, lt)
-    recent = log_cost[:, recent_cols] - profile[:, (recent_cols - lt) % 7]
+    recent = p.log_cost[:, recent_cols] - d.profile[:, (recent_cols - lt) % 7]
     base, base_count = _median_of_week(recent)
     # the level of the last weeks: median of the weekly medians (whole weeks need no de-seasonalising)
     long_level, long_count = nanmedian_count(p.trailing7[:, lt - 1 - 7 * np.arange(cfg.long_level_days // 7)])
     long_level = np.where(long_count >= 2, long_level, np.nan)
     base = np.where(base_count >= 3, base, long_level)
-    band = z * sigma
+    band = cfg.z_threshold * d.sigma
     with np.errstate(invalid="ignore"):
         above = recent > (base + band)[:, None]
         below = recent < (base - band)[:, None]
-    trailing_up = np.sum(np.cumprod(above[:, ::-1], axis=1), axis=1)
+    # a run confirmed by the second-day rule (days past ``confirm_z`` units) is a new level as well
+    run_up = above
+    if cfg.confirm_z > 0:
+        with np.errstate(invalid="ignore"):
+            run_up = recent > (base + cfg.confirm_z * d.sigma)[:, None]
+    trailing_up = np.sum(np.cumprod(run_up[:, ::-1], axis=1), axis=1)
     trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
-    # one day above is a spike (or a charge): the level moves once a second day confirms it
     run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
     run = np.where(trailing_down >= cfg.shift_confirm_days, trailing_down, run)
     in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run)[:, None]
     run_level = _median_of_week(np.where(in_run, recent, np.nan))[0]
-    shifted = trailing_up >= cfg.shift_confirm_days
     level = np.where(run > 0, run_level, base)
-    # post-event guard: after a day above the band, the days since it (normal or not) say where the level
-    # is now - a noisy new level does not alert again on its next high day, a spike's recovery is normal
-    first_above = np.argmax(above, axis=1)
-    post = (run == 0) & above.any(axis=1) & (cfg.level_days - first_above >= cfg.shift_confirm_days)
-    post &= cfg.post_event_guard
+    out = _Level(
+        base=base, level=level, long_level=long_level, shifted=trailing_up >= cfg.shift_confirm_days, above=above,
+        yesterday=recent[:, -1], run=run,
+    )  # fmt: skip
+    _post_event_guard(out, recent, run, cfg)
+    return out
+
+
+def _post_event_guard(lv: _Level, recent: FloatArray, run: npt.NDArray[np.intp], cfg: ScoringConfig) -> None:
+    """Stage 3b - after a day above the band, the days since it (normal or not) say where the level is now:
+    a noisy new level does not alert again on its next high day, a spike's recovery is normal."""
+    if not cfg.post_event_guard:
+        return
+    first_above = np.argmax(lv.above, axis=1)
+    post = (run == 0) & lv.above.any(axis=1) & (cfg.level_days - first_above >= cfg.shift_confirm_days)
     if post.any():
         rows = np.flatnonzero(post)
         since = np.arange(cfg.level_days)[None, :] >= first_above[rows][:, None]
-        level[rows] = np.fmax(base[rows], _median_of_week(np.where(since, recent[rows], np.nan))[0])
+        lv.level[rows] = np.fmax(lv.base[rows], _median_of_week(np.where(since, recent[rows], np.nan))[0])
 
-    if intermittent.any():
-        used = log_cost[intermittent][:, _cols(p, t - cfg.noise_days, t)]
-        used_level, used_count = nanmedian_count(used)
-        i_mad, i_sigma, i_count = _robust_scale(
-            np.abs(used - used_level[:, None]), cfg.tail_quantile, cfg.max_tail_ratio
-        )
-        i_sigma = np.fmax(_shrink(i_sigma, i_count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
-        level[intermittent] = np.where(used_count >= 3, used_level, np.nan)
-        long_level[intermittent] = level[intermittent]
-        sigma[intermittent] = i_sigma
-        sigma_today[intermittent] = i_sigma * cfg.prediction_inflation
-        profile[intermittent] = 0.0
-        zero_weekday[intermittent] = False
-        shifted[intermittent] = False
 
-    p_today = profile[:, 0]
-    zero_today = zero_weekday[:, 0]
-    band_today = z * sigma_today
+def _intermittent(p: _Prepared, d: _Day, lv: _Level, intermittent: BoolArray, cfg: ScoringConfig) -> None:
+    """Stage 4 - zero inflation: an intermittent series's level and noise are those of its days with usage,
+    with no weekly profile and no level shifts."""
+    if not intermittent.any():
+        return
+    used = p.log_cost[intermittent][:, _cols(p, d.t - cfg.noise_days, d.t)]
+    used_level, used_count = nanmedian_count(used)
+    _, i_sigma, i_count = _robust_scale(np.abs(used - used_level[:, None]), cfg.tail_quantile, cfg.max_tail_ratio)
+    i_sigma = np.fmax(_shrink(i_sigma, i_count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
+    lv.level[intermittent] = np.where(used_count >= 3, used_level, np.nan)
+    lv.long_level[intermittent] = lv.level[intermittent]
+    d.sigma[intermittent] = i_sigma
+    d.sigma_today[intermittent] = i_sigma * cfg.prediction_inflation
+    d.profile[intermittent] = 0.0
+    d.zero_weekday[intermittent] = False
+    lv.shifted[intermittent] = False
+
+
+@dataclass
+class _Band:
+    """Today's expectation and the bounds an increase must clear (dollars)."""
+
+    expected: FloatArray
+    upper: FloatArray
+    lower: FloatArray
+    long_upper: FloatArray  # the band of the level of the last weeks: a return to it is normal
+    pattern_upper: FloatArray  # the band of what the same weekday cost last week: a pattern that changed
+    recurring: FloatArray  # the recurring charge expected today (0 where none)
+
+
+def _band(p: _Prepared, d: _Day, lv: _Level, intermittent: BoolArray, cfg: ScoringConfig) -> _Band:
+    """Stage 5 - expectation and band from level, weekday profile and weekday noise."""
+    p_today = d.profile[:, 0]
+    zero_today = d.zero_weekday[:, 0]
+    band_today = cfg.z_threshold * d.sigma_today
     with np.errstate(over="ignore", invalid="ignore"):
-        expected = np.where(zero_today, 0.0, np.exp(level + p_today))
-        upper = np.exp(level + np.where(zero_today, 0.0, p_today) + band_today)
-        lower = np.where(zero_today | intermittent, 0.0, np.exp(level + p_today - band_today))
-        long_upper = np.exp(long_level + np.where(zero_today, 0.0, p_today) + band_today)
-        # what the same weekday cost last week, relative to its week: a weekly pattern that changed
-        last_week = log_cost[:, lt - 7] - centred[:, lt - 7]
+        expected = np.where(zero_today, 0.0, np.exp(lv.level + p_today))
+        upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + band_today)
+        lower = np.where(zero_today | intermittent, 0.0, np.exp(lv.level + p_today - band_today))
+        long_upper = np.exp(lv.long_level + np.where(zero_today, 0.0, p_today) + band_today)
+        last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
         pattern_upper = np.exp(
-            level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today
+            lv.level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today
         )
-    expected = np.nan_to_num(expected, nan=0.0)
+    return _Band(np.nan_to_num(expected, nan=0.0), upper, lower, long_upper, pattern_upper, np.zeros(d.n))
 
-    # -- recurring charge: the excess seen on this day of month in the previous months (billing day, purchase
-    # anniversary); the smaller of the months seen is expected again
-    def charge_back(backs: list[int]) -> FloatArray:
-        least = np.full(n, np.inf)
-        seen = np.zeros(n, dtype=bool)
-        for back in backs:
-            idx = t - back
-            li = idx - p.offset
-            if idx < 0 or li - 7 < 0:
-                continue
-            day_cost = costs[:, idx]
-            ok = day_cost > 0  # a zero day (or no data) says nothing about a charge
-            # only a day standing above both neighbours can hold a charge: the median is taken for those
-            with np.errstate(invalid="ignore"):
-                rows = np.flatnonzero(ok & (day_cost > 1.1 * np.fmax(costs[:, idx - 1], costs[:, idx + 1])))
-            prev_excess = np.zeros(n)
-            if rows.size:
-                around = np.concatenate([log_cost[rows, li - 7 : li], log_cost[rows, li + 1 : li + 8]], axis=1)
-                with np.errstate(over="ignore", invalid="ignore"):
-                    ref = np.exp(nanmedian(around) + profile[rows, (li - lt) % 7])
-                prev_excess[rows] = np.nan_to_num(day_cost[rows] - ref, nan=0.0)
-            least = np.where(ok, np.fmin(least, prev_excess), least)
-            seen |= ok
-        return np.where(seen & np.isfinite(least), np.maximum(least, 0.0), 0.0)
 
-    recurring = charge_back(_same_day_previous_months(days[t], cfg.recurring_months))
+def _recurring(
+    p: _Prepared, costs: FloatArray, days: npt.NDArray[np.datetime64], d: _Day, b: _Band, cfg: ScoringConfig
+) -> None:
+    """Stage 6 - recurring charge: the excess seen on this day of month in the previous months (billing day,
+    purchase anniversary); the smaller of the months seen is expected again, and widens the band."""
+    n, t, lt = d.n, d.t, d.lt
+    least = np.full(n, np.inf)
+    seen = np.zeros(n, dtype=bool)
+    for back in _same_day_previous_months(days[t], cfg.recurring_months):
+        idx = t - back
+        li = idx - p.offset
+        if idx < 0 or li - 7 < 0:
+            continue
+        day_cost = costs[:, idx]
+        ok = day_cost > 0  # a zero day (or no data) says nothing about a charge
+        # only a day standing above both neighbours can hold a charge: the median is taken for those
+        with np.errstate(invalid="ignore"):
+            rows = np.flatnonzero(ok & (day_cost > 1.1 * np.fmax(costs[:, idx - 1], costs[:, idx + 1])))
+        prev_excess = np.zeros(n)
+        if rows.size:
+            around = np.concatenate([p.log_cost[rows, li - 7 : li], p.log_cost[rows, li + 1 : li + 8]], axis=1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                ref = np.exp(nanmedian(around) + d.profile[rows, (li - lt) % 7])
+            prev_excess[rows] = np.nan_to_num(day_cost[rows] - ref, nan=0.0)
+        least = np.where(ok, np.fmin(least, prev_excess), least)
+        seen |= ok
+    recurring = np.where(seen & np.isfinite(least), np.maximum(least, 0.0), 0.0)
     # a charge must stand out of the noise to be a charge
-    recurring = np.where(recurring > expected * (np.exp(band_today) - 1.0), recurring, 0.0)
-    expected = expected + recurring
+    band_today = cfg.z_threshold * d.sigma_today
+    recurring = np.where(recurring > b.expected * (np.exp(band_today) - 1.0), recurring, 0.0)
     slack = recurring * (1.0 + cfg.recurring_tolerance)
-    upper = np.nan_to_num(upper, nan=0.0) + slack
-    lower = np.nan_to_num(lower, nan=0.0)
-    long_upper = np.where(np.isnan(long_upper), 0.0, long_upper) + slack
-    pattern_upper = np.where(np.isnan(pattern_upper), 0.0, pattern_upper) + slack
+    b.recurring = recurring
+    b.expected = b.expected + recurring
+    b.upper = np.nan_to_num(b.upper, nan=0.0) + slack
+    b.lower = np.nan_to_num(b.lower, nan=0.0)
+    b.long_upper = np.where(np.isnan(b.long_upper), 0.0, b.long_upper) + slack
+    b.pattern_upper = np.where(np.isnan(b.pattern_upper), 0.0, b.pattern_upper) + slack
 
-    excess = cost - expected
-    with np.errstate(divide="ignore", invalid="ignore"):
-        unit = np.fmax(expected - recurring, 1e-9) * sigma_today
-        score = np.where(expected > 0, excess / unit, np.where(excess > 0, np.inf, 0.0))
 
-    # -- drift: the weekly (trailing 7-day) median grew by a factor over a span, in each third, past the noise;
-    # reported on the first day it holds after ``drift_quiet_days`` without
+@dataclass(frozen=True)
+class _Drift:
+    holds: BoolArray  # a drift is reported today
+    expected: FloatArray  # the baseline it drifted from (dollars, today's weekday)
+    excess: FloatArray
+    pct: FloatArray
+    growth: FloatArray  # log growth over the span
+
+
+def _drift(
+    p: _Prepared, d: _Day, b: _Band, intermittent: BoolArray, growth: _Growth | None, cfg: ScoringConfig
+) -> _Drift:
+    """Stage 7 - drift: the weekly (trailing 7-day) median grew by a factor over a span, in each third, past
+    the noise; reported on the first day it holds after ``drift_quiet_days`` without."""
+    n, t, lt = d.n, d.t, d.lt
+    p_today = d.profile[:, 0]
     quiet = cfg.drift_quiet_days
     if growth is None or growth.first > t - quiet:
         growth = _growth_columns(p, t - quiet, t, cfg)
@@ -632,7 +744,7 @@ def _score_prepared(
         span_growth = span_growth_all[:, window_cols]
         shaped = shaped_all[:, window_cols]
         with np.errstate(invalid="ignore"):
-            span_holds = shaped & (span_growth >= cfg.drift_z * 0.8 * sigma[:, None])
+            span_holds = shaped & (span_growth >= cfg.drift_z * 0.8 * d.sigma[:, None])
         first = span_holds[:, 0] & np.isnan(drift_growth)
         drift_growth = np.where(first, span_growth[:, 0], drift_growth)
         drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
@@ -640,55 +752,157 @@ def _score_prepared(
     is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
     with np.errstate(over="ignore", invalid="ignore"):
         # today itself must sit well above where the growth started
-        is_drift &= log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(drift_growth, nan=np.inf) / 2
-        drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + recurring
+        is_drift &= p.log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(drift_growth, nan=np.inf) / 2
+        drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + b.recurring
         drift_excess = np.nan_to_num((np.exp(p.trailing7[:, lt]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
-    drift_pct = np.nan_to_num(100.0 * np.expm1(drift_growth), nan=0.0)
-    drift_growth = np.nan_to_num(drift_growth, nan=0.0)
+    return _Drift(
+        holds=is_drift,
+        expected=drift_expected,
+        excess=drift_excess,
+        pct=np.nan_to_num(100.0 * np.expm1(drift_growth), nan=0.0),
+        growth=np.nan_to_num(drift_growth, nan=0.0),
+    )
 
-    history_days = days_present.astype(np.int64)
-    present = ~np.isnan(cost)
-    scored = present & (history_days >= cfg.min_history_days) & np.isfinite(level)
 
-    is_up = scored & (cost > upper) & (cost > long_upper) & (cost > pattern_upper)
+@dataclass(frozen=True)
+class _Decision:
+    scored: BoolArray
+    is_up: BoolArray  # above every band
+    is_down: BoolArray
+    gated: BoolArray  # past the dollar and percent gates
+    new_recurring: BoolArray
+    spike: BoolArray  # an increase alerted (spike or a shift's first days)
+    drift: BoolArray
+    excess: FloatArray
+    excess_pct: FloatArray
+    confirmed_upper: FloatArray  # the bound a second-day confirmation crossed (NaN elsewhere)
+
+
+def _two_days_up(
+    p: _Prepared, cost: FloatArray, d: _Day, lv: _Level, b: _Band, candidates: BoolArray, cfg: ScoringConfig
+) -> tuple[BoolArray, FloatArray]:
+    """Stage 8a - second-day confirmation: yesterday and today both past ``confirm_z`` noise units (each
+    day its own weekday's unit) over the higher of the last week's and the last weeks' level, and today
+    past what the same weekday cost last week: a new level on its second day, whether or not its first day
+    cleared the one-day band. Returns (confirmed, the dollar bound today crossed)."""
+    out = np.zeros(d.n, dtype=bool)
+    bound = np.full(d.n, np.nan)
+    if cfg.confirm_z <= 0:
+        return out, bound
+    k = cfg.confirm_z
+    candidates = candidates & (lv.run == 0) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
+    if not candidates.any():
+        return out, bound
+    ref = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
+    sigma_yesterday = d.state.sigma_weekday[:, (d.today - 1) % 7]
+    last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
+    with np.errstate(over="ignore", invalid="ignore"):
+        today_floor = ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + k * d.sigma_today
+        bound = np.exp(today_floor) + b.recurring * (1.0 + cfg.recurring_tolerance)
+        out = candidates & (lv.yesterday > ref + k * sigma_yesterday) & (cost > bound)
+    return out, bound
+
+
+def _decide(
+    p: _Prepared, cost: FloatArray, days: npt.NDArray[np.datetime64], d: _Day, lv: _Level, b: _Band,
+    dr: _Drift, intermittent: BoolArray, history_days: npt.NDArray[np.int64], cfg: ScoringConfig,
+) -> _Decision:  # fmt: skip
+    """Stage 8 - decision: above every band (wider for a lone day on a heavy-tailed series), past the gates,
+    not a new monthly charge; or a drift."""
+    lt = d.lt
+    scored = ~np.isnan(cost) & (history_days >= cfg.min_history_days) & np.isfinite(lv.level)
+    is_up = scored & (cost > b.upper) & (cost > b.long_upper) & (cost > b.pattern_upper)
     # heavy tails: a lone day above the band (yesterday inside it) must clear a wider band
-    single_day = is_up & (state.outlier_days >= cfg.heavy_tail_days) & ~above[:, -1]
+    outliers = d.state.outlier_days
+    single_day = is_up & (outliers >= max(cfg.heavy_tail_days, 1)) & ~lv.above[:, -1]
     if single_day.any():
+        factor = np.minimum(1.0 + cfg.single_day_step * outliers, cfg.single_day_factor)
+        zero_today, p_today = d.zero_weekday[:, 0], d.profile[:, 0]
+        band_today = cfg.z_threshold * d.sigma_today
         with np.errstate(over="ignore", invalid="ignore"):
-            single_upper = np.exp(level + np.where(zero_today, 0.0, p_today) + band_today * cfg.single_day_factor)
-        is_up &= ~(single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + slack))
-    is_down = scored & (cost < lower)
+            single_upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + band_today * factor)
+        is_up &= ~(
+            single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + b.recurring * (1.0 + cfg.recurring_tolerance))
+        )
+    is_down = scored & (cost < b.lower)
+    confirmed, bound = _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
+    confirmed_upper = np.where(confirmed & ~is_up, bound, np.nan)
+    is_up |= confirmed
+    excess = cost - b.expected
     with np.errstate(divide="ignore", invalid="ignore"):
-        excess_pct = np.where(expected > 0, 100.0 * excess / expected, np.where(excess > 0, np.inf, 0.0))
+        excess_pct = np.where(b.expected > 0, 100.0 * excess / b.expected, np.where(excess > 0, np.inf, 0.0))
     gated = (excess >= cfg.min_impact_usd_per_day) & (excess_pct >= cfg.min_excess_pct)
-    # a month-start charge on a series younger than a month: most likely a new monthly charge (licence,
-    # reservation, support plan), recorded as such; from next month on it is expected
+    # on a series younger than a month, a month-start charge or a lone high day (the day before inside the
+    # band) where no charge was seen before: most likely a new monthly charge (licence, reservation, support
+    # plan, a billing-cycle day), recorded as such; from next month on it is expected, and an increase that
+    # persists alerts on its second day
+    t = d.t
     month_start = days[t].astype("datetime64[D]") == days[t].astype("datetime64[M]").astype("datetime64[D]")
-    new_recurring = is_up & (recurring == 0) & ~p.present[:, lt - 30] if month_start else np.zeros(n, dtype=bool)
+    young = ~p.present[:, lt - 30]
+    new_recurring = is_up & (b.recurring == 0) & young & (month_start | ~lv.above[:, -1])
     spike = is_up & gated & ~new_recurring
-    drift = scored & is_drift & ~spike
+    drift = scored & dr.holds & ~spike
+    return _Decision(scored, is_up, is_down, gated, new_recurring, spike, drift, excess, excess_pct, confirmed_upper)
+
+
+def _score_prepared(
+    p: _Prepared,
+    costs: FloatArray,
+    days: npt.NDArray[np.datetime64],
+    t: int,
+    cfg: ScoringConfig,
+    states: dict[int, _WeeklyState],
+    growth: _Growth | None,
+    labels: bool = True,
+) -> ScoreResult:
+    """Score column ``t``: the stages above, top-down, then the labels."""
+    cost = costs[:, t].copy()
+    d = _day(p, days, t, cfg, states)
+    days_present, intermittent = _zero_inflation(p, d, cfg)
+    lv = _level(p, d, cfg)
+    _intermittent(p, d, lv, intermittent, cfg)
+    b = _band(p, d, lv, intermittent, cfg)
+    _recurring(p, costs, days, d, b, cfg)
+    dr = _drift(p, d, b, intermittent, growth, cfg)
+    history_days = days_present.astype(np.int64)
+    dec = _decide(p, cost, days, d, lv, b, dr, intermittent, history_days, cfg)
+    return _result(costs, cost, days, d, lv, b, dr, dec, history_days, cfg, labels)
+
+
+def _result(
+    costs: FloatArray, cost: FloatArray, days: npt.NDArray[np.datetime64], d: _Day, lv: _Level, b: _Band,
+    dr: _Drift, dec: _Decision, history_days: npt.NDArray[np.int64], cfg: ScoringConfig, labels: bool,
+) -> ScoreResult:  # fmt: skip
+    """Stage 9 - what is reported: drift rows report the baseline they drifted from; reasons, status,
+    direction, severity and seasonality as codes (or labels)."""
+    n, t = d.n, d.t
+    drift, spike, scored = dec.drift, dec.spike, dec.scored
     anomaly = spike | drift
-
-    # drift rows report the baseline they drifted from
-    expected = np.where(drift, drift_expected, expected)
-    upper = np.where(drift, drift_expected * (1.0 + cfg.drift_spans[0][1] / 100.0), upper)
-    lower = np.where(drift, np.minimum(lower, drift_expected), lower)
-    excess = np.where(drift, drift_excess, excess)
-    excess_pct = np.where(drift, drift_pct, excess_pct)
+    expected = np.where(drift, dr.expected, b.expected)
+    # a second-day confirmation reports the bound it crossed (the one-day band can lie above the day)
+    upper = np.where(np.isnan(dec.confirmed_upper), b.upper, dec.confirmed_upper)
+    upper = np.where(drift, dr.expected * (1.0 + cfg.drift_spans[0][1] / 100.0), upper)
+    lower = np.where(drift, np.minimum(b.lower, dr.expected), b.lower)
+    excess = np.where(drift, dr.excess, dec.excess)
+    excess_pct = np.where(drift, dr.pct, dec.excess_pct)
     with np.errstate(divide="ignore", invalid="ignore"):
-        score = np.where(drift, drift_growth / sigma, score)
+        unit = np.fmax(b.expected - b.recurring, 1e-9) * d.sigma_today
+        score = np.where(b.expected > 0, dec.excess / unit, np.where(dec.excess > 0, np.inf, 0.0))
+        score = np.where(drift, dr.growth / d.sigma, score)
 
-    recurring_today = scored & (recurring > 0) & (cost > expected - recurring + (upper - expected) / 2) & ~is_up
+    is_up, is_down = dec.is_up, dec.is_down
+    recurring_today = scored & (b.recurring > 0) & (cost > expected - b.recurring + (upper - expected) / 2) & ~is_up
     reason = np.zeros(n, dtype=np.int8)  # codes into REASONS; the label arrays are made at the end
     code = {name: np.int8(k) for k, name in enumerate(REASONS)}
-    reason[scored & shifted & ~is_up & ~is_down] = code[REASON_LEVEL_SHIFT]
+    reason[scored & lv.shifted & ~is_up & ~is_down] = code[REASON_LEVEL_SHIFT]
     reason[recurring_today] = code[REASON_RECURRING]
     reason[is_down] = code[REASON_DECREASE]
-    reason[is_up & ~gated] = code[REASON_BELOW_GATE]
-    reason[new_recurring & gated] = code[REASON_NEW_RECURRING]
+    reason[is_up & ~dec.gated] = code[REASON_BELOW_GATE]
+    reason[dec.new_recurring & dec.gated] = code[REASON_NEW_RECURRING]
     reason[spike] = code[REASON_SPIKE]
-    reason[spike & above[:, -1]] = code[REASON_LEVEL_SHIFT]
+    reason[spike & lv.above[:, -1]] = code[REASON_LEVEL_SHIFT]
     reason[drift] = code[REASON_DRIFT]
+    present = ~np.isnan(cost)
     warming = present & ~scored
     # a series that was not there on the first day of the data was created inside it
     born_inside = np.isnan(costs[warming, 0])
@@ -706,7 +920,7 @@ def _score_prepared(
     severity = anomaly.astype(np.int8)  # SEVERITIES
     severity[anomaly & (excess_hour > cfg.critical_usd_per_hour)] = 2
 
-    seasonality = (np.any(profile != 0.0, axis=1) | np.any(zero_weekday, axis=1)).astype(np.int8)  # SEASONALITIES
+    seasonality = (np.any(d.profile != 0.0, axis=1) | np.any(d.zero_weekday, axis=1)).astype(np.int8)
 
     def unscored(values: FloatArray) -> FloatArray:
         return np.where(scored, values, np.nan)
@@ -728,7 +942,7 @@ def _score_prepared(
         reason=_label(reason, REASONS, labels),
         history_days=history_days,
         seasonality=_label(seasonality, SEASONALITIES, labels),
-        noise=unscored(sigma_today),
+        noise=unscored(d.sigma_today),
     )
 
 

@@ -71,3 +71,31 @@ def test_baselines_are_held_to_the_engines_materiality_gate() -> None:
         assert detector(big, 59).all()
         assert detector(cheap, 59, min_impact_usd_per_day=0.0, min_excess_pct=0.0).all()
     assert not baselines.stl_robust(cheap[:3], 59).any() and baselines.stl_robust(big[:3], 59).all()
+
+
+def test_the_described_family_follows_the_issue_description() -> None:
+    # all labelled increases in the last 60 days, about one series in seven, drifts of +4-8 %/day for ~20 days
+    data = generate("described", n_series=1000, n_days=180, seed=2)
+    assert min(e.onset for e in data.events) >= 120
+    assert 0.08 < len(data.events) / 1000 < 0.16
+    drifts = [e for e in data.events if e.kind == "drift"]
+    assert drifts and all(16 <= e.duration_days <= 24 for e in drifts)
+    for e in (e for e in drifts if e.onset + e.duration_days <= 180):  # ramps compound at 4-8 %/day
+        assert e.developed_excess_usd > e.first_day_excess_usd * 10
+    assert "described" in HELD_OUT_FAMILIES
+
+
+def test_an_increase_the_generator_left_unlabelled_is_neither_false_nor_required() -> None:
+    # GIVEN generated data where some injected increases fell too early in a young series's life to be labelled
+    data = generate("gaussian", n_series=2000, n_days=150, seed=7)
+    marked = data.traits["unlabelled_increase"]
+    assert 0 < marked.sum() < 40 and not any(marked[e.series] for e in data.events)
+    # WHEN a method flags every day of the marked series THEN none of those flags is a false episode
+    flags = np.zeros(data.costs.shape, dtype=bool)
+    flags[marked, -30:] = True
+    assert evaluate("m", "f", flags, data, 30, 0.0).false_episodes == 0
+    # while the same flags on unmarked quiet series all count
+    quiet = np.flatnonzero(~marked & ~np.isin(np.arange(2000), [e.series for e in data.events]))[: marked.sum()]
+    flags[:] = False
+    flags[quiet, -30:] = True
+    assert evaluate("m", "f", flags, data, 30, 0.0).false_episodes == len(quiet)

@@ -367,3 +367,91 @@ def test_a_lone_day_on_a_heavy_tailed_series_must_clear_a_wider_band() -> None:
     # AND a lone day far past the wider band still alerts on the heavy-tailed series
     costs[:, -1] = 3.0 * plain.upper[1]
     assert score_last_day(costs, DATES).anomaly[1]
+
+
+def test_a_new_level_inside_the_one_day_band_alerts_on_its_second_day() -> None:
+    # GIVEN a quiet series whose cost moves up for good by less than the one-day band
+    costs = matrix(series(300.0, noise=0.05, seed=41))
+    plain = score_day(costs, DATES, 70)
+    unit = float(plain.noise[0])
+    step = float(np.exp(3.4 * unit))  # past the 2.75-unit confirmation, inside the 4-unit band
+    assert plain.expected[0] * step < plain.upper[0]
+    costs[0, 70:] = round(float(plain.expected[0]) * step, 2)  # a flat new level, no luck either way
+    # WHEN the daily job is replayed THEN its first day is inside the band, the second alerts as a level shift
+    first, second = score_day(costs, DATES, 70), score_day(costs, DATES, 71)
+    assert not first.anomaly[0]
+    assert second.anomaly[0] and second.reason[0] == "level_shift"
+    assert second.excess_usd_per_day[0] > 10.0
+    # AND its band is the bound it crossed: the explanation shows the day above its upper bound
+    assert second.expected[0] < second.upper[0] < second.cost[0] < plain.upper[0]
+    # AND the confirmation is what caught it: without it the second day is not flagged
+    assert not score_day(costs, DATES, 71, ScoringConfig(confirm_z=0.0)).anomaly[0]
+    # AND it is one episode: the new level is the new normal a few days later
+    assert alert_days(costs, 60) == [71]
+
+
+def test_two_ordinary_days_in_a_row_do_not_confirm_anything() -> None:
+    # GIVEN 40 quiet series WHEN replayed for two months THEN none alerts (no pair of days passes by chance)
+    costs = matrix(*(series(200.0, noise=0.08, seed=100 + k) for k in range(40)))
+    assert not score_backtest(costs, DATES, 60).anomaly.any()
+
+
+def test_a_level_shift_does_not_alert_again_as_a_drift() -> None:
+    # GIVEN a 10 %-noise series that doubles on day 50: alerted as a shift on its first days
+    costs = matrix(series(400.0, noise=0.1, seed=5))
+    costs[0, 50:] *= 2.0
+    flagged = alert_days(costs, 40)
+    assert flagged and flagged[0] == 50
+    # THEN the weekly median catching up with the step over the next weeks is not reported as a drift
+    assert flagged == [50, 51]
+    # (a drift test without the step check reports one ten days later)
+    loose = score_backtest(costs, DATES, 50, ScoringConfig(drift_max_step_share=10.0))
+    assert (loose.reason[0] == "drift").any()
+
+
+def test_noise_is_estimated_per_weekday() -> None:
+    # GIVEN a series steady on weekdays (3 %) whose Sundays swing by 30 % (a weekly batch of varying size)
+    rng = np.random.default_rng(43)
+    noise = np.where(WEEKDAY == 6, 0.3, 0.03)
+    costs = matrix(np.round(500.0 * np.exp(rng.normal(0.0, 1.0, N_DAYS) * noise), 2))
+    sunday = int(np.flatnonzero(WEEKDAY == 6)[-1])
+    monday = sunday - 6
+    result_sunday, result_monday = score_day(costs, DATES, sunday), score_day(costs, DATES, monday)
+    # THEN the Sunday band is wider than the Monday one
+    assert result_sunday.noise[0] > 1.5 * result_monday.noise[0]
+    # AND the same +60 % day alerts on a Monday but is inside the Sunday band
+    up = costs.copy()
+    up[0, monday] = round(1.6 * float(result_monday.expected[0]), 2)
+    assert score_day(up, DATES, monday).anomaly[0]
+    up = costs.copy()
+    up[0, sunday] = round(1.6 * float(result_sunday.expected[0]), 2)
+    assert not score_day(up, DATES, sunday).anomaly[0]
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 8, 11, 19])
+def test_rolling_max_equals_the_plain_loop(width: int) -> None:
+    from shared.costs.scoring import _rolling_max
+
+    values = np.random.default_rng(width).normal(size=(4, 40))
+    expected = np.array([[values[r, max(0, j - width + 1) : j + 1].max() for j in range(40)] for r in range(4)])
+    np.testing.assert_array_equal(_rolling_max(values, width), expected)
+
+
+def test_a_billing_day_charge_of_a_young_resource_is_a_new_recurring_charge_and_persisting_increases_still_alert() -> (
+    None
+):
+    # GIVEN two resources created on 10 February: one with a $900 charge on the 5th of each month (its billing
+    # day), one whose cost triples for good on the same day in March
+    charged, stepped = series(60.0, seed=44), series(60.0, seed=45)
+    dom = np.array([d.astype(object).day for d in DATES])
+    charged[:40] = stepped[:40] = np.nan
+    charged[(dom == 5) & (np.arange(N_DAYS) >= 40)] += 900.0
+    fifth_of_march = int(np.flatnonzero((dom == 5) & (np.arange(N_DAYS) >= 40))[0])
+    stepped[fifth_of_march:] *= 3.0
+    result = score_backtest(matrix(charged, stepped), DATES, 60)
+    k = fifth_of_march - 30
+    # THEN the first charge is recorded as a new recurring charge, not alerted, and never alerts after
+    assert result.reason[0, k] == "new_recurring" and not result.anomaly[0].any()
+    # AND the lasting increase of the other young resource alerts on its second day
+    assert not result.anomaly[1, k] and result.anomaly[1, k + 1]
+    assert result.reason[1, k + 1] == "level_shift"
