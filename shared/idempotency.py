@@ -95,13 +95,10 @@ class OnceStatus(StrEnum):
     BUSY = "busy"  # another worker is running it; try again after `retry_after` seconds
 
 
-@dataclass(frozen=True)
-class Once(Generic[T]):
-    """The typed outcome of `Idempotency.once()`."""
+class _Outcome:
+    """`ran` / `replayed` / `busy` for whatever carries a `status` (`Once`, `Held`)."""
 
     status: OnceStatus
-    result: T | None = None
-    retry_after: float = 0.0
 
     @property
     def ran(self) -> bool:
@@ -114,6 +111,15 @@ class Once(Generic[T]):
     @property
     def busy(self) -> bool:
         return self.status is OnceStatus.BUSY
+
+
+@dataclass(frozen=True)
+class Once(_Outcome, Generic[T]):
+    """The typed outcome of `Idempotency.once()`."""
+
+    status: OnceStatus
+    result: T | None = None
+    retry_after: float = 0.0
 
     def raise_if_busy(self, what: str) -> Once[T]:
         """For queue workers: BUSY becomes a TransientUpstreamError that retries after the holder's lease."""
@@ -301,7 +307,7 @@ def _parse(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class Held:
+class Held(_Outcome):
     """A claim held for a block of work (`Idempotency.claiming()`); its `status` is `once`'s outcome:
     RAN (ours: the block runs the work), REPLAYED (`result` is the stored result) or BUSY."""
 
@@ -315,15 +321,7 @@ class Held:
 
     @property
     def ours(self) -> bool:
-        return self.status is OnceStatus.RAN
-
-    @property
-    def replayed(self) -> bool:
-        return self.status is OnceStatus.REPLAYED
-
-    @property
-    def busy(self) -> bool:
-        return self.status is OnceStatus.BUSY
+        return self.ran
 
     def release(self) -> None:
         """Give the claim up now (nothing was done): the next attempt may take it at once."""
