@@ -275,7 +275,7 @@ class Idempotency:
 
     def claiming(self, scope: Scope, key: str, *, payload: Any = None) -> Held:
         """`once` as a context manager, for work that spans several steps or keys (one `with` per key,
-        or an ExitStack): `with idem.claiming(scope, key) as held:` — `held.ours`: do the work and set
+        or an ExitStack): `with idem.claiming(scope, key) as held:` — `held.ran`: do the work and set
         `held.result`; a clean exit completes the claim with it, an exception releases it (and
         propagates), `held.release()` gives it up early (nothing was done). `held.replayed`: done
         before, `held.result` is the stored result. `held.busy`: another worker holds it, retry after
@@ -318,10 +318,6 @@ class Held(_Outcome):
         self.retry_after = 0.0
         self._payload_hash = ""
         self._open = False  # ours and neither completed nor released yet
-
-    @property
-    def ours(self) -> bool:
-        return self.ran
 
     def release(self) -> None:
         """Give the claim up now (nothing was done): the next attempt may take it at once."""
