@@ -135,7 +135,7 @@ def test_claiming_completes_on_a_clean_exit_and_a_single_partition_scope_keeps_i
     runs = Scope("cost-partition", spread=1)
     # WHEN a block of work holds the claim and sets its result
     with idem.claiming(runs, "2026-11-01..2026-11-07:1-of-2") as held:
-        assert held.ours
+        assert held.ran
         held.result = {"series": 3}
     # THEN it cost a claim and a completion, in the partition named after the scope
     assert store.calls == ["insert", "upsert"]
@@ -168,7 +168,7 @@ def test_claiming_releases_on_an_exception_or_on_request_and_is_busy_while_held(
     assert idem.record(SCOPE, "c2")["Status"] == "INPROGRESS"  # a BUSY block leaves the holder's claim alone
     clock.now = T0 + timedelta(minutes=2, seconds=1)
     with idem.claiming(SCOPE, "c2") as taken:
-        assert taken.ours
+        assert taken.ran
         taken.result = {"by": "second"}
     assert idem.once(SCOPE, "c2", lambda: {"by": "third"}).result == {"by": "second"}
 
