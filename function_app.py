@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from functions import alerts, approvals, costs, demands, devops_hooks, dora, health, policy, review
+from functions import alerts, approvals, costs, demands, devops_hooks, dora, health, housekeeping, policy, review
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -15,3 +15,4 @@ app.register_functions(devops_hooks.bp)
 app.register_functions(demands.bp)
 app.register_functions(dora.bp)
 app.register_functions(review.bp)
+app.register_functions(housekeeping.bp)

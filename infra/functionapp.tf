@@ -57,6 +57,7 @@ locals {
     "SERVICENOW_DEMAND_APPROVED_QUERY"       = "approval=approved"
     "DEMANDS_STATE_MAP"                      = "Doing=In progress,Active=In progress,Done=Completed,Closed=Completed"
     "DEMANDS_RECONCILE_SCHEDULE"             = "0 15 2 * * *"
+    "HOUSEKEEPING_SCHEDULE"                  = "0 45 3 * * *"
     "DEMANDS_RECONCILE_LOOKBACK_DAYS"        = "30"
     "DEMANDS_MAX_ATTEMPTS"                   = "8"
     "DEMANDS_RETRY_BASE_SECONDS"             = "10"

@@ -815,6 +815,14 @@ class Settings:
         "NCRONTAB of the weekly DORA digest per squad to Teams (UTC; default Mondays 08:00).",
     )
 
+    # -- housekeeping --
+    housekeeping_schedule: str = _setting(
+        "HOUSEKEEPING_SCHEDULE",
+        "0 45 3 * * *",
+        _schedule,
+        "NCRONTAB of the daily deletion of expired idempotency records and ended storm windows (UTC).",
+    )
+
     # -- anomaly review page --
     review_link_secret: str = _setting(
         "REVIEW_LINK_SECRET",

@@ -302,13 +302,19 @@ class StateStore:
             raise StorageError(f"transaction on {table} failed: {_short(exc)}") from exc
         return dict(answer or {})
 
-    def query(self, table: str, filter: str | None = None, **params: Any) -> Iterator[dict[str, Any]]:
-        """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords)."""
+    def query(
+        self, table: str, filter: str | None = None, *, etags: bool = False, **params: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords); with
+        `etags`, each carries its `_etag` (for a conditional write or delete after the read)."""
         try:
             client = self._table(table)
             entities = client.query_entities(filter, parameters=params) if filter else client.list_entities()
             for entity in entities:
-                yield dict(entity)
+                out = dict(entity)
+                if etags:
+                    out["_etag"] = entity.metadata.get("etag")
+                yield out
         except AzureError as exc:
             raise StorageError(f"query of {table} failed: {_short(exc)}") from exc
 
