@@ -33,19 +33,16 @@ BATCH = 100  # Azure Tables: at most 100 operations per entity-group transaction
 
 def purge(store: Any, now: datetime) -> dict[str, int]:
     """Delete what has expired as of `now`; the number of rows deleted, by table."""
-    expired = store.query(IDEMPOTENCY_TABLE, "ExpiresAt lt @now", etags=True, now=now.isoformat())
+    expired = store.query_etags(IDEMPOTENCY_TABLE, "ExpiresAt lt @now", now=now.isoformat())
     stale = {"t": now - STORM_KEEP}
     report = {
         IDEMPOTENCY_TABLE: _delete(store, IDEMPOTENCY_TABLE, expired),
-        storm.TABLE: _delete(store, storm.TABLE, store.query(storm.TABLE, "Timestamp lt @t", etags=True, **stale)),
+        storm.TABLE: _delete(store, storm.TABLE, store.query_etags(storm.TABLE, "Timestamp lt @t", **stale)),
         storm.WEBHOOK_TABLE: _delete(
             store,
             storm.WEBHOOK_TABLE,
-            store.query(
-                storm.WEBHOOK_TABLE,
-                "RowKey ge 'storm-' and RowKey lt 'storm.' and Timestamp lt @t",
-                etags=True,
-                **stale,
+            store.query_etags(
+                storm.WEBHOOK_TABLE, "RowKey ge 'storm-' and RowKey lt 'storm.' and Timestamp lt @t", **stale
             ),
         ),
     }

@@ -302,19 +302,20 @@ class StateStore:
             raise StorageError(f"transaction on {table} failed: {_short(exc)}") from exc
         return dict(answer or {})
 
-    def query(
-        self, table: str, filter: str | None = None, *, etags: bool = False, **params: Any
-    ) -> Iterator[dict[str, Any]]:
-        """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords); with
-        `etags`, each carries its `_etag` (for a conditional write or delete after the read)."""
+    def query(self, table: str, filter: str | None = None, **params: Any) -> Iterator[dict[str, Any]]:
+        """Entities matching an OData filter (`PartitionKey eq @pk`, parameters as keywords)."""
+        for entity in self._entities(table, filter, params):
+            yield dict(entity)
+
+    def query_etags(self, table: str, filter: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """`query`, each entity with its `_etag` (for a conditional write or delete after the read)."""
+        for entity in self._entities(table, filter, params):
+            yield {**entity, "_etag": entity.metadata.get("etag")}
+
+    def _entities(self, table: str, filter: str | None, params: dict[str, Any]) -> Iterator[Any]:
         try:
             client = self._table(table)
-            entities = client.query_entities(filter, parameters=params) if filter else client.list_entities()
-            for entity in entities:
-                out = dict(entity)
-                if etags:
-                    out["_etag"] = entity.metadata.get("etag")
-                yield out
+            yield from client.query_entities(filter, parameters=params) if filter else client.list_entities()
         except AzureError as exc:
             raise StorageError(f"query of {table} failed: {_short(exc)}") from exc
 
