@@ -351,7 +351,7 @@ def test_a_lone_day_on_a_heavy_tailed_series_must_clear_a_wider_band() -> None:
     for day in (40, 52, 61, 70, 79):
         heavy[day] = round(heavy[day] * 1.6, 2)
     costs = matrix(ordinary, heavy)
-    plain = score_last_day(costs, DATES, ScoringConfig(heavy_tail_days=10_000))
+    plain = score_last_day(costs, DATES, ScoringConfig(single_day_factor=1.0))
     # WHEN the last day is a lone increase just past the ordinary band, but inside 1.4 times it
     bump = 1.1 * float(max(plain.upper))
     wider = plain.expected[1] * (plain.upper[1] / plain.expected[1]) ** 1.4
@@ -362,8 +362,8 @@ def test_a_lone_day_on_a_heavy_tailed_series_must_clear_a_wider_band() -> None:
     assert tailed.anomaly[0]
     assert not tailed.anomaly[1]
     assert tailed.reason[1] != "spike"
-    # and without the rule (heavy_tail_days out of reach) it would have alerted
-    assert score_last_day(costs, DATES, ScoringConfig(heavy_tail_days=10_000)).anomaly[1]
+    # and without the rule (single_day_factor 1) it would have alerted
+    assert score_last_day(costs, DATES, ScoringConfig(single_day_factor=1.0)).anomaly[1]
     # AND a lone day far past the wider band still alerts on the heavy-tailed series
     costs[:, -1] = 3.0 * plain.upper[1]
     assert score_last_day(costs, DATES).anomaly[1]
