@@ -510,7 +510,7 @@ def _weekly_state(
 def _month_pairs(day0: np.datetime64, first: int, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """(earlier, later) positions in a window of ``width`` columns starting at absolute column ``first`` (day 0
     is ``day0``) of the same day of month one month apart (both inside the window)."""
-    start = (np.datetime64(day0, "D") + first).astype(dt.date)
+    start = (day0.astype("datetime64[D]") + first).astype(dt.date)
     earlier, later = [], []
     for k in range(width):
         day = start + dt.timedelta(days=k)
