@@ -158,6 +158,7 @@ class ScoringConfig:
     # same level (a new level on a noisy series, its days each inside the band): alerted on the third day;
     # 0 turns it off
     run_mean_z: float = 2.5
+    run_weekday_unit: bool = True
     run_floor_z: float = 1.5
 
 
@@ -656,7 +657,12 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     run_up = above
     if cfg.confirm_z > 0:
         with np.errstate(invalid="ignore"):
-            run_up = recent > (base + cfg.confirm_z * d.sigma)[:, None]
+            # in each day's own weekday unit, as the confirmation reads them (a run the confirmation would
+            # not alert on is no new level yet)
+            unit = (
+                d.state.sigma_weekday[:, (d.today + recent_cols - lt) % 7] if cfg.run_weekday_unit else d.sigma[:, None]
+            )
+            run_up = recent > base[:, None] + cfg.confirm_z * unit
     trailing_up = np.sum(np.cumprod(run_up[:, ::-1], axis=1), axis=1)
     trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
     run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
