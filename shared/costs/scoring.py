@@ -48,6 +48,7 @@ replayed day; the result is identical to scoring each day alone (:func:`score_da
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -376,7 +377,13 @@ def _robust_scale(
     """(MAD-based sigma, tail-aware sigma, count) per row. The tail-aware sigma is the MAD-based one times
     (upper-quantile-based / MAD-based) ** ``tail_exponent``, at least 1 and at most ``max_tail_ratio``: a
     heavy tail needs a band wider than its quantile alone says, as the rare days lie further out still."""
-    srt = np.sort(abs_residuals, axis=-1)
+    return _robust_scale_sorted(np.sort(abs_residuals, axis=-1), q, max_tail_ratio, tail_exponent)[:3]
+
+
+def _robust_scale_sorted(
+    srt: FloatArray, q: float, max_tail_ratio: float = 2.0, tail_exponent: float = 1.0
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp], FloatArray]:
+    """:func:`_robust_scale` of rows already sorted (NaN last), and their upper-quartile sigma."""
     count = srt.shape[-1] - np.count_nonzero(np.isnan(srt), axis=-1)
     mad = _quantile_of_sorted(srt, count, 0.5) * _MAD_TO_SIGMA
     z_q = float(np.sqrt(2.0) * _erfinv(q))
@@ -385,7 +392,8 @@ def _robust_scale(
         ratio = np.where(mad > 0, upper / np.where(mad > 0, mad, 1.0), 1.0)
     # a few wild days (a charge, a pattern change) must not blind it: capped
     factor = np.clip(np.fmax(ratio, 1.0) ** tail_exponent, 1.0, max_tail_ratio)
-    return mad, np.where(mad > 0, mad * factor, upper), count
+    quartile = _quantile_of_sorted(srt, count, 0.75) / _Z_QUARTILE
+    return mad, np.where(mad > 0, mad * factor, upper), count, quartile
 
 
 def _erfinv(y: float) -> float:
@@ -452,8 +460,8 @@ def _weekly_state(
     abs_res = np.abs(residual)
     # charges are not noise: a high day whose day of month was high the month before as well (a monthly charge)
     # is left out of the noise and of the tail evidence (it would widen the band and hide a spike)
-    quartile = _quantile_of_sorted(np.sort(abs_res, axis=-1), np.count_nonzero(~np.isnan(abs_res), axis=1), 0.75)
-    quartile = quartile / _Z_QUARTILE
+    scale = cfg.tail_quantile, cfg.max_tail_ratio, cfg.tail_exponent
+    mad, tail_sigma, count, quartile = _robust_scale_sorted(np.sort(abs_res, axis=-1), *scale)
     tail_res = abs_res
     if day0 is not None and cfg.charge_z > 0:
         earlier, later = _month_pairs(day0, int(noise_cols[0]) + p.offset, len(noise_cols))
@@ -465,9 +473,11 @@ def _weekly_state(
             charge[:, earlier] |= both
             charge[:, later] |= both
             tail_res = np.where(charge, np.nan, abs_res)
-            if cfg.charge_noise:
+            rows = np.flatnonzero(both.any(axis=1))
+            if cfg.charge_noise and rows.size:  # only the rows with a charge need their scales again
                 abs_res = tail_res
-    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile, cfg.max_tail_ratio, cfg.tail_exponent)
+                mad, tail_sigma, count = mad.copy(), tail_sigma.copy(), count.copy()
+                mad[rows], tail_sigma[rows], count[rows] = _robust_scale(abs_res[rows], *scale)
     sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
     # noise that grew lately (heteroscedastic series) widens the band soon, not weeks later
     _, recent_sigma, recent_count = _robust_scale(
@@ -497,7 +507,8 @@ def _weekly_state(
     )
     # the series's own worst days: the mean of its ``tail_days`` largest residuals (0 with fewer residuals)
     k = max(cfg.tail_days, 1)
-    largest = np.sort(np.nan_to_num(tail_res, nan=-np.inf), axis=1)[:, -k:]
+    width = tail_res.shape[1]
+    largest = np.partition(np.nan_to_num(tail_res, nan=-np.inf), width - k, axis=1)[:, width - k :]
     tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
     # (the scale floored like the noise: a series quieter than the floor is judged on the floor's band)
     with np.errstate(invalid="ignore"):
@@ -511,7 +522,11 @@ def _weekly_state(
 def _month_pairs(day0: np.datetime64, first: int, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """(earlier, later) positions in a window of ``width`` columns starting at absolute column ``first`` (day 0
     is ``day0``) of the same day of month one month apart (both inside the window)."""
-    start = (day0.astype("datetime64[D]") + first).astype(dt.date)
+    return _month_pairs_from((day0.astype("datetime64[D]") + first).astype(dt.date), width)
+
+
+@functools.lru_cache(maxsize=64)
+def _month_pairs_from(start: dt.date, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     earlier, later = [], []
     for k in range(width):
         day = start + dt.timedelta(days=k)
@@ -519,7 +534,10 @@ def _month_pairs(day0: np.datetime64, first: int, width: int) -> tuple[npt.NDArr
         if k - back >= 0:
             earlier.append(k - back)
             later.append(k)
-    return np.asarray(earlier, dtype=np.intp), np.asarray(later, dtype=np.intp)
+    pairs = np.asarray(earlier, dtype=np.intp), np.asarray(later, dtype=np.intp)
+    for array in pairs:
+        array.flags.writeable = False  # cached: shared by every call
+    return pairs
 
 
 @dataclass(frozen=True)
