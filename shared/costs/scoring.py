@@ -13,11 +13,15 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * level: median of the last ``level_days`` de-seasonalised days; a trailing run of ``shift_confirm_days`` or
   more days all above (or below) the band of that median is a new level (a one-day spike or charge does not
   move it; a shift alerts on its first days and is the new normal once confirmed);
-* heavy tails: each day of a series's own noise window past ``outlier_mads`` MAD-sigmas widens the band a
-  lone day above it (the day before inside it) must clear, by ``single_day_step`` up to ``single_day_factor``
-  times; a persisting increase is judged as anywhere else;
+* charges are not noise: a high residual whose day of month was high a month before as well is left out of
+  the noise and of the tail evidence below;
+* heavy tails: how far out a series's own worst days lie (the mean of its ``tail_days`` largest residuals
+  over its upper-quartile scale: ~2.3 for Gaussian noise over 56 days, ~3.1 for Student-t(3)) widens the band
+  a lone day above it (the day before inside it) must clear, by ``single_day_slope`` per unit past
+  ``single_day_knee``, at most ``single_day_factor`` times; a persisting increase is judged as anywhere else;
 * second day: two days in a row past ``confirm_z`` noise units over the level are a new level, alerted on
-  the second day even where neither cleared the one-day band;
+  the second day even where neither cleared the one-day band; three days in a row each past ``run_floor_z``
+  and on average past ``run_mean_z`` units, on the third;
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
@@ -44,6 +48,7 @@ replayed day; the result is identical to scoring each day alone (:func:`score_da
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -90,6 +95,7 @@ LABELS = {
 }
 
 _MAD_TO_SIGMA = 1.4826
+_Z_QUARTILE = 1.1503  # the 75th percentile of |N(0, 1)|
 
 
 @dataclass(frozen=True)
@@ -131,19 +137,30 @@ class ScoringConfig:
     drift_step_days: int = 3
     drift_max_step_share: float = 0.6
     drift_quiet_days: int = 14
-    # heavy tails: every day of a series's own noise window past ``outlier_mads`` MAD-sigmas (a Gaussian
-    # series: ~0.7 such days in 56, a Student-t(3) one ~4) is evidence of single-day outliers of its own;
-    # from ``heavy_tail_days`` such days on, a lone day above the band (the day before inside it) alerts only
-    # past the band times 1 + ``single_day_step`` per such day, at most ``single_day_factor`` (a persisting
-    # increase alerts on its second day, inside the ordinary band)
-    outlier_mads: float = 2.5
-    heavy_tail_days: int = 1
-    single_day_step: float = 0.15
-    single_day_factor: float = 1.6
+    # charges: a residual past ``charge_z`` upper-quartile sigmas on a day of month that was past it a month
+    # before as well is a monthly charge, left out of the noise (``charge_noise``) and of the tail evidence;
+    # 0 turns it off
+    charge_z: float = 2.5
+    charge_noise: bool = True
+    # heavy tails: the tail ratio of a series is the mean of the ``tail_days`` largest residuals of its noise
+    # window over its upper-quartile scale (the median in 56 days: ~2.3 for Gaussian noise, ~3.1 for a
+    # Student-t(3)); a lone day above the band (the day before inside it) must clear the band times
+    # 1 + ``single_day_slope`` per unit of tail ratio past ``single_day_knee``, at most ``single_day_factor``
+    # (a persisting increase alerts on its second day, inside the ordinary band); 1 turns it off
+    tail_days: int = 3
+    single_day_knee: float = 2.3
+    single_day_slope: float = 1.0
+    single_day_factor: float = 1.9
     # two days in a row past ``confirm_z`` noise units over both the last week's and the last weeks' level
     # (each day as unlikely as one day past ~4 units on its own) is a new level, alerted on its second day
     # even where neither day clears the one-day band; 0 turns it off
     confirm_z: float = 2.75
+    # three days in a row each past ``run_floor_z`` units and on average past ``run_mean_z`` units over the
+    # same level (a new level on a noisy series, its days each inside the band): alerted on the third day;
+    # 0 turns it off
+    run_mean_z: float = 2.5
+    run_weekday_unit: bool = True
+    run_floor_z: float = 1.5
 
 
 # columns of history one scored day reads: noise window + centring, or two months back + a week around
@@ -360,7 +377,13 @@ def _robust_scale(
     """(MAD-based sigma, tail-aware sigma, count) per row. The tail-aware sigma is the MAD-based one times
     (upper-quantile-based / MAD-based) ** ``tail_exponent``, at least 1 and at most ``max_tail_ratio``: a
     heavy tail needs a band wider than its quantile alone says, as the rare days lie further out still."""
-    srt = np.sort(abs_residuals, axis=-1)
+    return _robust_scale_sorted(np.sort(abs_residuals, axis=-1), q, max_tail_ratio, tail_exponent)[:3]
+
+
+def _robust_scale_sorted(
+    srt: FloatArray, q: float, max_tail_ratio: float = 2.0, tail_exponent: float = 1.0
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp], FloatArray]:
+    """:func:`_robust_scale` of rows already sorted (NaN last), and their upper-quartile sigma."""
     count = srt.shape[-1] - np.count_nonzero(np.isnan(srt), axis=-1)
     mad = _quantile_of_sorted(srt, count, 0.5) * _MAD_TO_SIGMA
     z_q = float(np.sqrt(2.0) * _erfinv(q))
@@ -369,7 +392,8 @@ def _robust_scale(
         ratio = np.where(mad > 0, upper / np.where(mad > 0, mad, 1.0), 1.0)
     # a few wild days (a charge, a pattern change) must not blind it: capped
     factor = np.clip(np.fmax(ratio, 1.0) ** tail_exponent, 1.0, max_tail_ratio)
-    return mad, np.where(mad > 0, mad * factor, upper), count
+    quartile = _quantile_of_sorted(srt, count, 0.75) / _Z_QUARTILE
+    return mad, np.where(mad > 0, mad * factor, upper), count, quartile
 
 
 def _erfinv(y: float) -> float:
@@ -403,10 +427,12 @@ class _WeeklyState:
     zero_weekday: BoolArray  # (n, 7) weekday mostly zero
     sigma: FloatArray  # (n,) noise of the series (log scale)
     sigma_weekday: FloatArray  # (n, 7) the band's noise unit on each weekday
-    outlier_days: npt.NDArray[np.intp]  # (n,) days of the noise window past ``outlier_mads`` MAD-sigmas
+    tail_ratio: FloatArray  # (n,) mean of the ``tail_days`` largest residuals over the upper-quartile scale
 
 
-def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringConfig) -> _WeeklyState:
+def _weekly_state(
+    p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringConfig, day0: np.datetime64 | None = None
+) -> _WeeklyState:
     """The shared state of the week starting at absolute column ``anchor`` (a Monday)."""
     n = p.log_cost.shape[0]
     la = anchor - p.offset
@@ -432,7 +458,26 @@ def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringCon
     raw_profile[:, slot_weekday] = raw_slot
     residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, weekday(noise_cols)]
     abs_res = np.abs(residual)
-    mad, tail_sigma, count = _robust_scale(abs_res, cfg.tail_quantile, cfg.max_tail_ratio, cfg.tail_exponent)
+    # charges are not noise: a high day whose day of month was high the month before as well (a monthly charge)
+    # is left out of the noise and of the tail evidence (it would widen the band and hide a spike)
+    scale = cfg.tail_quantile, cfg.max_tail_ratio, cfg.tail_exponent
+    mad, tail_sigma, count, quartile = _robust_scale_sorted(np.sort(abs_res, axis=-1), *scale)
+    tail_res = abs_res
+    if day0 is not None and cfg.charge_z > 0:
+        earlier, later = _month_pairs(day0, int(noise_cols[0]) + p.offset, len(noise_cols))
+        if earlier.size:
+            with np.errstate(invalid="ignore"):
+                high = residual > cfg.charge_z * np.fmax(quartile, cfg.noise_floor)[:, None]
+            both = high[:, earlier] & high[:, later]
+            charge = np.zeros_like(high)
+            charge[:, earlier] |= both
+            charge[:, later] |= both
+            tail_res = np.where(charge, np.nan, abs_res)
+            rows = np.flatnonzero(both.any(axis=1))
+            if cfg.charge_noise and rows.size:  # only the rows with a charge need their scales again
+                abs_res = tail_res
+                mad, tail_sigma, count = mad.copy(), tail_sigma.copy(), count.copy()
+                mad[rows], tail_sigma[rows], count[rows] = _robust_scale(abs_res[rows], *scale)
     sigma = np.fmax(_shrink(tail_sigma, count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
     # noise that grew lately (heteroscedastic series) widens the band soon, not weeks later
     _, recent_sigma, recent_count = _robust_scale(
@@ -460,11 +505,39 @@ def _weekly_state(p: _Prepared, anchor: int, first_weekday: int, cfg: ScoringCon
     sigma_weekday[:, weekday(noise_cols[:7])] = (
         np.fmax(slot_sigma, cfg.noise_floor) * (cfg.prediction_inflation * small_sample)[:, None]
     )
+    # the series's own worst days: the mean of its ``tail_days`` largest residuals (0 with fewer residuals)
+    k = max(cfg.tail_days, 1)
+    width = tail_res.shape[1]
+    largest = np.partition(np.nan_to_num(tail_res, nan=-np.inf), width - k, axis=1)[:, width - k :]
+    tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
+    # (the scale floored like the noise: a series quieter than the floor is judged on the floor's band)
     with np.errstate(invalid="ignore"):
-        outlier_days = np.count_nonzero(abs_res > cfg.outlier_mads * np.fmax(mad, cfg.noise_floor)[:, None], axis=1)
+        tail_ratio = np.where(count >= 4 * k, tail_residual / np.fmax(quartile, cfg.noise_floor), 0.0)
     return _WeeklyState(
-        profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday, outlier_days=outlier_days
-    )
+        profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday,
+        tail_ratio=tail_ratio,
+    )  # fmt: skip
+
+
+def _month_pairs(day0: np.datetime64, first: int, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(earlier, later) positions in a window of ``width`` columns starting at absolute column ``first`` (day 0
+    is ``day0``) of the same day of month one month apart (both inside the window)."""
+    return _month_pairs_from((day0.astype("datetime64[D]") + first).astype(dt.date), width)
+
+
+@functools.lru_cache(maxsize=64)
+def _month_pairs_from(start: dt.date, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    earlier, later = [], []
+    for k in range(width):
+        day = start + dt.timedelta(days=k)
+        back = _same_day_previous_months(np.datetime64(day, "D"), 1)[0]
+        if k - back >= 0:
+            earlier.append(k - back)
+            later.append(k)
+    pairs = np.asarray(earlier, dtype=np.intp), np.asarray(later, dtype=np.intp)
+    for array in pairs:
+        array.flags.writeable = False  # cached: shared by every call
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -550,7 +623,7 @@ def _day(
     today = (first_weekday + t) % 7
     anchor = t - today  # this week's Monday
     if anchor not in states:
-        states[anchor] = _weekly_state(p, anchor, first_weekday, cfg)
+        states[anchor] = _weekly_state(p, anchor, first_weekday, cfg, days[0])
     state = states[anchor]
     roll = (today + np.arange(7)) % 7
     return _Day(
@@ -579,6 +652,7 @@ class _Level:
     shifted: BoolArray  # a confirmed run above the band: a new level
     above: BoolArray  # (n, level_days) the recent days above the band of ``base``
     yesterday: FloatArray  # yesterday's de-seasonalised log cost
+    day_before: FloatArray  # the day before yesterday's
     run: npt.NDArray[np.intp]  # length of the trailing run outside the band (0 below ``shift_confirm_days``)
 
 
@@ -601,7 +675,12 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     run_up = above
     if cfg.confirm_z > 0:
         with np.errstate(invalid="ignore"):
-            run_up = recent > (base + cfg.confirm_z * d.sigma)[:, None]
+            # in each day's own weekday unit, as the confirmation reads them (a run the confirmation would
+            # not alert on is no new level yet)
+            unit = (
+                d.state.sigma_weekday[:, (d.today + recent_cols - lt) % 7] if cfg.run_weekday_unit else d.sigma[:, None]
+            )
+            run_up = recent > base[:, None] + cfg.confirm_z * unit
     trailing_up = np.sum(np.cumprod(run_up[:, ::-1], axis=1), axis=1)
     trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
     run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
@@ -611,7 +690,7 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     level = np.where(run > 0, run_level, base)
     out = _Level(
         base=base, level=level, long_level=long_level, shifted=trailing_up >= cfg.shift_confirm_days, above=above,
-        yesterday=recent[:, -1], run=run,
+        yesterday=recent[:, -1], day_before=recent[:, -2], run=run,
     )  # fmt: skip
     _post_event_guard(out, recent, run, cfg)
     return out
@@ -784,7 +863,9 @@ def _two_days_up(
     """Stage 8a - second-day confirmation: yesterday and today both past ``confirm_z`` noise units (each
     day its own weekday's unit) over the higher of the last week's and the last weeks' level, and today
     past what the same weekday cost last week: a new level on its second day, whether or not its first day
-    cleared the one-day band. Returns (confirmed, the dollar bound today crossed)."""
+    cleared the one-day band. Three days in a row each past ``run_floor_z`` units and on average past
+    ``run_mean_z`` (a new level on a noisy series whose days each stay inside the band) confirm it on the
+    third. Returns (confirmed, the dollar bound today crossed)."""
     out = np.zeros(d.n, dtype=bool)
     bound = np.full(d.n, np.nan)
     if cfg.confirm_z <= 0:
@@ -800,6 +881,29 @@ def _two_days_up(
         today_floor = ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + k * d.sigma_today
         bound = np.exp(today_floor) + b.recurring * (1.0 + cfg.recurring_tolerance)
         out = candidates & (lv.yesterday > ref + k * sigma_yesterday) & (cost > bound)
+    if cfg.run_mean_z > 0:
+        # three days: each past the floor, on average past ``run_mean_z`` units
+        sigma_before = d.state.sigma_weekday[:, (d.today - 2) % 7]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            today_dev = np.log(np.fmax(cost - b.recurring * (1.0 + cfg.recurring_tolerance), 1e-9)) - (
+                ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0))
+            )
+            z = np.stack(
+                [
+                    (lv.day_before - ref) / sigma_before,
+                    (lv.yesterday - ref) / sigma_yesterday,
+                    today_dev / d.sigma_today,
+                ]
+            )
+            z = np.nan_to_num(z, nan=-np.inf)
+            three = candidates & ~out & np.all(z > cfg.run_floor_z, axis=0) & (np.mean(z, axis=0) > cfg.run_mean_z)
+        if three.any():
+            with np.errstate(over="ignore", invalid="ignore"):
+                floor = np.exp(
+                    ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + cfg.run_floor_z * d.sigma_today
+                )
+            bound = np.where(three, floor + b.recurring * (1.0 + cfg.recurring_tolerance), bound)
+            out |= three
     return out, bound
 
 
@@ -813,14 +917,16 @@ def _decide(
     scored = ~np.isnan(cost) & (history_days >= cfg.min_history_days) & np.isfinite(lv.level)
     is_up = scored & (cost > b.upper) & (cost > b.long_upper) & (cost > b.pattern_upper)
     # heavy tails: a lone day above the band (yesterday inside it) must clear a wider band
-    outliers = d.state.outlier_days
-    single_day = is_up & (outliers >= max(cfg.heavy_tail_days, 1)) & ~lv.above[:, -1]
+    single_day = is_up & ~lv.above[:, -1] & (cfg.single_day_factor > 1.0)
     if single_day.any():
-        factor = np.minimum(1.0 + cfg.single_day_step * outliers, cfg.single_day_factor)
         zero_today, p_today = d.zero_weekday[:, 0], d.profile[:, 0]
         band_today = cfg.z_threshold * d.sigma_today
+        factor = np.clip(
+            1.0 + cfg.single_day_slope * (d.state.tail_ratio - cfg.single_day_knee), 1.0, cfg.single_day_factor
+        )
+        single_band = band_today * factor
         with np.errstate(over="ignore", invalid="ignore"):
-            single_upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + band_today * factor)
+            single_upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + single_band)
         is_up &= ~(
             single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + b.recurring * (1.0 + cfg.recurring_tolerance))
         )

@@ -351,7 +351,7 @@ def test_a_lone_day_on_a_heavy_tailed_series_must_clear_a_wider_band() -> None:
     for day in (40, 52, 61, 70, 79):
         heavy[day] = round(heavy[day] * 1.6, 2)
     costs = matrix(ordinary, heavy)
-    plain = score_last_day(costs, DATES, ScoringConfig(heavy_tail_days=10_000))
+    plain = score_last_day(costs, DATES, ScoringConfig(single_day_factor=1.0))
     # WHEN the last day is a lone increase just past the ordinary band, but inside 1.4 times it
     bump = 1.1 * float(max(plain.upper))
     wider = plain.expected[1] * (plain.upper[1] / plain.expected[1]) ** 1.4
@@ -362,8 +362,8 @@ def test_a_lone_day_on_a_heavy_tailed_series_must_clear_a_wider_band() -> None:
     assert tailed.anomaly[0]
     assert not tailed.anomaly[1]
     assert tailed.reason[1] != "spike"
-    # and without the rule (heavy_tail_days out of reach) it would have alerted
-    assert score_last_day(costs, DATES, ScoringConfig(heavy_tail_days=10_000)).anomaly[1]
+    # and without the rule (single_day_factor 1) it would have alerted
+    assert score_last_day(costs, DATES, ScoringConfig(single_day_factor=1.0)).anomaly[1]
     # AND a lone day far past the wider band still alerts on the heavy-tailed series
     costs[:, -1] = 3.0 * plain.upper[1]
     assert score_last_day(costs, DATES).anomaly[1]
@@ -455,3 +455,42 @@ def test_a_billing_day_charge_of_a_young_resource_is_a_new_recurring_charge_and_
     # AND the lasting increase of the other young resource alerts on its second day
     assert not result.anomaly[1, k] and result.anomaly[1, k + 1]
     assert result.reason[1, k + 1] == "level_shift"
+
+
+def test_a_monthly_charge_is_not_taken_for_heavy_tailed_noise() -> None:
+    # GIVEN two quiet series alike but for a monthly charge on the 1st (three times the daily cost)
+    plain = series(200.0, noise=0.05, seed=51)
+    charged = plain.copy()
+    firsts = np.flatnonzero((DATES - DATES.astype("datetime64[M]").astype("datetime64[D]")).astype(int) == 0)
+    charged[firsts] += 600.0
+    costs = matrix(plain, charged)
+    t = 80  # a Saturday, nowhere near the 1st
+    base = score_day(costs, DATES, t)
+    # WHEN day t is a lone increase past the ordinary band (the day before inside it)
+    costs[:, t] = np.round(1.25 * base.upper, 2)
+    # THEN both alert: the charge days are neither noise nor evidence of heavy tails
+    result = score_day(costs, DATES, t)
+    assert result.anomaly.all()
+    assert list(result.reason) == ["spike", "spike"]
+    # AND the charge's own days still are not anomalies
+    assert not score_backtest(matrix(charged), DATES, 60).anomaly.any()
+    # AND without telling charges apart, the charged series's band is wider, and its lone day is not flagged
+    blind = score_day(costs, DATES, t, ScoringConfig(charge_z=0.0))
+    assert blind.anomaly[0] and not blind.anomaly[1]
+
+
+def test_a_new_level_inside_the_band_on_a_noisy_series_alerts_on_its_third_day() -> None:
+    # GIVEN a 12 %-noise series whose cost moves up for good: +2.2, +3.6 and +2.7 noise units on its first
+    # three days (each day in its weekday's unit), then +2.8
+    costs = matrix(series(300.0, noise=0.12, seed=61))
+    level = float(score_day(costs, DATES, 70).expected[0])
+    for t in range(70, N_DAYS):
+        unit = float(score_day(costs, DATES, t).noise[0])  # the unit of day t does not depend on day t
+        costs[0, t] = round(level * float(np.exp({70: 2.2, 71: 3.6, 72: 2.7}.get(t, 2.8) * unit)), 2)
+    # WHEN the daily job runs: no two days in a row past the 2.75-unit confirmation, all three past 1.5
+    days = [score_day(costs, DATES, t) for t in (70, 71, 72)]
+    # THEN neither of its first two days alerts, the third does (on average past 2.5 units over three days)
+    assert [bool(r.anomaly[0]) for r in days] == [False, False, True]
+    assert days[2].reason[0] == "level_shift" and days[2].upper[0] < days[2].cost[0]
+    # AND without the three-day rule it would not have
+    assert not score_day(costs, DATES, 72, ScoringConfig(run_mean_z=0.0)).anomaly[0]
