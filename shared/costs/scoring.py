@@ -161,6 +161,11 @@ class ScoringConfig:
     run_mean_z: float = 2.5
     run_weekday_unit: bool = True
     run_floor_z: float = 1.5
+    # the confirmation also runs while a run of up to ``confirm_max_run`` days stands (a shift whose first
+    # days were absorbed gets its third day judged), and the excess of a day it confirms is measured over
+    # the level before the run (``confirm_reference``), not over the level the post-event guard moved up to
+    confirm_max_run: int = 2
+    confirm_reference: bool = True
 
 
 # columns of history one scored day reads: noise window + centring, or two months back + a week around
@@ -859,22 +864,26 @@ class _Decision:
 
 def _two_days_up(
     p: _Prepared, cost: FloatArray, d: _Day, lv: _Level, b: _Band, candidates: BoolArray, cfg: ScoringConfig
-) -> tuple[BoolArray, FloatArray]:
+) -> tuple[BoolArray, FloatArray, FloatArray]:
     """Stage 8a - second-day confirmation: yesterday and today both past ``confirm_z`` noise units (each
     day its own weekday's unit) over the higher of the last week's and the last weeks' level, and today
     past what the same weekday cost last week: a new level on its second day, whether or not its first day
     cleared the one-day band. Three days in a row each past ``run_floor_z`` units and on average past
     ``run_mean_z`` (a new level on a noisy series whose days each stay inside the band) confirm it on the
-    third. Returns (confirmed, the dollar bound today crossed)."""
+    third. Returns (confirmed, the dollar bound today crossed, the expectation at the level it was judged
+    over)."""
     out = np.zeros(d.n, dtype=bool)
     bound = np.full(d.n, np.nan)
+    reference = np.full(d.n, np.nan)
     if cfg.confirm_z <= 0:
-        return out, bound
+        return out, bound, reference
     k = cfg.confirm_z
-    candidates = candidates & (lv.run == 0) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
+    candidates = candidates & (lv.run <= cfg.confirm_max_run) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
     if not candidates.any():
-        return out, bound
+        return out, bound, reference
     ref = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
+    with np.errstate(over="ignore", invalid="ignore"):
+        reference = np.exp(ref + np.where(d.zero_weekday[:, 0], 0.0, d.profile[:, 0])) + b.recurring
     sigma_yesterday = d.state.sigma_weekday[:, (d.today - 1) % 7]
     last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -904,7 +913,7 @@ def _two_days_up(
                 )
             bound = np.where(three, floor + b.recurring * (1.0 + cfg.recurring_tolerance), bound)
             out |= three
-    return out, bound
+    return out, bound, reference
 
 
 def _decide(
@@ -931,8 +940,13 @@ def _decide(
             single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + b.recurring * (1.0 + cfg.recurring_tolerance))
         )
     is_down = scored & (cost < b.lower)
-    confirmed, bound = _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
+    confirmed, bound, reference = _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
     confirmed_upper = np.where(confirmed & ~is_up, bound, np.nan)
+    if cfg.confirm_reference:
+        # a new level confirmed over the level before it is measured against that level (after two high days
+        # the post-event guard already expects the new level: the excess over it says nothing)
+        by_confirmation = confirmed & ~is_up & np.isfinite(reference)
+        b.expected = np.where(by_confirmation, np.fmin(b.expected, reference), b.expected)
     is_up |= confirmed
     excess = cost - b.expected
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -1007,6 +1021,7 @@ def _result(
     reason[dec.new_recurring & dec.gated] = code[REASON_NEW_RECURRING]
     reason[spike] = code[REASON_SPIKE]
     reason[spike & lv.above[:, -1]] = code[REASON_LEVEL_SHIFT]
+    reason[spike & ~np.isnan(dec.confirmed_upper)] = code[REASON_LEVEL_SHIFT]  # confirmed as a new level
     reason[drift] = code[REASON_DRIFT]
     present = ~np.isnan(cost)
     warming = present & ~scored
