@@ -467,7 +467,7 @@ def test_a_monthly_charge_is_not_taken_for_heavy_tailed_noise() -> None:
     t = 80  # a Saturday, nowhere near the 1st
     base = score_day(costs, DATES, t)
     # WHEN day t is a lone increase past the ordinary band (the day before inside it)
-    costs[:, t] = np.round(1.25 * base.upper, 2)
+    costs[:, t] = np.round(1.4 * base.upper, 2)
     # THEN both alert: the charge days are neither noise nor evidence of heavy tails
     result = score_day(costs, DATES, t)
     assert result.anomaly.all()
@@ -502,7 +502,7 @@ def test_a_confirmed_new_level_is_measured_over_the_level_before_it() -> None:
     costs = matrix(series(100.0, noise=0.05, seed=7))
     costs[0, 60] *= 1.8
     costs[0, 61:] *= 1.25
-    cfg = ScoringConfig(single_day_knee=0.0, single_day_factor=3.0)
+    cfg = ScoringConfig(single_day_knee=0.0, single_day_factor=3.0, single_day_cap=0.0)
     flagged = [t for t in range(55, 70) if score_day(costs, DATES, t, cfg).anomaly[0]]
     # THEN the run's third day confirms it, with its excess over the level before the jump (about $25)
     assert flagged == [62]
@@ -511,5 +511,23 @@ def test_a_confirmed_new_level_is_measured_over_the_level_before_it() -> None:
     assert result.expected[0] == pytest.approx(100.0, rel=0.1)
     assert result.excess_usd_per_day[0] > 10.0
     # AND measured over the moved-up level instead, the same day is below the gate and the shift goes silent
-    silent = ScoringConfig(single_day_knee=0.0, single_day_factor=3.0, confirm_reference=False)
+    silent = ScoringConfig(single_day_knee=0.0, single_day_factor=3.0, single_day_cap=0.0, confirm_reference=False)
     assert not any(score_day(costs, DATES, t, silent).anomaly[0] for t in range(55, 70))
+
+
+def test_a_lone_day_on_a_noisy_series_needs_a_bounded_extra_margin() -> None:
+    # GIVEN a 20 %-noise series and a lone day 35 % over the top of its band (about 3.5x its expected cost)
+    costs = matrix(series(100.0, noise=0.2, seed=71))
+    t = 80
+    base = score_day(costs, DATES, t)
+    costs[0, t] = round(float(base.upper[0]) * 1.35, 2)
+    # THEN it alerts: the lone-day margin is at most 0.25 on the log scale (28 %) over the band
+    result = score_day(costs, DATES, t)
+    assert result.anomaly[0] and result.reason[0] == "spike"
+    # AND a lone day only 20 % over the band is held back (one noisy day is not a spike)
+    costs[0, t] = round(float(base.upper[0]) * 1.2, 2)
+    assert not score_day(costs, DATES, t).anomaly[0]
+    # AND without the cap, a band widened 1.9 times would have asked it for ~6x its expected cost
+    uncapped = ScoringConfig(single_day_knee=0.0, single_day_cap=0.0)
+    costs[0, t] = round(float(base.upper[0]) * 1.35, 2)
+    assert not score_day(costs, DATES, t, uncapped).anomaly[0]
