@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -524,9 +523,8 @@ def _weekly_state(
     if cfg.tail_separate_weeks:
         # the worst day of each week: a cluster of large residuals (a step the centred median straddles, one
         # odd week) is one piece of evidence, not three
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            tail_res = np.nanmax(tail_res.reshape(n, noise_weeks, 7), axis=2)
+        # (-inf for a week without a residual: never among the largest, and not counted below)
+        tail_res = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
     width = tail_res.shape[1]
     largest = np.partition(np.nan_to_num(tail_res, nan=-np.inf), width - k, axis=1)[:, width - k :]
     tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
