@@ -137,6 +137,10 @@ class ScoringConfig:
     drift_step_days: int = 3
     drift_max_step_share: float = 0.6
     drift_quiet_days: int = 14
+    # each of the quiet days is judged as it was on that day: against its own week's noise, and with the day
+    # itself well above where the growth started (today's noise re-judging the past silenced drifts)
+    drift_day_check: bool = True
+    drift_own_sigma: bool = True
     # charges: a residual past ``charge_z`` upper-quartile sigmas on a day of month that was past it a month
     # before as well is a monthly charge, left out of the noise (``charge_noise``) and of the tail evidence;
     # 0 turns it off
@@ -176,8 +180,9 @@ class ScoringConfig:
     confirm_reference: bool = True
 
 
-# columns of history one scored day reads: noise window + centring, or two months back + a week around
-_REACH_DAYS = 80
+# columns of history one scored day reads: the noise window (+ centring) of the week of the first day of the
+# drift test's quiet days (up to 20 days back), or two months back + a week around
+_REACH_DAYS = 82
 
 
 @dataclass(frozen=True)
@@ -355,9 +360,9 @@ class _Prepared:
 
 
 # the first local column (with the prepared window starting _REACH_DAYS before the first scored day) that
-# each rolling median is read at: weekly state down to Monday - 3 - noise_days; drift down to the quiet days
-# plus the longest span
-_CENTRED_FROM = 12
+# each rolling median is read at: weekly state (of the quiet days' first week too) down to Monday - 3 -
+# noise_days - 3; drift down to the quiet days plus the longest span
+_CENTRED_FROM = 0
 _TRAILING_FROM = 40
 
 
@@ -424,6 +429,15 @@ def _shrink(sigma: FloatArray, count: npt.NDArray[Any], prior: FloatArray | floa
     s = np.nan_to_num(sigma, nan=0.0)
     c = np.where(np.isnan(sigma), 0.0, count)
     return np.sqrt((c * s**2 + prior_count * np.asarray(prior) ** 2) / (c + prior_count))
+
+
+def _rows_of(p: _Prepared, rows: npt.NDArray[np.intp]) -> _Prepared:
+    """The prepared quantities of ``rows`` only (every stage is row by row)."""
+    return _Prepared(
+        offset=p.offset, log_cost=p.log_cost[rows], zero=p.zero[rows], present=p.present[rows],
+        present_count=p.present_count[rows], zero_count=p.zero_count[rows], centred=p.centred[rows],
+        trailing7=p.trailing7[rows],
+    )  # fmt: skip
 
 
 def _cols(p: _Prepared, start: int, stop: int) -> slice:
@@ -523,8 +537,8 @@ def _weekly_state(
     if cfg.tail_separate_weeks:
         # the worst day of each week: a cluster of large residuals (a step the centred median straddles, one
         # odd week) is one piece of evidence, not three
-        # (-inf for a week without a residual: never among the largest, and not counted below)
-        tail_res = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
+        worst = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
+        tail_res = np.where(np.isneginf(worst), np.nan, worst)  # a week without a residual: none
     width = tail_res.shape[1]
     largest = np.partition(np.nan_to_num(tail_res, nan=-np.inf), width - k, axis=1)[:, width - k :]
     tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
@@ -633,16 +647,23 @@ class _Day:
     sigma_today: FloatArray  # the band's noise unit today
 
 
-def _day(
+def _state_of(
     p: _Prepared, days: npt.NDArray[np.datetime64], t: int, cfg: ScoringConfig, states: dict[int, _WeeklyState]
-) -> _Day:
-    """Stage 1 - seasonal profile and noise: this week's shared state (computed once per week)."""
+) -> tuple[_WeeklyState, int]:
+    """(the shared state of the week of column ``t``, computed once per week; ``t``'s weekday, 0 = Monday)."""
     first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)  # 0 = Monday
     today = (first_weekday + t) % 7
     anchor = t - today  # this week's Monday
     if anchor not in states:
         states[anchor] = _weekly_state(p, anchor, first_weekday, cfg, days[0])
-    state = states[anchor]
+    return states[anchor], today
+
+
+def _day(
+    p: _Prepared, days: npt.NDArray[np.datetime64], t: int, cfg: ScoringConfig, states: dict[int, _WeeklyState]
+) -> _Day:
+    """Stage 1 - seasonal profile and noise: this week's shared state (computed once per week)."""
+    state, today = _state_of(p, days, t, cfg, states)
     roll = (today + np.arange(7)) % 7
     return _Day(
         n=p.log_cost.shape[0], t=t, lt=t - p.offset, today=today, state=state,
@@ -823,10 +844,13 @@ class _Drift:
 
 
 def _drift(
-    p: _Prepared, d: _Day, b: _Band, intermittent: BoolArray, growth: _Growth | None, cfg: ScoringConfig
-) -> _Drift:
+    p: _Prepared, d: _Day, b: _Band, intermittent: BoolArray, growth: _Growth | None, cfg: ScoringConfig,
+    past_sigma: Callable[[npt.NDArray[np.intp]], FloatArray] | None = None,
+) -> _Drift:  # fmt: skip
     """Stage 7 - drift: the weekly (trailing 7-day) median grew by a factor over a span, in each third, past
-    the noise; reported on the first day it holds after ``drift_quiet_days`` without."""
+    the noise; reported on the first day it holds after ``drift_quiet_days`` without. Each of those days is
+    judged as it was on that day: the day itself well above where the growth started, past the noise of its
+    own week (``past_sigma(rows)``: (rows, quiet + 1), today first; asked only for the rows holding today)."""
     n, t, lt = d.n, d.t, d.lt
     p_today = d.profile[:, 0]
     quiet = cfg.drift_quiet_days
@@ -834,18 +858,39 @@ def _drift(
         growth = _growth_columns(p, t - quiet, t, cfg)
     # columns today, yesterday, ... back to ``quiet`` days ago
     window_cols = slice(t - growth.first, t - quiet - growth.first - 1 if t - quiet - growth.first > 0 else None, -1)
+    threshold = cfg.drift_z * 0.8
+    parts = []
+    for (span, _), (span_growth_all, shaped_all) in zip(cfg.drift_spans, growth.spans, strict=True):
+        span_growth = span_growth_all[:, window_cols]
+        shaped = shaped_all[:, window_cols].copy()
+        if cfg.drift_day_check:
+            # the day itself well above where the growth started (a day that failed it reported nothing, and
+            # must not silence the days after it)
+            back = np.arange(span_growth.shape[1])
+            cols = lt - back
+            day_dev = p.log_cost[:, cols] - d.profile[:, (-back) % 7]
+            with np.errstate(invalid="ignore"):
+                shaped &= day_dev >= p.trailing7[:, cols - span] + span_growth / 2
+        parts.append((span, span_growth, shaped))
+    unit = np.repeat(d.sigma[:, None], quiet + 1, axis=1)
+    if past_sigma is not None:
+        # today's noise would re-judge the past: a day that did not hold then could silence today
+        with np.errstate(invalid="ignore"):
+            today = np.any([sh[:, 0] & (g[:, 0] >= threshold * d.sigma) for _, g, sh in parts], axis=0)
+        rows = np.flatnonzero(today & ~intermittent)
+        if rows.size:
+            unit[rows, : parts[0][1].shape[1]] = past_sigma(rows)[:, : parts[0][1].shape[1]]
     holds = np.zeros((n, quiet + 1), dtype=bool)
     drift_growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
-    for (span, _), (span_growth_all, shaped_all) in zip(cfg.drift_spans, growth.spans, strict=True):
-        span_growth = span_growth_all[:, window_cols]
-        shaped = shaped_all[:, window_cols]
+    for span, span_growth, shaped in parts:
+        width = span_growth.shape[1]
         with np.errstate(invalid="ignore"):
-            span_holds = shaped & (span_growth >= cfg.drift_z * 0.8 * d.sigma[:, None])
+            span_holds = shaped & (span_growth >= threshold * unit[:, :width])
         first = span_holds[:, 0] & np.isnan(drift_growth)
         drift_growth = np.where(first, span_growth[:, 0], drift_growth)
         drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
-        holds |= span_holds
+        holds[:, :width] |= span_holds
     is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
     with np.errstate(over="ignore", invalid="ignore"):
         # today itself must sit well above where the growth started
@@ -998,7 +1043,32 @@ def _score_prepared(
     _intermittent(p, d, lv, intermittent, cfg)
     b = _band(p, d, lv, intermittent, cfg)
     _recurring(p, costs, days, d, b, cfg)
-    dr = _drift(p, d, b, intermittent, growth, cfg)
+    past_sigma = None
+    if cfg.drift_own_sigma:
+
+        def past_sigma(rows: npt.NDArray[np.intp]) -> FloatArray:
+            """The series noise of each of the quiet days' weeks, for ``rows`` (a week not scored yet is
+            computed for these rows only)."""
+            out = np.empty((rows.size, cfg.drift_quiet_days + 1))
+            out[:, 0] = d.sigma[rows]
+            sub: _Prepared | None = None
+            for back in range(1, cfg.drift_quiet_days + 1):
+                anchor = (t - back) - (d.today - back) % 7
+                if anchor == t - d.today:
+                    out[:, back] = d.state.sigma[rows]
+                elif anchor in states:
+                    out[:, back] = states[anchor].sigma[rows]
+                else:
+                    sub = sub or _rows_of(p, rows)
+                    first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)
+                    states_sub[anchor] = states_sub.get(anchor) or _weekly_state(
+                        sub, anchor, first_weekday, cfg, days[0]
+                    )
+                    out[:, back] = states_sub[anchor].sigma
+            return out
+
+        states_sub: dict[int, _WeeklyState] = {}
+    dr = _drift(p, d, b, intermittent, growth, cfg, past_sigma)
     history_days = days_present.astype(np.int64)
     dec = _decide(p, cost, days, d, lv, b, dr, intermittent, history_days, cfg)
     return _result(costs, cost, days, d, lv, b, dr, dec, history_days, cfg, labels)

@@ -531,3 +531,24 @@ def test_a_lone_day_on_a_noisy_series_needs_a_bounded_extra_margin() -> None:
     uncapped = ScoringConfig(single_day_knee=0.0, single_day_cap=0.0)
     costs[0, t] = round(float(base.upper[0]) * 1.35, 2)
     assert not score_day(costs, DATES, t, uncapped).anomaly[0]
+
+
+def test_a_drift_judges_its_quiet_days_as_they_were_judged_then() -> None:
+    # GIVEN drifting series whose noise changes while they drift (a noisy week leaves the noise window)
+    rng = np.random.default_rng(81)
+    rows = []
+    for k in range(12):
+        row = series(150.0 + 20 * k, noise=0.04 + 0.01 * k, seed=100 + k)
+        row[40:47] *= np.exp(rng.normal(0.0, 0.3, 7))  # a wild week, later out of the noise window
+        row *= np.power(1.0 + 0.03 + 0.004 * k, np.clip(np.arange(N_DAYS) - 60, 0, 22))
+        rows.append(row)
+    costs = matrix(*rows)
+    # THEN the backtest (weekly states shared between days) and each day scored alone (the quiet days' weeks
+    # computed for the drifting rows only) agree day by day
+    replayed = score_backtest(costs, DATES, 30)
+    for t in range(N_DAYS - 30, N_DAYS):
+        alone = score_day(costs, DATES, t)
+        assert np.array_equal(alone.anomaly, replayed.anomaly[:, t - (N_DAYS - 30)])
+        assert list(alone.reason) == list(replayed.reason[:, t - (N_DAYS - 30)])
+    # AND the drifts are reported
+    assert (replayed.reason == "drift").any(axis=1).sum() >= 6
