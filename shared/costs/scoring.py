@@ -859,39 +859,46 @@ def _drift(
     # columns today, yesterday, ... back to ``quiet`` days ago
     window_cols = slice(t - growth.first, t - quiet - growth.first - 1 if t - quiet - growth.first > 0 else None, -1)
     threshold = cfg.drift_z * 0.8
-    parts = []
-    for (span, _), (span_growth_all, shaped_all) in zip(cfg.drift_spans, growth.spans, strict=True):
-        span_growth = span_growth_all[:, window_cols]
-        shaped = shaped_all[:, window_cols].copy()
-        if cfg.drift_day_check:
-            # the day itself well above where the growth started (a day that failed it reported nothing, and
-            # must not silence the days after it)
-            back = np.arange(span_growth.shape[1])
-            cols = lt - back
-            day_dev = p.log_cost[:, cols] - d.profile[:, (-back) % 7]
-            with np.errstate(invalid="ignore"):
-                shaped &= day_dev >= p.trailing7[:, cols - span] + span_growth / 2
-        parts.append((span, span_growth, shaped))
-    unit = np.repeat(d.sigma[:, None], quiet + 1, axis=1)
-    if past_sigma is not None:
-        # today's noise would re-judge the past: a day that did not hold then could silence today
-        with np.errstate(invalid="ignore"):
-            today = np.any([sh[:, 0] & (g[:, 0] >= threshold * d.sigma) for _, g, sh in parts], axis=0)
-        rows = np.flatnonzero(today & ~intermittent)
-        if rows.size:
-            unit[rows, : parts[0][1].shape[1]] = past_sigma(rows)[:, : parts[0][1].shape[1]]
-    holds = np.zeros((n, quiet + 1), dtype=bool)
+    parts = [
+        (span, span_growth_all[:, window_cols], shaped_all[:, window_cols])
+        for (span, _), (span_growth_all, shaped_all) in zip(cfg.drift_spans, growth.spans, strict=True)
+    ]
+    # today: the first span that holds gives the growth and where it started
+    holds_today = np.zeros(n, dtype=bool)
     drift_growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
     for span, span_growth, shaped in parts:
-        width = span_growth.shape[1]
         with np.errstate(invalid="ignore"):
-            span_holds = shaped & (span_growth >= threshold * unit[:, :width])
-        first = span_holds[:, 0] & np.isnan(drift_growth)
+            ok = shaped[:, 0] & (span_growth[:, 0] >= threshold * d.sigma)
+            if cfg.drift_day_check:
+                ok &= p.log_cost[:, lt] - p_today >= p.trailing7[:, lt - span] + span_growth[:, 0] / 2
+        first = ok & np.isnan(drift_growth)
         drift_growth = np.where(first, span_growth[:, 0], drift_growth)
         drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
-        holds[:, :width] |= span_holds
-    is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
+        holds_today |= ok
+    # the quiet days before, for the rows holding today only: each day as it was judged on that day - past
+    # the noise of its own week (today's noise would re-judge the past: a day that did not hold then could
+    # silence today) and, itself, well above where the growth started (a day that failed it reported nothing)
+    rows = np.flatnonzero(holds_today & ~intermittent)
+    is_drift = np.zeros(n, dtype=bool)
+    width = parts[0][1].shape[1]
+    if rows.size:
+        if past_sigma is not None:
+            unit = past_sigma(rows)[:, 1:width]
+        else:
+            unit = np.repeat(d.sigma[rows, None], width - 1, axis=1)
+        back = np.arange(1, width)
+        cols = lt - back
+        held = np.zeros((rows.size, width - 1), dtype=bool)
+        for span, span_growth, shaped in parts:
+            past_growth = span_growth[rows, 1:]
+            with np.errstate(invalid="ignore"):
+                ok = shaped[rows, 1:] & (past_growth >= threshold * unit)
+                if cfg.drift_day_check:
+                    day_dev = p.log_cost[rows][:, cols] - d.profile[rows][:, (-back) % 7]
+                    ok &= day_dev >= p.trailing7[rows][:, cols - span] + past_growth / 2
+            held |= ok
+        is_drift[rows] = ~held.any(axis=1)
     with np.errstate(over="ignore", invalid="ignore"):
         # today itself must sit well above where the growth started
         is_drift &= p.log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(drift_growth, nan=np.inf) / 2
