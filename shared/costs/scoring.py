@@ -360,9 +360,10 @@ class _Prepared:
 
 
 # the first local column (with the prepared window starting _REACH_DAYS before the first scored day) that
-# each rolling median is read at: weekly state (of the quiet days' first week too) down to Monday - 3 -
-# noise_days - 3; drift down to the quiet days plus the longest span
-_CENTRED_FROM = 0
+# each rolling median is read at: the scored day's weekly state down to Monday - 3 - noise_days - 3; drift
+# down to the quiet days plus the longest span. The weekly states of the drift's quiet days, earlier still,
+# are computed for a few rows, whose centred medians are then computed from column 0 (:func:`_rows_of`)
+_CENTRED_FROM = 14
 _TRAILING_FROM = 40
 
 
@@ -435,7 +436,8 @@ def _rows_of(p: _Prepared, rows: npt.NDArray[np.intp]) -> _Prepared:
     """The prepared quantities of ``rows`` only (every stage is row by row)."""
     return _Prepared(
         offset=p.offset, log_cost=p.log_cost[rows], zero=p.zero[rows], present=p.present[rows],
-        present_count=p.present_count[rows], zero_count=p.zero_count[rows], centred=p.centred[rows],
+        present_count=p.present_count[rows], zero_count=p.zero_count[rows],
+        centred=_rolling_median(p.log_cost[rows], 3, 3, 3),
         trailing7=p.trailing7[rows],
     )  # fmt: skip
 
