@@ -21,7 +21,8 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
   on the log scale; a persisting increase is judged as anywhere else;
 * second day: two days in a row past ``confirm_z`` noise units over the level are a new level, alerted on
   the second day even where neither cleared the one-day band; three days in a row each past ``run_floor_z``
-  and on average past ``run_mean_z`` units, on the third;
+  and on average past ``run_mean_z`` units, on the third; a run's third day is judged too, and a day this
+  confirms is measured over the level before the run (not over the level the post-event guard moved up to);
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
@@ -34,7 +35,9 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span
   of days (``drift_spans``: +30 % in 10 days, +45 % in 21), in each third of the span and with no
   ``drift_step_days`` stretch holding more than ``drift_max_step_share`` of it (a step is a level shift, not a
-  drift), by ``drift_z`` noise units; reported on the first day it holds after ``drift_quiet_days`` without.
+  drift), by ``drift_z`` noise units; reported on the first day it holds after ``drift_quiet_days`` without,
+  each of those days judged as it was on that day (its own week's noise, the day itself above where the
+  growth started).
 
 The stages are functions named after them (``_day``, ``_zero_inflation``, ``_level`` and
 ``_post_event_guard``, ``_intermittent``, ``_band``, ``_recurring``, ``_drift``, ``_two_days_up`` and
