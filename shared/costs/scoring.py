@@ -15,13 +15,14 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
   move it; a shift alerts on its first days and is the new normal once confirmed);
 * charges are not noise: a high residual whose day of month was high a month before as well is left out of
   the noise and of the tail evidence below;
-* heavy tails: how far out a series's own worst days lie (the mean of its ``tail_days`` largest residuals
-  over its upper-quartile scale: ~2.3 for Gaussian noise over 56 days, ~3.1 for Student-t(3)) widens the band
-  a lone day above it (the day before inside it) must clear, by ``single_day_slope`` per unit past
-  ``single_day_knee``, at most ``single_day_factor`` times; a persisting increase is judged as anywhere else;
+* lone days: a day above the band whose day before was inside it must clear a wider band - by how far out
+  the series's own worst days lie (the mean of its ``tail_days`` largest weekly worst residuals over its
+  upper-quartile scale), at most ``single_day_factor`` times the band and at most ``single_day_cap`` above it
+  on the log scale; a persisting increase is judged as anywhere else;
 * second day: two days in a row past ``confirm_z`` noise units over the level are a new level, alerted on
   the second day even where neither cleared the one-day band; three days in a row each past ``run_floor_z``
-  and on average past ``run_mean_z`` units, on the third;
+  and on average past ``run_mean_z`` units, on the third; a run's third day is judged too, and a day this
+  confirms is measured over the level before the run (not over the level the post-event guard moved up to);
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
@@ -34,7 +35,9 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span
   of days (``drift_spans``: +30 % in 10 days, +45 % in 21), in each third of the span and with no
   ``drift_step_days`` stretch holding more than ``drift_max_step_share`` of it (a step is a level shift, not a
-  drift), by ``drift_z`` noise units; reported on the first day it holds after ``drift_quiet_days`` without.
+  drift), by ``drift_z`` noise units; reported on the first day it holds after ``drift_quiet_days`` without,
+  each of those days judged as it was on that day (its own week's noise, the day itself above where the
+  growth started).
 
 The stages are functions named after them (``_day``, ``_zero_inflation``, ``_level`` and
 ``_post_event_guard``, ``_intermittent``, ``_band``, ``_recurring``, ``_drift``, ``_two_days_up`` and
@@ -137,20 +140,32 @@ class ScoringConfig:
     drift_step_days: int = 3
     drift_max_step_share: float = 0.6
     drift_quiet_days: int = 14
+    # each of the quiet days is judged as it was on that day: against its own week's noise, and with the day
+    # itself well above where the growth started (today's noise re-judging the past silenced drifts)
+    drift_day_check: bool = True
+    drift_own_sigma: bool = True
     # charges: a residual past ``charge_z`` upper-quartile sigmas on a day of month that was past it a month
     # before as well is a monthly charge, left out of the noise (``charge_noise``) and of the tail evidence;
     # 0 turns it off
     charge_z: float = 2.5
     charge_noise: bool = True
-    # heavy tails: the tail ratio of a series is the mean of the ``tail_days`` largest residuals of its noise
-    # window over its upper-quartile scale (the median in 56 days: ~2.3 for Gaussian noise, ~3.1 for a
-    # Student-t(3)); a lone day above the band (the day before inside it) must clear the band times
-    # 1 + ``single_day_slope`` per unit of tail ratio past ``single_day_knee``, at most ``single_day_factor``
-    # (a persisting increase alerts on its second day, inside the ordinary band); 1 turns it off
+    # heavy tails: the tail ratio of a series is the mean of its ``tail_days`` largest weekly worst residuals
+    # (the worst day of each week of its noise window: a cluster of large residuals in one week is one piece
+    # of evidence) over its upper-quartile scale (medians measured on 2,000-series families: ~2.5 for Gaussian
+    # noise, ~3.4 for a Student-t(3) - residuals around a centred median are peaked, so both lie above what
+    # i.i.d. draws give). A lone day above the band (the day before inside it) must clear the band times
+    # 1 + ``single_day_slope`` per unit of tail ratio past ``single_day_knee``, at most ``single_day_factor``,
+    # and at most ``single_day_cap`` over the band on the log scale (a noisy series's band times 1.9 would ask
+    # a lone day for 5-10x its expected cost). In practice nearly every series gets the cap, or 1.9x on a quiet
+    # series: per-series tail evidence from 8 weeks barely tells Gaussian from heavy-tailed noise (measured:
+    # the rule without it scores within noise of the rule with it). A persisting increase alerts on its second
+    # day, inside the ordinary band. ``single_day_factor`` 1 turns the rule off, ``single_day_cap`` 0 the cap.
     tail_days: int = 3
-    single_day_knee: float = 2.3
+    tail_separate_weeks: bool = True
+    single_day_knee: float = 1.5
     single_day_slope: float = 1.0
     single_day_factor: float = 1.9
+    single_day_cap: float = 0.25
     # two days in a row past ``confirm_z`` noise units over both the last week's and the last weeks' level
     # (each day as unlikely as one day past ~4 units on its own) is a new level, alerted on its second day
     # even where neither day clears the one-day band; 0 turns it off
@@ -161,10 +176,16 @@ class ScoringConfig:
     run_mean_z: float = 2.5
     run_weekday_unit: bool = True
     run_floor_z: float = 1.5
+    # the confirmation also runs while a run of up to ``confirm_max_run`` days stands (a shift whose first
+    # days were absorbed gets its third day judged), and the excess of a day it confirms is measured over
+    # the level before the run (``confirm_reference``), not over the level the post-event guard moved up to
+    confirm_max_run: int = 2
+    confirm_reference: bool = True
 
 
-# columns of history one scored day reads: noise window + centring, or two months back + a week around
-_REACH_DAYS = 80
+# columns of history one scored day reads: the noise window (+ centring) of the week of the first day of the
+# drift test's quiet days (up to 20 days back), or two months back + a week around
+_REACH_DAYS = 82
 
 
 @dataclass(frozen=True)
@@ -342,9 +363,10 @@ class _Prepared:
 
 
 # the first local column (with the prepared window starting _REACH_DAYS before the first scored day) that
-# each rolling median is read at: weekly state down to Monday - 3 - noise_days; drift down to the quiet days
-# plus the longest span
-_CENTRED_FROM = 12
+# each rolling median is read at: the scored day's weekly state down to Monday - 3 - noise_days - 3; drift
+# down to the quiet days plus the longest span. The weekly states of the drift's quiet days, earlier still,
+# are computed for a few rows, whose centred medians are then computed from column 0 (:func:`_rows_of`)
+_CENTRED_FROM = 14
 _TRAILING_FROM = 40
 
 
@@ -413,6 +435,16 @@ def _shrink(sigma: FloatArray, count: npt.NDArray[Any], prior: FloatArray | floa
     return np.sqrt((c * s**2 + prior_count * np.asarray(prior) ** 2) / (c + prior_count))
 
 
+def _rows_of(p: _Prepared, rows: npt.NDArray[np.intp]) -> _Prepared:
+    """The prepared quantities of ``rows`` only (every stage is row by row)."""
+    return _Prepared(
+        offset=p.offset, log_cost=p.log_cost[rows], zero=p.zero[rows], present=p.present[rows],
+        present_count=p.present_count[rows], zero_count=p.zero_count[rows],
+        centred=_rolling_median(p.log_cost[rows], 3, 3, 3),
+        trailing7=p.trailing7[rows],
+    )  # fmt: skip
+
+
 def _cols(p: _Prepared, start: int, stop: int) -> slice:
     """Local slice of absolute columns [start, stop) (callers keep them inside the prepared range)."""
     return slice(start - p.offset, stop - p.offset)
@@ -427,7 +459,7 @@ class _WeeklyState:
     zero_weekday: BoolArray  # (n, 7) weekday mostly zero
     sigma: FloatArray  # (n,) noise of the series (log scale)
     sigma_weekday: FloatArray  # (n, 7) the band's noise unit on each weekday
-    tail_ratio: FloatArray  # (n,) mean of the ``tail_days`` largest residuals over the upper-quartile scale
+    tail_ratio: FloatArray  # (n,) mean of the ``tail_days`` largest weekly worst residuals over the quartile scale
 
 
 def _weekly_state(
@@ -507,6 +539,11 @@ def _weekly_state(
     )
     # the series's own worst days: the mean of its ``tail_days`` largest residuals (0 with fewer residuals)
     k = max(cfg.tail_days, 1)
+    if cfg.tail_separate_weeks:
+        # the worst day of each week: a cluster of large residuals (a step the centred median straddles, one
+        # odd week) is one piece of evidence, not three
+        worst = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
+        tail_res = np.where(np.isneginf(worst), np.nan, worst)  # a week without a residual: none
     width = tail_res.shape[1]
     largest = np.partition(np.nan_to_num(tail_res, nan=-np.inf), width - k, axis=1)[:, width - k :]
     tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
@@ -615,16 +652,23 @@ class _Day:
     sigma_today: FloatArray  # the band's noise unit today
 
 
-def _day(
+def _state_of(
     p: _Prepared, days: npt.NDArray[np.datetime64], t: int, cfg: ScoringConfig, states: dict[int, _WeeklyState]
-) -> _Day:
-    """Stage 1 - seasonal profile and noise: this week's shared state (computed once per week)."""
+) -> tuple[_WeeklyState, int]:
+    """(the shared state of the week of column ``t``, computed once per week; ``t``'s weekday, 0 = Monday)."""
     first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)  # 0 = Monday
     today = (first_weekday + t) % 7
     anchor = t - today  # this week's Monday
     if anchor not in states:
         states[anchor] = _weekly_state(p, anchor, first_weekday, cfg, days[0])
-    state = states[anchor]
+    return states[anchor], today
+
+
+def _day(
+    p: _Prepared, days: npt.NDArray[np.datetime64], t: int, cfg: ScoringConfig, states: dict[int, _WeeklyState]
+) -> _Day:
+    """Stage 1 - seasonal profile and noise: this week's shared state (computed once per week)."""
+    state, today = _state_of(p, days, t, cfg, states)
     roll = (today + np.arange(7)) % 7
     return _Day(
         n=p.log_cost.shape[0], t=t, lt=t - p.offset, today=today, state=state,
@@ -805,10 +849,13 @@ class _Drift:
 
 
 def _drift(
-    p: _Prepared, d: _Day, b: _Band, intermittent: BoolArray, growth: _Growth | None, cfg: ScoringConfig
-) -> _Drift:
+    p: _Prepared, d: _Day, b: _Band, intermittent: BoolArray, growth: _Growth | None, cfg: ScoringConfig,
+    past_sigma: Callable[[npt.NDArray[np.intp]], FloatArray] | None = None,
+) -> _Drift:  # fmt: skip
     """Stage 7 - drift: the weekly (trailing 7-day) median grew by a factor over a span, in each third, past
-    the noise; reported on the first day it holds after ``drift_quiet_days`` without."""
+    the noise; reported on the first day it holds after ``drift_quiet_days`` without. Each of those days is
+    judged as it was on that day: the day itself well above where the growth started, past the noise of its
+    own week (``past_sigma(rows)``: (rows, quiet + 1), today first; asked only for the rows holding today)."""
     n, t, lt = d.n, d.t, d.lt
     p_today = d.profile[:, 0]
     quiet = cfg.drift_quiet_days
@@ -816,19 +863,47 @@ def _drift(
         growth = _growth_columns(p, t - quiet, t, cfg)
     # columns today, yesterday, ... back to ``quiet`` days ago
     window_cols = slice(t - growth.first, t - quiet - growth.first - 1 if t - quiet - growth.first > 0 else None, -1)
-    holds = np.zeros((n, quiet + 1), dtype=bool)
+    threshold = cfg.drift_z * 0.8
+    parts = [
+        (span, span_growth_all[:, window_cols], shaped_all[:, window_cols])
+        for (span, _), (span_growth_all, shaped_all) in zip(cfg.drift_spans, growth.spans, strict=True)
+    ]
+    # today: the first span that holds gives the growth and where it started
+    holds_today = np.zeros(n, dtype=bool)
     drift_growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
-    for (span, _), (span_growth_all, shaped_all) in zip(cfg.drift_spans, growth.spans, strict=True):
-        span_growth = span_growth_all[:, window_cols]
-        shaped = shaped_all[:, window_cols]
+    for span, span_growth, shaped in parts:
         with np.errstate(invalid="ignore"):
-            span_holds = shaped & (span_growth >= cfg.drift_z * 0.8 * d.sigma[:, None])
-        first = span_holds[:, 0] & np.isnan(drift_growth)
+            ok = shaped[:, 0] & (span_growth[:, 0] >= threshold * d.sigma)
+            if cfg.drift_day_check:
+                ok &= p.log_cost[:, lt] - p_today >= p.trailing7[:, lt - span] + span_growth[:, 0] / 2
+        first = ok & np.isnan(drift_growth)
         drift_growth = np.where(first, span_growth[:, 0], drift_growth)
         drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
-        holds |= span_holds
-    is_drift = holds[:, 0] & ~np.any(holds[:, 1:], axis=1) & ~intermittent
+        holds_today |= ok
+    # the quiet days before, for the rows holding today only: each day as it was judged on that day - past
+    # the noise of its own week (today's noise would re-judge the past: a day that did not hold then could
+    # silence today) and, itself, well above where the growth started (a day that failed it reported nothing)
+    rows = np.flatnonzero(holds_today & ~intermittent)
+    is_drift = np.zeros(n, dtype=bool)
+    width = parts[0][1].shape[1]
+    if rows.size:
+        if past_sigma is not None:
+            unit = past_sigma(rows)[:, 1:width]
+        else:
+            unit = np.repeat(d.sigma[rows, None], width - 1, axis=1)
+        back = np.arange(1, width)
+        cols = lt - back
+        held = np.zeros((rows.size, width - 1), dtype=bool)
+        for span, span_growth, shaped in parts:
+            past_growth = span_growth[rows, 1:]
+            with np.errstate(invalid="ignore"):
+                ok = shaped[rows, 1:] & (past_growth >= threshold * unit)
+                if cfg.drift_day_check:
+                    day_dev = p.log_cost[rows][:, cols] - d.profile[rows][:, (-back) % 7]
+                    ok &= day_dev >= p.trailing7[rows][:, cols - span] + past_growth / 2
+            held |= ok
+        is_drift[rows] = ~held.any(axis=1)
     with np.errstate(over="ignore", invalid="ignore"):
         # today itself must sit well above where the growth started
         is_drift &= p.log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(drift_growth, nan=np.inf) / 2
@@ -859,22 +934,26 @@ class _Decision:
 
 def _two_days_up(
     p: _Prepared, cost: FloatArray, d: _Day, lv: _Level, b: _Band, candidates: BoolArray, cfg: ScoringConfig
-) -> tuple[BoolArray, FloatArray]:
+) -> tuple[BoolArray, FloatArray, FloatArray]:
     """Stage 8a - second-day confirmation: yesterday and today both past ``confirm_z`` noise units (each
     day its own weekday's unit) over the higher of the last week's and the last weeks' level, and today
     past what the same weekday cost last week: a new level on its second day, whether or not its first day
     cleared the one-day band. Three days in a row each past ``run_floor_z`` units and on average past
     ``run_mean_z`` (a new level on a noisy series whose days each stay inside the band) confirm it on the
-    third. Returns (confirmed, the dollar bound today crossed)."""
+    third. Returns (confirmed, the dollar bound today crossed, the expectation at the level it was judged
+    over)."""
     out = np.zeros(d.n, dtype=bool)
     bound = np.full(d.n, np.nan)
+    reference = np.full(d.n, np.nan)
     if cfg.confirm_z <= 0:
-        return out, bound
+        return out, bound, reference
     k = cfg.confirm_z
-    candidates = candidates & (lv.run == 0) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
+    candidates = candidates & (lv.run <= cfg.confirm_max_run) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
     if not candidates.any():
-        return out, bound
+        return out, bound, reference
     ref = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
+    with np.errstate(over="ignore", invalid="ignore"):
+        reference = np.exp(ref + np.where(d.zero_weekday[:, 0], 0.0, d.profile[:, 0])) + b.recurring
     sigma_yesterday = d.state.sigma_weekday[:, (d.today - 1) % 7]
     last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -904,7 +983,7 @@ def _two_days_up(
                 )
             bound = np.where(three, floor + b.recurring * (1.0 + cfg.recurring_tolerance), bound)
             out |= three
-    return out, bound
+    return out, bound, reference
 
 
 def _decide(
@@ -925,14 +1004,21 @@ def _decide(
             1.0 + cfg.single_day_slope * (d.state.tail_ratio - cfg.single_day_knee), 1.0, cfg.single_day_factor
         )
         single_band = band_today * factor
+        if cfg.single_day_cap > 0:
+            single_band = np.fmin(single_band, band_today + cfg.single_day_cap)
         with np.errstate(over="ignore", invalid="ignore"):
             single_upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + single_band)
         is_up &= ~(
             single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + b.recurring * (1.0 + cfg.recurring_tolerance))
         )
     is_down = scored & (cost < b.lower)
-    confirmed, bound = _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
+    confirmed, bound, reference = _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
     confirmed_upper = np.where(confirmed & ~is_up, bound, np.nan)
+    if cfg.confirm_reference:
+        # a new level confirmed over the level before it is measured against that level (after two high days
+        # the post-event guard already expects the new level: the excess over it says nothing)
+        by_confirmation = confirmed & ~is_up & np.isfinite(reference)
+        b.expected = np.where(by_confirmation, np.fmin(b.expected, reference), b.expected)
     is_up |= confirmed
     excess = cost - b.expected
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -969,7 +1055,32 @@ def _score_prepared(
     _intermittent(p, d, lv, intermittent, cfg)
     b = _band(p, d, lv, intermittent, cfg)
     _recurring(p, costs, days, d, b, cfg)
-    dr = _drift(p, d, b, intermittent, growth, cfg)
+    past_sigma = None
+    if cfg.drift_own_sigma:
+
+        def past_sigma(rows: npt.NDArray[np.intp]) -> FloatArray:
+            """The series noise of each of the quiet days' weeks, for ``rows`` (a week not scored yet is
+            computed for these rows only)."""
+            out = np.empty((rows.size, cfg.drift_quiet_days + 1))
+            out[:, 0] = d.sigma[rows]
+            sub: _Prepared | None = None
+            for back in range(1, cfg.drift_quiet_days + 1):
+                anchor = (t - back) - (d.today - back) % 7
+                if anchor == t - d.today:
+                    out[:, back] = d.state.sigma[rows]
+                elif anchor in states:
+                    out[:, back] = states[anchor].sigma[rows]
+                else:
+                    sub = sub or _rows_of(p, rows)
+                    first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)
+                    states_sub[anchor] = states_sub.get(anchor) or _weekly_state(
+                        sub, anchor, first_weekday, cfg, days[0]
+                    )
+                    out[:, back] = states_sub[anchor].sigma
+            return out
+
+        states_sub: dict[int, _WeeklyState] = {}
+    dr = _drift(p, d, b, intermittent, growth, cfg, past_sigma)
     history_days = days_present.astype(np.int64)
     dec = _decide(p, cost, days, d, lv, b, dr, intermittent, history_days, cfg)
     return _result(costs, cost, days, d, lv, b, dr, dec, history_days, cfg, labels)
@@ -1007,6 +1118,7 @@ def _result(
     reason[dec.new_recurring & dec.gated] = code[REASON_NEW_RECURRING]
     reason[spike] = code[REASON_SPIKE]
     reason[spike & lv.above[:, -1]] = code[REASON_LEVEL_SHIFT]
+    reason[spike & ~np.isnan(dec.confirmed_upper)] = code[REASON_LEVEL_SHIFT]  # confirmed as a new level
     reason[drift] = code[REASON_DRIFT]
     present = ~np.isnan(cost)
     warming = present & ~scored
