@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,7 @@ class RoundTrips:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()  # wall time spent waiting for each kind of request
+        self.seconds: defaultdict[str, float] = defaultdict(float)  # wall time spent waiting for each kind of request
         self.active = False
         self._lock = threading.Lock()
 
@@ -204,3 +204,44 @@ def table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def add_side_by_side_args(parser: Any, budget: float) -> None:
+    """The options every side-by-side bench takes: worker counts, a time budget, the baseline commit,
+    and the hidden ones of a measured child run."""
+    import argparse
+
+    parser.add_argument("--workers", default="8,32", help="comma-separated worker counts")
+    parser.add_argument("--budget", type=float, default=budget, help="give up a run after this many seconds")
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="commit measured as the baseline")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl-root", help=argparse.SUPPRESS)
+    parser.add_argument("--conn", help=argparse.SUPPRESS)
+
+
+def ops_by_kind_table(done: list[tuple[str, dict[str, Any]]], units: str) -> str:
+    """Storage operations per unit by kind, one column per run (`units`: the result key counting units)."""
+    kinds = sorted({k for _, r in done for k in r["ops"]})
+    rows = [(k, *[f"{r['ops'].get(k, 0) / r[units]:.2f}" for _, r in done]) for k in kinds]
+    return table(rows, ("operation", *[f"{name}, {r['workers']} workers" for name, r in done]))
+
+
+def projection_table(rows: list[tuple[str, float, float]], unit: str, units: str, hot_partition: str) -> str:
+    """The projection to Azure Storage of (implementation, ops per `unit`, hot-partition share) rows."""
+    out = []
+    for name, ops, hot_share in rows:
+        p = projection(ops, hot_share)
+        per_thread = p["per_thread"]
+        ceilings = (p["account_ceiling"], p["partition_ceiling"])
+        out.append(
+            (name, f"{ops:.2f}", f"{per_thread:.1f}", f"{per_thread * 32:,.0f}", *[f"{c:,.0f}" for c in ceilings])
+        )
+    header = (
+        "implementation",
+        f"ops/{unit}",
+        f"{units}/s per thread",
+        "per instance, 32 threads",
+        "account ceiling (20,000 tx/s)",
+        f"{hot_partition} ceiling (2,000/s)",
+    )
+    return table(out, header)

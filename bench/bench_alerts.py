@@ -33,12 +33,13 @@ from typing import Any
 
 from bench._harness import (
     AZURE_LATENCY_MS,
-    BASELINE_COMMIT,
     ROOT,
+    add_side_by_side_args,
     baseline_tree,
     count_round_trips,
     group_cpu_seconds,
-    projection,
+    ops_by_kind_table,
+    projection_table,
     run_child,
     table,
     use_implementation,
@@ -372,9 +373,7 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
     print(table([_row(name, r) for name, r in results], header))
     print("\nstorage operations per alert, by kind (idle polls of empty queues apart):\n")
     done = [(name, r) for name, r in results if r is not None]
-    kinds = sorted({k for _, r in done for k in r["ops"]})
-    rows = [(k, *[f"{r['ops'].get(k, 0) / r['alerts']:.2f}" for _, r in done]) for k in kinds]
-    print(table(rows, ("operation", *[f"{name}, {r['workers']} workers" for name, r in done])))
+    print(ops_by_kind_table(done, "alerts"))
     print("\nwhere the time goes (per alert; thread time = run seconds x workers):\n")
     print(table([_time_row(name, r) for name, r in done], TIME_HEADER))
     print(f"\nprojection to Azure Storage at {AZURE_LATENCY_MS:g} ms per operation (from the measured ops/alert):\n")
@@ -386,27 +385,8 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
         # the shared partition every alert touches: before, all idempotency records sat in "alerts";
         # today they spread over 16 partitions (storm rows are per squad and window either way)
         idem_ops = sum(v for k, v in r["ops"].items() if k.startswith("table.") and "batch" not in k) / r["alerts"]
-        hot = idem_ops if name.startswith("before") else idem_ops / 16
-        p = projection(r["ops_per_alert"], hot)
-        proj.append(
-            (
-                name,
-                f"{r['ops_per_alert']:.2f}",
-                f"{p['per_thread']:.1f}",
-                f"{p['per_thread'] * 32:,.0f}",
-                f"{p['account_ceiling']:,.0f}",
-                f"{p['partition_ceiling']:,.0f}",
-            )
-        )
-    header = (
-        "implementation",
-        "ops/alert",
-        "alerts/s per thread",
-        "per instance, 32 threads",
-        "account ceiling (20,000 tx/s)",
-        "hottest-partition ceiling (2,000/s)",
-    )
-    print(table(proj, header))
+        proj.append((name, r["ops_per_alert"], idem_ops if name.startswith("before") else idem_ops / 16))
+    print(projection_table(proj, "alert", "alerts", "hottest-partition"))
     for name, r in done:
         if r.get("error_kinds"):
             print(f"{name}, {r['workers']} workers: failed invocations by cause: {r['error_kinds']}")
@@ -435,18 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     use_implementation(argv)
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--alerts", type=int, default=1_000)
-    parser.add_argument("--workers", default="8,32", help="comma-separated worker counts")
     parser.add_argument("--quick", action="store_true", help="300 alerts")
-    parser.add_argument("--budget", type=float, default=600.0, help="give up a run after this many seconds")
-    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="commit measured as the baseline")
+    add_side_by_side_args(parser, budget=600.0)
     parser.add_argument("--storm", type=int, default=10, help="ALERT_STORM_THRESHOLD (0 = storm control off)")
     parser.add_argument(
         "--teams-rate-scope", default="", help="TEAMS_RATE_SCOPE for today's runs (default: the setting's default)"
     )
     parser.add_argument("--no-faults", action="store_true", help="no first-attempt faults (happy path only)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--impl-root", help=argparse.SUPPRESS)
-    parser.add_argument("--conn", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         args.workers = int(args.workers)
