@@ -139,16 +139,13 @@ class ScoringConfig:
     # no ``drift_step_days`` stretch of the span may hold more than this share of its growth (a step)
     drift_step_days: int = 3
     drift_max_step_share: float = 0.6
-    drift_quiet_days: int = 14
     # each of the quiet days is judged as it was on that day: against its own week's noise, and with the day
     # itself well above where the growth started (today's noise re-judging the past silenced drifts)
-    drift_day_check: bool = True
-    drift_own_sigma: bool = True
+    drift_quiet_days: int = 14
     # charges: a residual past ``charge_z`` upper-quartile sigmas on a day of month that was past it a month
-    # before as well is a monthly charge, left out of the noise (``charge_noise``) and of the tail evidence;
+    # before as well is a monthly charge, left out of the noise and of the tail evidence;
     # 0 turns it off
     charge_z: float = 2.5
-    charge_noise: bool = True
     # heavy tails: the tail ratio of a series is the mean of its ``tail_days`` largest weekly worst residuals
     # (the worst day of each week of its noise window: a cluster of large residuals in one week is one piece
     # of evidence) over its upper-quartile scale (medians measured on 2,000-series families: ~2.5 for Gaussian
@@ -161,7 +158,6 @@ class ScoringConfig:
     # the rule without it scores within noise of the rule with it). A persisting increase alerts on its second
     # day, inside the ordinary band. ``single_day_factor`` 1 turns the rule off, ``single_day_cap`` 0 the cap.
     tail_days: int = 3
-    tail_separate_weeks: bool = True
     single_day_knee: float = 1.5
     single_day_slope: float = 1.0
     single_day_factor: float = 1.9
@@ -174,7 +170,6 @@ class ScoringConfig:
     # same level (a new level on a noisy series, its days each inside the band): alerted on the third day;
     # 0 turns it off
     run_mean_z: float = 2.5
-    run_weekday_unit: bool = True
     run_floor_z: float = 1.5
     # the confirmation also runs while a run of up to ``confirm_max_run`` days stands (a shift whose first
     # days were absorbed gets its third day judged), and the excess of a day it confirms is measured over
@@ -506,7 +501,7 @@ def _weekly_state(
             charge[:, later] |= both
             tail_res = np.where(charge, np.nan, abs_res)
             rows = np.flatnonzero(both.any(axis=1))
-            if cfg.charge_noise and rows.size:  # only the rows with a charge need their scales again
+            if rows.size:  # only the rows with a charge need their scales again
                 abs_res = tail_res
                 mad, tail_sigma, count = mad.copy(), tail_sigma.copy(), count.copy()
                 mad[rows], tail_sigma[rows], count[rows] = _robust_scale(abs_res[rows], *scale)
@@ -539,11 +534,10 @@ def _weekly_state(
     )
     # the series's own worst days: the mean of its ``tail_days`` largest residuals (0 with fewer residuals)
     k = max(cfg.tail_days, 1)
-    if cfg.tail_separate_weeks:
-        # the worst day of each week: a cluster of large residuals (a step the centred median straddles, one
-        # odd week) is one piece of evidence, not three
-        worst = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
-        tail_res = np.where(np.isneginf(worst), np.nan, worst)  # a week without a residual: none
+    # the worst day of each week: a cluster of large residuals (a step the centred median straddles, one
+    # odd week) is one piece of evidence, not three
+    worst = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
+    tail_res = np.where(np.isneginf(worst), np.nan, worst)  # a week without a residual: none
     width = tail_res.shape[1]
     largest = np.partition(np.nan_to_num(tail_res, nan=-np.inf), width - k, axis=1)[:, width - k :]
     tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
@@ -721,9 +715,7 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
         with np.errstate(invalid="ignore"):
             # in each day's own weekday unit, as the confirmation reads them (a run the confirmation would
             # not alert on is no new level yet)
-            unit = (
-                d.state.sigma_weekday[:, (d.today + recent_cols - lt) % 7] if cfg.run_weekday_unit else d.sigma[:, None]
-            )
+            unit = d.state.sigma_weekday[:, (d.today + recent_cols - lt) % 7]
             run_up = recent > base[:, None] + cfg.confirm_z * unit
     trailing_up = np.sum(np.cumprod(run_up[:, ::-1], axis=1), axis=1)
     trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
@@ -850,7 +842,7 @@ class _Drift:
 
 def _drift(
     p: _Prepared, d: _Day, b: _Band, intermittent: BoolArray, growth: _Growth | None, cfg: ScoringConfig,
-    past_sigma: Callable[[npt.NDArray[np.intp]], FloatArray] | None = None,
+    past_sigma: Callable[[npt.NDArray[np.intp]], FloatArray],
 ) -> _Drift:  # fmt: skip
     """Stage 7 - drift: the weekly (trailing 7-day) median grew by a factor over a span, in each third, past
     the noise; reported on the first day it holds after ``drift_quiet_days`` without. Each of those days is
@@ -875,8 +867,7 @@ def _drift(
     for span, span_growth, shaped in parts:
         with np.errstate(invalid="ignore"):
             ok = shaped[:, 0] & (span_growth[:, 0] >= threshold * d.sigma)
-            if cfg.drift_day_check:
-                ok &= p.log_cost[:, lt] - p_today >= p.trailing7[:, lt - span] + span_growth[:, 0] / 2
+            ok &= p.log_cost[:, lt] - p_today >= p.trailing7[:, lt - span] + span_growth[:, 0] / 2
         first = ok & np.isnan(drift_growth)
         drift_growth = np.where(first, span_growth[:, 0], drift_growth)
         drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
@@ -888,10 +879,7 @@ def _drift(
     is_drift = np.zeros(n, dtype=bool)
     width = parts[0][1].shape[1]
     if rows.size:
-        if past_sigma is not None:
-            unit = past_sigma(rows)[:, 1:width]
-        else:
-            unit = np.repeat(d.sigma[rows, None], width - 1, axis=1)
+        unit = past_sigma(rows)[:, 1:width]
         back = np.arange(1, width)
         cols = lt - back
         held = np.zeros((rows.size, width - 1), dtype=bool)
@@ -899,9 +887,8 @@ def _drift(
             past_growth = span_growth[rows, 1:]
             with np.errstate(invalid="ignore"):
                 ok = shaped[rows, 1:] & (past_growth >= threshold * unit)
-                if cfg.drift_day_check:
-                    day_dev = p.log_cost[rows][:, cols] - d.profile[rows][:, (-back) % 7]
-                    ok &= day_dev >= p.trailing7[rows][:, cols - span] + past_growth / 2
+                day_dev = p.log_cost[rows][:, cols] - d.profile[rows][:, (-back) % 7]
+                ok &= day_dev >= p.trailing7[rows][:, cols - span] + past_growth / 2
             held |= ok
         is_drift[rows] = ~held.any(axis=1)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -1055,31 +1042,27 @@ def _score_prepared(
     _intermittent(p, d, lv, intermittent, cfg)
     b = _band(p, d, lv, intermittent, cfg)
     _recurring(p, costs, days, d, b, cfg)
-    past_sigma = None
-    if cfg.drift_own_sigma:
 
-        def past_sigma(rows: npt.NDArray[np.intp]) -> FloatArray:
-            """The series noise of each of the quiet days' weeks, for ``rows`` (a week not scored yet is
-            computed for these rows only)."""
-            out = np.empty((rows.size, cfg.drift_quiet_days + 1))
-            out[:, 0] = d.sigma[rows]
-            sub: _Prepared | None = None
-            for back in range(1, cfg.drift_quiet_days + 1):
-                anchor = (t - back) - (d.today - back) % 7
-                if anchor == t - d.today:
-                    out[:, back] = d.state.sigma[rows]
-                elif anchor in states:
-                    out[:, back] = states[anchor].sigma[rows]
-                else:
-                    sub = sub or _rows_of(p, rows)
-                    first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)
-                    states_sub[anchor] = states_sub.get(anchor) or _weekly_state(
-                        sub, anchor, first_weekday, cfg, days[0]
-                    )
-                    out[:, back] = states_sub[anchor].sigma
-            return out
+    def past_sigma(rows: npt.NDArray[np.intp]) -> FloatArray:
+        """The series noise of each of the quiet days' weeks, for ``rows`` (a week not scored yet is
+        computed for these rows only)."""
+        out = np.empty((rows.size, cfg.drift_quiet_days + 1))
+        out[:, 0] = d.sigma[rows]
+        sub: _Prepared | None = None
+        for back in range(1, cfg.drift_quiet_days + 1):
+            anchor = (t - back) - (d.today - back) % 7
+            if anchor == t - d.today:
+                out[:, back] = d.state.sigma[rows]
+            elif anchor in states:
+                out[:, back] = states[anchor].sigma[rows]
+            else:
+                sub = sub or _rows_of(p, rows)
+                first_weekday = int((days[0].astype("datetime64[D]").astype(np.int64) + 3) % 7)
+                states_sub[anchor] = states_sub.get(anchor) or _weekly_state(sub, anchor, first_weekday, cfg, days[0])
+                out[:, back] = states_sub[anchor].sigma
+        return out
 
-        states_sub: dict[int, _WeeklyState] = {}
+    states_sub: dict[int, _WeeklyState] = {}
     dr = _drift(p, d, b, intermittent, growth, cfg, past_sigma)
     history_days = days_present.astype(np.int64)
     dec = _decide(p, cost, days, d, lv, b, dr, intermittent, history_days, cfg)
