@@ -552,3 +552,32 @@ def test_a_drift_judges_its_quiet_days_as_they_were_judged_then() -> None:
         assert list(alone.reason) == list(replayed.reason[:, t - (N_DAYS - 30)])
     # AND the drifts are reported
     assert (replayed.reason == "drift").any(axis=1).sum() >= 6
+
+
+def test_a_lone_day_the_series_has_matched_before_waits_for_the_next_day() -> None:
+    # GIVEN two series alike but for one lone +150 % day seven weeks ago on the second (its noise's doing)
+    first_time = series(200.0, noise=0.05, seed=21)
+    matched = first_time.copy()
+    matched[40] = round(matched[40] * 2.5, 2)
+    costs = matrix(first_time, matched)
+    # WHEN the last day but one is a lone +120 % day on both
+    day = N_DAYS - 2
+    costs[:, day] = np.round(costs[:, day] * 2.2, 2)
+    result = score_day(costs, DATES, day)
+    # THEN the first-ever excursion alerts at once, the one the series has matched before does not
+    assert result.anomaly[0]
+    assert not result.anomaly[1]
+    # and without the exceedance test it would have alerted
+    assert score_day(costs, DATES, day, ScoringConfig(exceedance_count=0)).anomaly[1]
+    # AND when the next day stays as high, it alerts then
+    costs[:, day + 1] = np.round(costs[:, day + 1] * 2.2, 2)
+    assert score_day(costs, DATES, day + 1).anomaly[1]
+
+
+def test_a_past_multi_day_event_does_not_make_the_next_increase_ordinary() -> None:
+    # GIVEN a series whose only past excursion is a three-day event (a run: an event, not noise)
+    costs = matrix(series(200.0, noise=0.05, seed=22))
+    costs[0, 40:43] = np.round(costs[0, 40:43] * 2.5, 2)
+    # WHEN the last day is a lone +120 % day THEN it alerts at once
+    costs[0, -1] = round(costs[0, -1] * 2.2, 2)
+    assert score_last_day(costs, DATES).anomaly[0]
