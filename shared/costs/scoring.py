@@ -1000,22 +1000,22 @@ def _ordinary_excursion(
     lt = d.lt
     # the centred median needs three days after a column: the window ends three days back
     first = max(lt - 3 - width, 3)
-    cols = np.arange(first, lt - 3)
-    if cols.size == 0:
+    if first >= lt - 3:
         return out
+    back = np.arange(first - lt, -3)  # the window's columns, relative to today
+    cols = slice(first, lt - 3)
     slack = b.recurring[rows] * (1.0 + cfg.recurring_tolerance)
     with np.errstate(divide="ignore", invalid="ignore"):
         today = np.log(np.fmax(cost[rows] - slack, 1e-300)) - lv.level[rows] - d.profile[rows, 0]
-        past = p.log_cost[rows][:, cols] - p.centred[rows][:, cols] - d.profile[rows][:, (cols - lt) % 7]
+        past = p.log_cost[rows, cols] - p.centred[rows, cols] - d.profile[rows][:, back % 7]
         # in noise units, each day its own weekday's (a weekday that swings is judged on its own swings)
-        unit = d.state.sigma_weekday[rows][:, (d.today + cols - lt) % 7]
-        high = past / unit >= cfg.exceedance_fraction * (today / d.sigma_today[rows])[:, None]
-    # a centred median short of days (the series's first or last days, an outage) is no reference
-    whole = p.present_count[rows][:, cols + 4] - p.present_count[rows][:, cols - 3] == 7
-    high &= whole
+        unit = d.state.sigma_weekday[rows][:, (d.today + back) % 7]
+        high = past / unit >= (cfg.exceedance_fraction * today / d.sigma_today[rows])[:, None]
+        # a centred median short of days (the series's first or last days, an outage) is no reference
+        high &= p.present_count[rows, first + 4 : lt + 1] - p.present_count[rows, first - 3 : lt - 6] == 7
     # a monthly charge is no excursion: a day past ``charge_z`` noise units whose day of month a month apart
     # was past it as well
-    earlier, later = _month_pairs(days[0], int(cols[0]) + p.offset, cols.size)
+    earlier, later = _month_pairs(days[0], first + p.offset, back.size)
     if earlier.size and cfg.charge_z > 0:
         with np.errstate(invalid="ignore"):
             charged = past > cfg.charge_z * d.sigma[rows][:, None]
