@@ -28,10 +28,13 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
   is judged on the size of its days with usage, with no weekly profile;
 * recurring charges: the excess seen on this day of month in each of the previous ``recurring_months``
-  months (a zero day there says nothing) is expected again;
+  months (a zero day there says nothing; a charge day stands above its neighbours once de-seasonalised) is
+  expected again;
 * on a series younger than a month, a month-start charge or a lone high day (the day before inside the
   band) is taken for a new monthly charge (reason ``new_recurring``, not alerted): from the next month on it is
-  an expected recurring charge, and an increase that persists alerts on its second day;
+  an expected recurring charge, and an increase that persists alerts on its second day; so is a lone high day
+  on a day of month that had no usage in the previous months (absent or zero: a charge could not show there)
+  - at month start on any series, on other days on a series with steady usage;
 * guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
   weekday cost last week (a weekly pattern that changed) is a return to normal, not an anomaly;
 * drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span
@@ -784,6 +787,7 @@ class _Band:
     long_upper: FloatArray  # the band of the level of the last weeks: a return to it is normal
     pattern_upper: FloatArray  # the band of what the same weekday cost last week: a pattern that changed
     recurring: FloatArray  # the recurring charge expected today (0 where none)
+    charge_seen: BoolArray  # a previous month's same day had usage: a charge there would have shown
 
 
 def _band(p: _Prepared, d: _Day, lv: _Level, intermittent: BoolArray, cfg: ScoringConfig) -> _Band:
@@ -800,7 +804,9 @@ def _band(p: _Prepared, d: _Day, lv: _Level, intermittent: BoolArray, cfg: Scori
         pattern_upper = np.exp(
             lv.level + np.fmax(np.where(zero_today, 0.0, p_today), np.nan_to_num(last_week, nan=-9.0)) + band_today
         )
-    return _Band(np.nan_to_num(expected, nan=0.0), upper, lower, long_upper, pattern_upper, np.zeros(d.n))
+    return _Band(
+        np.nan_to_num(expected, nan=0.0), upper, lower, long_upper, pattern_upper, np.zeros(d.n), np.zeros(d.n, bool)
+    )
 
 
 def _recurring(
@@ -814,13 +820,17 @@ def _recurring(
     for back in _same_day_previous_months(days[t], cfg.recurring_months):
         idx = t - back
         li = idx - p.offset
-        if idx < 0 or li - 7 < 0:
+        if idx < 1 or li - 7 < 0:  # a charge day is judged against the day before it
             continue
         day_cost = costs[:, idx]
         ok = day_cost > 0  # a zero day (or no data) says nothing about a charge
-        # only a day standing above both neighbours can hold a charge: the median is taken for those
-        with np.errstate(invalid="ignore"):
-            rows = np.flatnonzero(ok & (day_cost > 1.1 * np.fmax(costs[:, idx - 1], costs[:, idx + 1])))
+        # only a day standing above both neighbours, de-seasonalised, can hold a charge (a charge on a weekend
+        # dip can stand below Monday's cost): the median is taken for those
+        with np.errstate(invalid="ignore", over="ignore"):
+            shape = np.exp(d.profile[:, [(li - 1 - lt) % 7, (li - lt) % 7, (li + 1 - lt) % 7]])
+            before = costs[:, idx - 1] * shape[:, 1] / shape[:, 0]
+            after = costs[:, idx + 1] * shape[:, 1] / shape[:, 2]
+            rows = np.flatnonzero(ok & (day_cost > 1.1 * np.fmax(before, after)))
         prev_excess = np.zeros(n)
         if rows.size:
             around = np.concatenate([p.log_cost[rows, li - 7 : li], p.log_cost[rows, li + 1 : li + 8]], axis=1)
@@ -835,6 +845,7 @@ def _recurring(
     recurring = np.where(recurring > b.expected * (np.exp(band_today) - 1.0), recurring, 0.0)
     slack = recurring * (1.0 + cfg.recurring_tolerance)
     b.recurring = recurring
+    b.charge_seen = seen
     b.expected = b.expected + recurring
     b.upper = np.nan_to_num(b.upper, nan=0.0) + slack
     b.lower = np.nan_to_num(b.lower, nan=0.0)
@@ -1077,7 +1088,10 @@ def _decide(
     t = d.t
     month_start = days[t].astype("datetime64[D]") == days[t].astype("datetime64[M]").astype("datetime64[D]")
     young = ~p.present[:, lt - 30]
-    new_recurring = is_up & (b.recurring == 0) & young & (month_start | ~lv.above[:, -1])
+    # so is a lone high day on a day of month with no usage in the previous months (absent or zero there: a
+    # charge could not show) - at month start on any series, on other days on one with steady usage
+    unseen = ~b.charge_seen & ~lv.above[:, -1] & (month_start | ~intermittent)
+    new_recurring = is_up & (b.recurring == 0) & ((young & (month_start | ~lv.above[:, -1])) | unseen)
     spike = is_up & gated & ~new_recurring
     drift = scored & dr.holds & ~spike
     return _Decision(scored, is_up, is_down, gated, new_recurring, spike, drift, excess, excess_pct, confirmed_upper)

@@ -581,3 +581,34 @@ def test_a_past_multi_day_event_does_not_make_the_next_increase_ordinary() -> No
     # WHEN the last day is a lone +120 % day THEN it alerts at once
     costs[0, -1] = round(costs[0, -1] * 2.2, 2)
     assert score_last_day(costs, DATES).anomaly[0]
+
+
+def test_a_monthly_charge_that_fell_on_a_weekend_dip_is_still_learned() -> None:
+    # GIVEN a series at $100 on weekdays and $25 at the weekend, charged $70 on the 2nd of every month: on a
+    # Thursday in January, on a Sunday in February (where it stays under Monday's cost)
+    costs = matrix(series(100.0, noise=0.02, seed=23, weekend=0.25))
+    charge_days = [1, 32, 60]  # 2 January, 2 February, 2 March
+    costs[0, charge_days] += 70.0
+    assert costs[0, 32] < costs[0, 33]
+    # WHEN the 2nd of March (a Sunday) is scored
+    result = score_day(costs, DATES, 60)
+    # THEN the charge is expected: no anomaly, reason recurring
+    assert not result.anomaly[0]
+    assert result.reason[0] == "recurring"
+    assert result.expected[0] > 80.0
+
+
+def test_a_month_start_charge_where_the_previous_months_had_no_usage_is_a_new_charge() -> None:
+    # GIVEN two steady series; on the first, the 1st of January and of February were outage days (zero)
+    unseen = series(100.0, noise=0.02, seed=24)
+    unseen[[0, 31]] = 0.0
+    seen = series(100.0, noise=0.02, seed=24)
+    costs = matrix(unseen, seen)
+    # WHEN the 1st of March costs $300 more on both
+    costs[:, 59] += 300.0
+    result = score_day(costs, DATES, 59)
+    # THEN where no charge could have shown the month before it is taken for a new monthly charge, not alerted
+    assert not result.anomaly[0]
+    assert result.reason[0] == "new_recurring"
+    # AND where the same day had usage and no charge, it alerts
+    assert result.anomaly[1]
