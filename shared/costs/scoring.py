@@ -143,7 +143,7 @@ class ScoringConfig:
     drift_min_part_share: float = 0.12
     # no ``drift_step_days`` stretch of the span may hold more than this share of its growth (a step)
     drift_step_days: int = 3
-    drift_max_step_share: float = 0.6
+    drift_max_step_share: float = 0.55
     # each of the quiet days is judged as it was on that day: against its own week's noise, and with the day
     # itself well above where the growth started (today's noise re-judging the past silenced drifts)
     drift_quiet_days: int = 14
