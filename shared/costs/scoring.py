@@ -22,7 +22,8 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
   series's own last ``exceedance_days`` already reached ``exceedance_fraction`` of (in noise units) is ordinary
   for it: it alerts only if the next day confirms it (a first-ever excursion alerts at once);
 * second day: two days in a row past ``confirm_z`` noise units over the level are a new level, alerted on
-  the second day even where neither cleared the one-day band; three days in a row each past ``run_floor_z``
+  the second day even where neither cleared the one-day band (not when the first stands more than
+  ``z_threshold`` units over the second: that is a spike's or a charge's recovery); three days in a row each past ``run_floor_z``
   and on average past ``run_mean_z`` units, on the third; a run's third day is judged too, and a day this
   confirms is measured over the level before the run (not over the level the post-event guard moved up to);
 * zero inflation: a series with zero on at least ``intermittent_zero_share`` of its days is intermittent: it
@@ -965,22 +966,25 @@ def _two_days_up(
         reference = np.exp(ref + np.where(d.zero_weekday[:, 0], 0.0, d.profile[:, 0])) + b.recurring
     sigma_yesterday = d.state.sigma_weekday[:, (d.today - 1) % 7]
     last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         today_floor = ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + k * d.sigma_today
         bound = np.exp(today_floor) + b.recurring * (1.0 + cfg.recurring_tolerance)
         out = candidates & (lv.yesterday > ref + k * sigma_yesterday) & (cost > bound)
+        # a day well under the day before it is that day's recovery (a spike's, a charge's), not a new level:
+        # yesterday more than ``z_threshold`` of today's units above today confirms nothing
+        today_over = np.log(np.fmax(cost - b.recurring * (1.0 + cfg.recurring_tolerance), 1e-9)) - (
+            ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0))
+        )
+        out &= ~(lv.yesterday - ref > today_over + cfg.z_threshold * d.sigma_today)
     if cfg.run_mean_z > 0:
         # three days: each past the floor, on average past ``run_mean_z`` units
         sigma_before = d.state.sigma_weekday[:, (d.today - 2) % 7]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            today_dev = np.log(np.fmax(cost - b.recurring * (1.0 + cfg.recurring_tolerance), 1e-9)) - (
-                ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0))
-            )
             z = np.stack(
                 [
                     (lv.day_before - ref) / sigma_before,
                     (lv.yesterday - ref) / sigma_yesterday,
-                    today_dev / d.sigma_today,
+                    today_over / d.sigma_today,
                 ]
             )
             z = np.nan_to_num(z, nan=-np.inf)

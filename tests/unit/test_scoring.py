@@ -612,3 +612,18 @@ def test_a_month_start_charge_where_the_previous_months_had_no_usage_is_a_new_ch
     assert result.reason[0] == "new_recurring"
     # AND where the same day had usage and no charge, it alerts
     assert result.anomaly[1]
+
+
+def test_the_day_after_a_much_higher_day_is_its_recovery_not_a_new_level() -> None:
+    # GIVEN two alike series at $100 with 10 % noise
+    recovering = series(100.0, noise=0.1, seed=25)
+    shifted = recovering.copy()
+    costs = matrix(recovering, shifted)
+    expected = float(score_last_day(costs, DATES).expected[0])
+    # WHEN the first has a $2,000 day and then a day 45 % over its expected cost, and the second two days 45 % over
+    costs[0, -2], costs[0, -1] = 2000.0, round(1.45 * expected, 2)
+    costs[1, -2:] = round(1.45 * expected, 2)
+    result = score_last_day(costs, DATES)
+    # THEN the second day after the spike is its recovery; two days alike at the new height are a new level
+    assert not result.anomaly[0]
+    assert result.anomaly[1] and result.reason[1] == "level_shift"
