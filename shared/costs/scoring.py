@@ -33,9 +33,9 @@ days before ``t``; zero days are treated apart, never as "cheap days"):
   expected again;
 * on a series younger than a month, a month-start charge or a lone high day (the day before inside the
   band) is taken for a new monthly charge (reason ``new_recurring``, not alerted): from the next month on it is
-  an expected recurring charge, and an increase that persists alerts on its second day; so is a lone high day
-  on a day of month that had no usage in the previous months (absent or zero: a charge could not show there)
-  - at month start on any series, on other days on a series with steady usage;
+  an expected recurring charge, and an increase that persists alerts on its second day; so is a lone
+  month-start day where the previous months' first days had no usage (absent or zero: a charge could not
+  show there);
 * guards: an increase back to the level of the last 4 weeks (after an outage or a dip) or to what the same
   weekday cost last week (a weekly pattern that changed) is a return to normal, not an anomaly;
 * drift: compounding growth on the log scale - the trailing weekly median grew by a set percentage over a span
@@ -1092,9 +1092,9 @@ def _decide(
     t = d.t
     month_start = days[t].astype("datetime64[D]") == days[t].astype("datetime64[M]").astype("datetime64[D]")
     young = ~p.present[:, lt - 30]
-    # so is a lone high day on a day of month with no usage in the previous months (absent or zero there: a
-    # charge could not show) - at month start on any series, on other days on one with steady usage
-    unseen = ~b.charge_seen & ~lv.above[:, -1] & (month_start | ~intermittent)
+    # so is a lone month-start day where the previous months' first days had no usage (absent or zero: a
+    # charge could not show there; on other days of month a zero-day series's spike would pass for one)
+    unseen = ~b.charge_seen & ~lv.above[:, -1] & month_start
     new_recurring = is_up & (b.recurring == 0) & ((young & (month_start | ~lv.above[:, -1])) | unseen)
     spike = is_up & gated & ~new_recurring
     drift = scored & dr.holds & ~spike
