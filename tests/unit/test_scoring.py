@@ -552,3 +552,78 @@ def test_a_drift_judges_its_quiet_days_as_they_were_judged_then() -> None:
         assert list(alone.reason) == list(replayed.reason[:, t - (N_DAYS - 30)])
     # AND the drifts are reported
     assert (replayed.reason == "drift").any(axis=1).sum() >= 6
+
+
+def test_a_lone_day_the_series_has_matched_before_waits_for_the_next_day() -> None:
+    # GIVEN two series alike but for one lone +150 % day seven weeks ago on the second (its noise's doing)
+    first_time = series(200.0, noise=0.05, seed=21)
+    matched = first_time.copy()
+    matched[40] = round(matched[40] * 2.5, 2)
+    costs = matrix(first_time, matched)
+    # WHEN the last day but one is a lone +120 % day on both
+    day = N_DAYS - 2
+    costs[:, day] = np.round(costs[:, day] * 2.2, 2)
+    result = score_day(costs, DATES, day)
+    # THEN the first-ever excursion alerts at once, the one the series has matched before does not
+    assert result.anomaly[0]
+    assert not result.anomaly[1]
+    # and without the exceedance test it would have alerted
+    assert score_day(costs, DATES, day, ScoringConfig(exceedance_count=0)).anomaly[1]
+    # AND when the next day stays as high, it alerts then
+    costs[:, day + 1] = np.round(costs[:, day + 1] * 2.2, 2)
+    assert score_day(costs, DATES, day + 1).anomaly[1]
+
+
+def test_a_past_multi_day_event_does_not_make_the_next_increase_ordinary() -> None:
+    # GIVEN a series whose only past excursion is a three-day event (a run: an event, not noise)
+    costs = matrix(series(200.0, noise=0.05, seed=22))
+    costs[0, 40:43] = np.round(costs[0, 40:43] * 2.5, 2)
+    # WHEN the last day is a lone +120 % day THEN it alerts at once
+    costs[0, -1] = round(costs[0, -1] * 2.2, 2)
+    assert score_last_day(costs, DATES).anomaly[0]
+
+
+def test_a_monthly_charge_that_fell_on_a_weekend_dip_is_still_learned() -> None:
+    # GIVEN a series at $100 on weekdays and $25 at the weekend, charged $70 on the 2nd of every month: on a
+    # Thursday in January, on a Sunday in February (where it stays under Monday's cost)
+    costs = matrix(series(100.0, noise=0.02, seed=23, weekend=0.25))
+    charge_days = [1, 32, 60]  # 2 January, 2 February, 2 March
+    costs[0, charge_days] += 70.0
+    assert costs[0, 32] < costs[0, 33]
+    # WHEN the 2nd of March (a Sunday) is scored
+    result = score_day(costs, DATES, 60)
+    # THEN the charge is expected: no anomaly, reason recurring
+    assert not result.anomaly[0]
+    assert result.reason[0] == "recurring"
+    assert result.expected[0] > 80.0
+
+
+def test_a_month_start_charge_where_the_previous_months_had_no_usage_is_a_new_charge() -> None:
+    # GIVEN two steady series; on the first, the 1st of January and of February were outage days (zero)
+    unseen = series(100.0, noise=0.02, seed=24)
+    unseen[[0, 31]] = 0.0
+    seen = series(100.0, noise=0.02, seed=24)
+    costs = matrix(unseen, seen)
+    # WHEN the 1st of March costs $300 more on both
+    costs[:, 59] += 300.0
+    result = score_day(costs, DATES, 59)
+    # THEN where no charge could have shown the month before it is taken for a new monthly charge, not alerted
+    assert not result.anomaly[0]
+    assert result.reason[0] == "new_recurring"
+    # AND where the same day had usage and no charge, it alerts
+    assert result.anomaly[1]
+
+
+def test_the_day_after_a_much_higher_day_is_its_recovery_not_a_new_level() -> None:
+    # GIVEN two alike series at $100 with 10 % noise
+    recovering = series(100.0, noise=0.1, seed=25)
+    shifted = recovering.copy()
+    costs = matrix(recovering, shifted)
+    expected = float(score_last_day(costs, DATES).expected[0])
+    # WHEN the first has a $2,000 day and then a day 45 % over its expected cost, and the second two days 45 % over
+    costs[0, -2], costs[0, -1] = 2000.0, round(1.45 * expected, 2)
+    costs[1, -2:] = round(1.45 * expected, 2)
+    result = score_last_day(costs, DATES)
+    # THEN the second day after the spike is its recovery; two days alike at the new height are a new level
+    assert not result.anomaly[0]
+    assert result.anomaly[1] and result.reason[1] == "level_shift"
