@@ -494,7 +494,7 @@ def _submit_in_turn(client: Any, operations: list[Any]) -> list[Any]:
     policies = [StorageHeadersPolicy()]
     changeset = HttpRequest("POST", "")
     changeset.set_multipart_mixed(*batch.requests, policies=policies, boundary=f"changeset_{uuid.uuid4()}")
-    request = HttpRequest(
+    request: Any = HttpRequest(
         "POST",
         f"{endpoint}/$batch",
         headers={
