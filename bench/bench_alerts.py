@@ -14,12 +14,20 @@ message, then delete it (a failure leaves it for redelivery, as the host does). 
 request is counted at the HTTP transport (`bench/_harness.py`); storage ops per alert include the
 enqueue, not the empty polls of idle workers. The verdict: every card and incident exactly once,
 nothing in the poison queue.
+
+Where the fake peers run (the same for both implementations; `--peers`): by default in a process of
+their own, speaking HTTP/1.1 keep-alive as Teams and ServiceNow do (in production their CPU is not
+ours, and pooled connections are reused). `--peers in-process` puts them in the measured process
+with a connection per request (HTTP/1.0), the setup of the figures measured before this option:
+their request handling then competes with the workers for the process's GIL and adds a TCP
+connection per call. Compare figures only within one run, and quote which setup they come from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -60,57 +68,166 @@ def _sn_plan(number: int) -> str:
     return {0: "unavailable", 1: "unavailable", 2: "lost"}.get(bucket, "ok")
 
 
-def _fakes(timeout_s: float) -> tuple[Any, Any, Any]:
-    from pytest_httpserver import HTTPServer
-    from werkzeug import Request, Response
+class FakePeers:
+    """What the fake Teams and ServiceNow answer (the fault plan above), and what they received."""
 
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    lock = threading.Lock()
-    state: dict[str, Any] = {"cards": Counter(), "incidents": {}, "seen_t": set(), "seen_s": set(), "posts": 0}
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.lock = threading.Lock()
+        self.cards: Counter[int] = Counter()
+        self.incidents: dict[str, dict[str, str]] = {}
+        self.seen_t: set[int] = set()
+        self.seen_s: set[int] = set()
 
-    def teams(request: Request) -> Response:
-        body = request.get_json(silent=True) or {}
-        number = int(json.dumps(body).split("bench-alert ")[1].split('"')[0])
-        with lock:
-            first = number not in state["seen_t"]
-            state["seen_t"].add(number)
+    def teams(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        number = int(body.decode().split("bench-alert ")[1].split('"')[0])
+        with self.lock:
+            first = number not in self.seen_t
+            self.seen_t.add(number)
         plan = _failure_plan(number) if first else "ok"
         if plan == "unavailable":
-            return Response(b"", status=503)
+            return 503, {}, b""
         if plan == "throttle":
-            return Response(b"", status=429, headers={"Retry-After": "1"})
-        with lock:
-            state["cards"][number] += 1
-        return Response(b"", status=202)
+            return 429, {"Retry-After": "1"}, b""
+        with self.lock:
+            self.cards[number] += 1
+        return 202, {}, b""
 
-    def table(request: Request) -> Response:
-        if request.method == "GET":
-            cid = request.args.get("sysparm_query", "").split("^")[0].partition("=")[2]
-            with lock:
-                rows = [r for r in state["incidents"].values() if r["correlation_id"] == cid]
-            return Response(json.dumps({"result": rows[:1]}), content_type="application/json")
-        body = request.get_json()
-        cid = body["correlation_id"]
+    def find(self, query: str) -> tuple[int, dict[str, str], bytes]:
+        cid = query.split("^")[0].partition("=")[2]
+        with self.lock:
+            rows = [r for r in self.incidents.values() if r["correlation_id"] == cid]
+        return 200, JSON, json.dumps({"result": rows[:1]}).encode()
+
+    def create(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        cid = json.loads(body)["correlation_id"]
         number = int(cid.split(":")[1])
-        with lock:
-            first = number not in state["seen_s"]
-            state["seen_s"].add(number)
+        with self.lock:
+            first = number not in self.seen_s
+            self.seen_s.add(number)
         plan = _sn_plan(number) if first else "ok"
         if plan == "unavailable":
-            return Response(b'{"error":{"message":"unavailable"}}', status=503, content_type="application/json")
-        with lock:
+            return 503, JSON, b'{"error":{"message":"unavailable"}}'
+        with self.lock:
             sys_id = uuid.uuid4().hex
-            state["incidents"][sys_id] = {"sys_id": sys_id, "number": sys_id[:8], "state": "1", "correlation_id": cid}
+            row = self.incidents[sys_id] = {"sys_id": sys_id, "number": sys_id[:8], "state": "1", "correlation_id": cid}
         if plan == "lost":
-            time.sleep(timeout_s + 0.3)  # created, but the client has given up
-        return Response(json.dumps({"result": state["incidents"][sys_id]}), status=201, content_type="application/json")
+            time.sleep(self.timeout_s + 0.3)  # created, but the client has given up
+        return 201, JSON, json.dumps({"result": row}).encode()
 
-    import re
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {"cards": {str(k): v for k, v in self.cards.items()}, "incidents": list(self.incidents.values())}
 
-    server.expect_request(re.compile(r"^/hook/.*"), method="POST").respond_with_handler(teams)
-    server.expect_request("/api/now/table/incident").respond_with_handler(table)
-    return server, state, lock
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _serve(peers: FakePeers, keep_alive: bool) -> Any:
+    """A threaded HTTP server for `peers` on a free loopback port (HTTP/1.1 keep-alive, or HTTP/1.0
+    with a connection per request)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+        disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall between
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def _answer(self, answer: tuple[int, dict[str, str], bytes]) -> None:
+            status, headers, body = answer
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/bench/state":
+                self._answer((200, JSON, json.dumps(peers.state()).encode()))
+            elif url.path == "/api/now/table/incident":
+                self._answer(peers.find(parse_qs(url.query).get("sysparm_query", [""])[0]))
+            else:
+                self._answer((404, {}, b""))
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = urlsplit(self.path).path
+            if path.startswith("/hook/"):
+                self._answer(peers.teams(body))
+            elif path == "/api/now/table/incident":
+                self._answer(peers.create(body))
+            else:
+                self._answer((404, {}, b""))
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a lost answer's client has hung up: expected, not worth a traceback
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, name="fake-peers", daemon=True).start()
+    return server
+
+
+def serve_peers(args: argparse.Namespace) -> int:
+    """The fake peers in a process of their own: print the base URL, serve until stdin closes."""
+    FAULTS["on"] = not args.no_faults
+    server = _serve(FakePeers(args.peer_timeout), keep_alive=True)
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    sys.stdin.read()
+    server.shutdown()
+    return 0
+
+
+class PeerProcess:
+    """The fake peers where the bench puts them: their own process (as in production: Teams's and
+    ServiceNow's CPU is not ours; HTTP/1.1 keep-alive, as both speak) or this process (the setup
+    of the measurements before, on a connection per request)."""
+
+    def __init__(self, where: str, timeout_s: float) -> None:
+        import subprocess
+
+        self.process: Any = None
+        self.local: FakePeers | None = None
+        if where == "in-process":
+            self.local = FakePeers(timeout_s)
+            self.server = _serve(self.local, keep_alive=False)
+            self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            return
+        cmd = [sys.executable, "-m", __spec__.name, "--serve-peers", "--peer-timeout", str(timeout_s)]
+        cmd += [] if FAULTS["on"] else ["--no-faults"]  # the fault plan is the peers' to play
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        self.base = self.process.stdout.readline().strip()
+        if not self.base.startswith("http://"):
+            raise RuntimeError("the fake peers did not start")
+
+    def state(self) -> dict[str, Any]:
+        """What the peers received: cards per alert number, incidents."""
+        if self.local is not None:
+            raw = self.local.state()
+        else:
+            import urllib.request
+
+            with urllib.request.urlopen(self.base + "/bench/state", timeout=30) as answer:
+                raw = json.loads(answer.read())
+        return {"cards": Counter({int(k): v for k, v in raw["cards"].items()}), "incidents": raw["incidents"]}
+
+    def stop(self) -> float:
+        """Stop the peers; the CPU seconds their process used (0 in this process: counted in ours)."""
+        if self.process is None:
+            self.server.shutdown()
+            return 0.0
+        self.process.stdin.close()
+        _, status, usage = os.wait4(self.process.pid, 0)
+        self.process.returncode = status
+        return float(usage.ru_utime + usage.ru_stime)
 
 
 def _time_peer_calls(base: str, trips: Any) -> Any:
@@ -192,7 +309,7 @@ def _routes(base: str, run: str) -> Any:
 
 def _verdict(state: dict[str, Any], alerts: list[Any]) -> dict[str, int]:
     cards_per_alert = state["cards"]
-    per_key = Counter(r["correlation_id"] for r in state["incidents"].values())
+    per_key = Counter(r["correlation_id"] for r in state["incidents"])
     wanted = [a for a in alerts if a.wants_incident()]
     return {
         "cards_missing": sum(1 for i in range(len(alerts)) if cards_per_alert[i] == 0),
@@ -218,8 +335,8 @@ def child(args: argparse.Namespace) -> int:
     timeout_s = 1.0
     tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
     store = StateStore.from_connection_string(args.conn)
-    server, state, _ = _fakes(timeout_s)
-    base = server.url_for("/").rstrip("/")
+    peers_at = PeerProcess(args.peers, timeout_s)
+    base = peers_at.base
     peers = _time_peer_calls(base, trips)
     run = uuid.uuid4().hex[:8]
     routes = json.dumps(_routes_doc(base, run))
@@ -286,7 +403,8 @@ def child(args: argparse.Namespace) -> int:
     trips.active = False
     cpu_seconds = time.process_time() - cpu_started
     seconds = last[0] - started
-    server.stop()
+    state = peers_at.state()
+    peer_cpu_seconds = peers_at.stop()
     result = {
         "alerts": args.alerts,
         "workers": args.workers,
@@ -305,7 +423,9 @@ def child(args: argparse.Namespace) -> int:
         "peer_calls": dict(peers.counts),
         "peer_seconds": dict(peers.seconds),
         "thread_seconds": seconds * args.workers,
-        "cpu_seconds": cpu_seconds,  # this process: delivery, storage and HTTP clients, the driver, the fake peers
+        "cpu_seconds": cpu_seconds,  # this process: delivery, storage and HTTP clients, the driver (and in-process peers)
+        "peer_cpu_seconds": peer_cpu_seconds,  # the fake peers' own process (0 when they run in this one)
+        "peers": args.peers,
         "verdict": _verdict(state, alerts),
     }
     print(json.dumps(result))
@@ -338,6 +458,7 @@ TIME_HEADER = (
     "waiting on Teams/ServiceNow ms",
     "CPU ms/alert (this process)",
     "Azurite CPU ms/alert",
+    "fake peers' CPU ms/alert",
 )
 
 
@@ -361,6 +482,7 @@ def _time_row(name: str, r: dict[str, Any]) -> tuple[Any, ...]:
         f"{sum(r['peer_seconds'].values()) / n * 1000:.0f}",
         f"{r['cpu_seconds'] / n * 1000:.1f}",
         f"{azurite / n * 1000:.1f}" if azurite is not None else "-",
+        f"{r['peer_cpu_seconds'] / n * 1000:.1f}" if r.get("peers") == "process" else "in this process",
     )
 
 
@@ -422,7 +544,18 @@ def main(argv: list[str] | None = None) -> int:
         "--teams-rate-scope", default="", help="TEAMS_RATE_SCOPE for today's runs (default: the setting's default)"
     )
     parser.add_argument("--no-faults", action="store_true", help="no first-attempt faults (happy path only)")
+    parser.add_argument(
+        "--peers",
+        choices=("process", "in-process"),
+        default="process",
+        help="where the fake Teams/ServiceNow run: their own process with HTTP/1.1 keep-alive (default), or the "
+        "measured process with a connection per request (the setup of the figures measured before)",
+    )
+    parser.add_argument("--serve-peers", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-timeout", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_peers:
+        return serve_peers(args)
     if args.child:
         args.workers = int(args.workers)
         return child(args)
@@ -438,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in [int(w) for w in str(args.workers).split(",")]:
             common = ["--alerts", str(n), "--workers", str(workers), "--conn", azurite.connection_string]
             common += ["--budget", str(args.budget), "--storm", str(args.storm)]
+            common += ["--peers", args.peers]
             if args.no_faults:
                 common += ["--no-faults"]
             if args.teams_rate_scope:
