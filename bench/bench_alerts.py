@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -356,22 +357,51 @@ def child(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(args.workers) as pool:
         list(pool.map(lambda a: store.send(QUEUE, alert_message(a)), alerts))
     enqueued = time.monotonic()
+    enqueue_put_seconds = trips.seconds["queue.put"]
+    spent: dict[str, float] = {"handle": 0.0, "ack": 0.0}  # worker seconds in handle() and in the message delete (ack)
     lock = threading.Lock()
     handled: Counter[str] = Counter()
     last = [started]
     first_pass = [enqueued]  # when the last first-attempt message was handled (the rest is the retry tail)
     deadline = started + args.budget
 
-    def worker() -> None:
+    def run_one(msg: Any) -> None:
+        """One invocation as the host runs it: handle, then delete (a failure leaves it for redelivery)."""
+        began = time.perf_counter()
+        try:
+            delivery.handle(msg.body)
+            handled_at = time.perf_counter()
+            store.ack(QUEUE, msg)
+            acked_at = time.perf_counter()
+        except Exception as exc:  # host semantics: not acked, redelivered after the visibility timeout
+            with lock:
+                handled["errors"] += 1
+                handled[f"error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+            return
+        retry = b'"attempt":1}' not in msg.body and b'"attempt":1,' not in msg.body
+        with lock:
+            spent["handle"] += handled_at - began
+            spent["ack"] += acked_at - handled_at
+            handled["messages"] += 1
+            last[0] = time.monotonic()
+            if not retry:
+                first_pass[0] = last[0]
+
+    def receive(max_messages: int) -> list[Any] | None:
+        try:
+            return store.receive(QUEUE, max_messages=max_messages, visibility_timeout=60)
+        except Exception as exc:  # Azurite stalled: poll again, as the host does
+            with lock:
+                handled["errors"] += 1
+                handled["error: receive " + type(exc).__name__] += 1
+            time.sleep(1.0)
+            return None
+
+    def worker() -> None:  # --dispatch per-worker: each thread receives its own batches and runs them in turn
         idle_since = time.monotonic()
         while time.monotonic() < deadline:
-            try:
-                batch = store.receive(QUEUE, max_messages=16, visibility_timeout=60)
-            except Exception as exc:  # Azurite stalled: poll again, as the host does
-                with lock:
-                    handled["errors"] += 1
-                    handled["error: receive " + type(exc).__name__] += 1
-                time.sleep(1.0)
+            batch = receive(16)
+            if batch is None:
                 continue
             if not batch:
                 if time.monotonic() - idle_since > 3 and store.queue_length(QUEUE) == 0:
@@ -380,22 +410,49 @@ def child(args: argparse.Namespace) -> int:
                 continue
             idle_since = time.monotonic()
             for msg in batch:
-                try:
-                    delivery.handle(msg.body)
-                    store.ack(QUEUE, msg)
-                except Exception as exc:  # host semantics: not acked, redelivered after the visibility timeout
-                    with lock:
-                        handled["errors"] += 1
-                        handled[f"error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
-                    continue
-                retry = b'"attempt":1}' not in msg.body and b'"attempt":1,' not in msg.body
-                with lock:
-                    handled["messages"] += 1
-                    last[0] = time.monotonic()
-                    if not retry:
-                        first_pass[0] = last[0]
+                run_one(msg)
 
-    threads = [threading.Thread(target=worker) for _ in range(args.workers)]
+    # --dispatch host: as the Functions host does, one poller keeps up to 2 x W messages in flight (it
+    # receives again once W or fewer are left: batchSize W + newBatchThreshold W) and every message
+    # goes to the next free thread, so no thread waits idle while another holds unstarted messages
+    ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    flight = threading.Condition()
+    in_flight = [0]
+
+    def poller() -> None:
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            with flight:
+                flight.wait_for(lambda: in_flight[0] <= args.workers, timeout=1.0)
+                room = 2 * args.workers - in_flight[0]
+            batch = receive(min(32, room)) if room > 0 else []
+            if batch is None:
+                continue
+            if not batch:
+                if in_flight[0] == 0 and time.monotonic() - idle_since > 3 and store.queue_length(QUEUE) == 0:
+                    break
+                time.sleep(0.2)
+                continue
+            idle_since = time.monotonic()
+            with flight:
+                in_flight[0] += len(batch)
+            for msg in batch:
+                ready.put(msg)
+        for _ in range(args.workers):
+            ready.put(None)
+
+    def pooled_worker() -> None:
+        while (msg := ready.get()) is not None:
+            run_one(msg)
+            with flight:
+                in_flight[0] -= 1
+                flight.notify()
+
+    if args.dispatch == "host":
+        threads = [threading.Thread(target=pooled_worker) for _ in range(args.workers)]
+        threads.append(threading.Thread(target=poller))
+    else:
+        threads = [threading.Thread(target=worker) for _ in range(args.workers)]
     for t in threads:
         t.start()
     for t in threads:
@@ -423,9 +480,13 @@ def child(args: argparse.Namespace) -> int:
         "peer_calls": dict(peers.counts),
         "peer_seconds": dict(peers.seconds),
         "thread_seconds": seconds * args.workers,
+        "handle_seconds": spent["handle"],
+        "ack_seconds": spent["ack"],
+        "enqueue_put_seconds": enqueue_put_seconds,
         "cpu_seconds": cpu_seconds,  # this process: delivery, storage and HTTP clients, the driver (and in-process peers)
         "peer_cpu_seconds": peer_cpu_seconds,  # the fake peers' own process (0 when they run in this one)
         "peers": args.peers,
+        "dispatch": args.dispatch,
         "verdict": _verdict(state, alerts),
     }
     print(json.dumps(result))
@@ -453,9 +514,12 @@ TIME_HEADER = (
     "enqueue s",
     "first attempts done s",
     "retry tail s",
-    "thread ms/alert",
-    "waiting on storage ms",
-    "waiting on Teams/ServiceNow ms",
+    "worker ms/alert",
+    "in handle()",
+    "of which storage",
+    "of which Teams/ServiceNow",
+    "message delete",
+    "receive, idle polls, retry-tail wait",
     "CPU ms/alert (this process)",
     "Azurite CPU ms/alert",
     "fake peers' CPU ms/alert",
@@ -463,26 +527,35 @@ TIME_HEADER = (
 
 
 def _time_row(name: str, r: dict[str, Any]) -> tuple[Any, ...]:
-    """Thread time per alert split into storage waits (the driver's enqueue, gets and deletes
-    included), waits on the fake peers (the 1 s lost-answer timeouts included) and the rest (CPU and
-    waiting for the GIL and the machine's cores, idle polls at the end)."""
+    """Worker thread time per alert once the enqueue is done ((run - enqueue) seconds x workers):
+    inside `handle()` (its storage waits: table operations and retry puts; its waits on the fake
+    peers, the 1 s lost-answer timeouts included; the rest is CPU and waiting for the GIL and the
+    machine's cores), the message delete, and the rest (receives, idle polls while retries are
+    invisible, the end of the run)."""
     n = r["alerts"]
-    if "first_pass_seconds" not in r:
+    if "handle_seconds" not in r:
         return (name, r["workers"], *["-"] * (len(TIME_HEADER) - 2))
-    storage = sum(v for k, v in r["ops_seconds"].items() if k not in ("queue.get-empty", "queue.properties"))
+    ops = r["ops_seconds"]
+    storage = sum(v for k, v in ops.items() if k.startswith("table.")) + ops.get("queue.put", 0.0)
+    storage -= r["enqueue_put_seconds"]
+    worker = (r["seconds"] - r["enqueue_seconds"]) * r["workers"]
     azurite = r.get("azurite_cpu_seconds")
+    ms = 1000 / n
     return (
         name,
         r["workers"],
         f"{r['enqueue_seconds']:.2f}",
         f"{r['first_pass_seconds']:.2f}",
         f"{r['seconds'] - r['first_pass_seconds']:.2f}",
-        f"{r['seconds'] * r['workers'] / n * 1000:.0f}",
-        f"{storage / n * 1000:.0f}",
-        f"{sum(r['peer_seconds'].values()) / n * 1000:.0f}",
-        f"{r['cpu_seconds'] / n * 1000:.1f}",
-        f"{azurite / n * 1000:.1f}" if azurite is not None else "-",
-        f"{r['peer_cpu_seconds'] / n * 1000:.1f}" if r.get("peers") == "process" else "in this process",
+        f"{worker * ms:.0f}",
+        f"{r['handle_seconds'] * ms:.0f}",
+        f"{storage * ms:.0f}",
+        f"{sum(r['peer_seconds'].values()) * ms:.0f}",
+        f"{r['ack_seconds'] * ms:.0f}",
+        f"{(worker - r['handle_seconds'] - r['ack_seconds']) * ms:.0f}",
+        f"{r['cpu_seconds'] * ms:.1f}",
+        f"{azurite * ms:.1f}" if azurite is not None else "-",
+        f"{r['peer_cpu_seconds'] * ms:.1f}" if r.get("peers") == "process" else "in this process",
     )
 
 
@@ -496,7 +569,7 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
     print("\nstorage operations per alert, by kind (idle polls of empty queues apart):\n")
     done = [(name, r) for name, r in results if r is not None]
     print(ops_by_kind_table(done, "alerts"))
-    print("\nwhere the time goes (per alert; thread time = run seconds x workers):\n")
+    print("\nwhere the time goes (ms per alert; worker time = (run - enqueue) seconds x workers):\n")
     print(table([_time_row(name, r) for name, r in done], TIME_HEADER))
     print(f"\nprojection to Azure Storage at {AZURE_LATENCY_MS:g} ms per operation (from the measured ops/alert):\n")
     proj, seen = [], set()
@@ -551,6 +624,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where the fake Teams/ServiceNow run: their own process with HTTP/1.1 keep-alive (default), or the "
         "measured process with a connection per request (the setup of the figures measured before)",
     )
+    parser.add_argument(
+        "--dispatch",
+        choices=("host", "per-worker"),
+        default="host",
+        help="how messages reach the W threads: as the Functions host does, each message to the next free thread "
+        "(default), or each thread receiving its own batches of 16 and running them in turn (the figures before)",
+    )
     parser.add_argument("--serve-peers", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer-timeout", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -571,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in [int(w) for w in str(args.workers).split(",")]:
             common = ["--alerts", str(n), "--workers", str(workers), "--conn", azurite.connection_string]
             common += ["--budget", str(args.budget), "--storm", str(args.storm)]
-            common += ["--peers", args.peers]
+            common += ["--peers", args.peers, "--dispatch", args.dispatch]
             if args.no_faults:
                 common += ["--no-faults"]
             if args.teams_rate_scope:
