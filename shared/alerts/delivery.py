@@ -8,7 +8,8 @@ each message to `AlertDelivery.handle()`, which for every channel still to do:
    over after its 2-minute lease;
 2. posts (or writes the outbox file when the channel is not configured), then completes the claim;
    storm control is decided inside the claim, so a replay is never counted twice. The channels of
-   one alert run side by side (the second on a small thread pool): each has its own claim.
+   one alert run side by side (the second on a small thread pool): each has its own claim; a
+   channel with nothing to do (no incident wanted) answers on the calling thread, with no handoff.
 Storage round trips per alert: one claim and one completion per channel, the enqueue and the
 message delete: 4 on the happy path for a Teams-only alert, 6 with an incident. Storm permits are
 leased in blocks and Teams rate shares for 30 s, and a squad's first alert in a window writes both
