@@ -9,8 +9,11 @@ first attempts (none with --no-faults); storm control at its default threshold (
 - Teams: 503 (nothing posted) for 2 in 10 cards, 429 with Retry-After: 1 for 1 in 10;
 - ServiceNow: 503 for 2 in 10 creates; for 1 in 10 the incident IS created but the answer is lost
   (the client times out), the case where a blind re-POST duplicates.
-W worker threads (8, then 32) each receive batches of 16 and run `AlertDelivery.handle()` per
-message, then delete it (a failure leaves it for redelivery, as the host does). Every storage
+W worker threads (8, then 32) run `AlertDelivery.handle()` per message, then delete it (a failure
+leaves it for redelivery), as the Functions host does: one poller keeps up to 2W messages in flight
+(batchSize W + newBatchThreshold W) and each message goes to the next free thread. `--dispatch
+per-worker` is the driver of the figures measured before: each thread receives its own batches of
+16 and runs them in turn (at the end of a pass, threads sit idle while others hold unstarted messages). Every storage
 request is counted at the HTTP transport (`bench/_harness.py`); storage ops per alert include the
 enqueue, not the empty polls of idle workers. The verdict: every card and incident exactly once,
 nothing in the poison queue.
