@@ -58,6 +58,7 @@ from bench._harness import (
 )
 
 SQUADS = 200
+STALL_SECONDS = 2.0  # a storage request slower than this: Azurite or the machine stalled (reported with the run)
 FAULTS = {"on": True}  # --no-faults: every first attempt succeeds (the happy-path operation count)
 
 
@@ -479,6 +480,7 @@ def child(args: argparse.Namespace) -> int:
         "timed_out": time.monotonic() >= deadline,
         "ops": dict(trips.counts),
         "ops_seconds": dict(trips.seconds),
+        "ops_slowest": dict(trips.slowest),
         "ops_per_alert": trips.total() / args.alerts,
         "peer_calls": dict(peers.counts),
         "peer_seconds": dict(peers.seconds),
@@ -586,6 +588,13 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
         proj.append((name, r["ops_per_alert"], idem_ops if name.startswith("before") else idem_ops / 16))
     print(projection_table(proj, "alert", "alerts", "hottest-partition"))
     for name, r in done:
+        stalled = {k: v for k, v in r.get("ops_slowest", {}).items() if v > STALL_SECONDS}
+        if stalled:
+            worst = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(stalled.items(), key=lambda kv: -kv[1])[:3])
+            print(
+                f"{name}, {r['workers']} workers: storage requests stalled ({worst}): Azurite or the machine "
+                "stopped answering for a while, whatever the code; that run's alerts/s says little"
+            )
         if r.get("error_kinds"):
             print(f"{name}, {r['workers']} workers: failed invocations by cause: {r['error_kinds']}")
     ok = all(
