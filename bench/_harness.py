@@ -89,6 +89,7 @@ class RoundTrips:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.seconds: defaultdict[str, float] = defaultdict(float)  # wall time spent waiting for each kind of request
+        self.slowest: defaultdict[str, float] = defaultdict(float)  # the longest single request of each kind
         self.active = False
         self._lock = threading.Lock()
 
@@ -97,6 +98,7 @@ class RoundTrips:
             with self._lock:
                 self.counts[kind] += 1
                 self.seconds[kind] += seconds
+                self.slowest[kind] = max(self.slowest[kind], seconds)
 
     def total(self, *, without: tuple[str, ...] = ("queue.get-empty", "queue.properties", "other")) -> int:
         """Requests of the work itself: not the idle polls and queue-length checks of the bench driver."""

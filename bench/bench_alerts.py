@@ -9,17 +9,29 @@ first attempts (none with --no-faults); storm control at its default threshold (
 - Teams: 503 (nothing posted) for 2 in 10 cards, 429 with Retry-After: 1 for 1 in 10;
 - ServiceNow: 503 for 2 in 10 creates; for 1 in 10 the incident IS created but the answer is lost
   (the client times out), the case where a blind re-POST duplicates.
-W worker threads (8, then 32) each receive batches of 16 and run `AlertDelivery.handle()` per
-message, then delete it (a failure leaves it for redelivery, as the host does). Every storage
+W worker threads (8, then 32) run `AlertDelivery.handle()` per message, then delete it (a failure
+leaves it for redelivery), as the Functions host does: one poller keeps up to 2W messages in flight
+(batchSize W + newBatchThreshold W) and each message goes to the next free thread. `--dispatch
+per-worker` is the driver of the figures measured before: each thread receives its own batches of
+16 and runs them in turn (at the end of a pass, threads sit idle while others hold unstarted messages). Every storage
 request is counted at the HTTP transport (`bench/_harness.py`); storage ops per alert include the
 enqueue, not the empty polls of idle workers. The verdict: every card and incident exactly once,
 nothing in the poison queue.
+
+Where the fake peers run (the same for both implementations; `--peers`): by default in a process of
+their own, speaking HTTP/1.1 keep-alive as Teams and ServiceNow do (in production their CPU is not
+ours, and pooled connections are reused). `--peers in-process` puts them in the measured process
+with a connection per request (HTTP/1.0), the setup of the figures measured before this option:
+their request handling then competes with the workers for the process's GIL and adds a TCP
+connection per call. Compare figures only within one run, and quote which setup they come from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import queue
 import sys
 import tempfile
 import threading
@@ -46,6 +58,7 @@ from bench._harness import (
 )
 
 SQUADS = 200
+STALL_SECONDS = 2.0  # a storage request slower than this: Azurite or the machine stalled (reported with the run)
 FAULTS = {"on": True}  # --no-faults: every first attempt succeeds (the happy-path operation count)
 
 
@@ -60,57 +73,166 @@ def _sn_plan(number: int) -> str:
     return {0: "unavailable", 1: "unavailable", 2: "lost"}.get(bucket, "ok")
 
 
-def _fakes(timeout_s: float) -> tuple[Any, Any, Any]:
-    from pytest_httpserver import HTTPServer
-    from werkzeug import Request, Response
+class FakePeers:
+    """What the fake Teams and ServiceNow answer (the fault plan above), and what they received."""
 
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    lock = threading.Lock()
-    state: dict[str, Any] = {"cards": Counter(), "incidents": {}, "seen_t": set(), "seen_s": set(), "posts": 0}
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.lock = threading.Lock()
+        self.cards: Counter[int] = Counter()
+        self.incidents: dict[str, dict[str, str]] = {}
+        self.seen_t: set[int] = set()
+        self.seen_s: set[int] = set()
 
-    def teams(request: Request) -> Response:
-        body = request.get_json(silent=True) or {}
-        number = int(json.dumps(body).split("bench-alert ")[1].split('"')[0])
-        with lock:
-            first = number not in state["seen_t"]
-            state["seen_t"].add(number)
+    def teams(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        number = int(body.decode().split("bench-alert ")[1].split('"')[0])
+        with self.lock:
+            first = number not in self.seen_t
+            self.seen_t.add(number)
         plan = _failure_plan(number) if first else "ok"
         if plan == "unavailable":
-            return Response(b"", status=503)
+            return 503, {}, b""
         if plan == "throttle":
-            return Response(b"", status=429, headers={"Retry-After": "1"})
-        with lock:
-            state["cards"][number] += 1
-        return Response(b"", status=202)
+            return 429, {"Retry-After": "1"}, b""
+        with self.lock:
+            self.cards[number] += 1
+        return 202, {}, b""
 
-    def table(request: Request) -> Response:
-        if request.method == "GET":
-            cid = request.args.get("sysparm_query", "").split("^")[0].partition("=")[2]
-            with lock:
-                rows = [r for r in state["incidents"].values() if r["correlation_id"] == cid]
-            return Response(json.dumps({"result": rows[:1]}), content_type="application/json")
-        body = request.get_json()
-        cid = body["correlation_id"]
+    def find(self, query: str) -> tuple[int, dict[str, str], bytes]:
+        cid = query.split("^")[0].partition("=")[2]
+        with self.lock:
+            rows = [r for r in self.incidents.values() if r["correlation_id"] == cid]
+        return 200, JSON, json.dumps({"result": rows[:1]}).encode()
+
+    def create(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        cid = json.loads(body)["correlation_id"]
         number = int(cid.split(":")[1])
-        with lock:
-            first = number not in state["seen_s"]
-            state["seen_s"].add(number)
+        with self.lock:
+            first = number not in self.seen_s
+            self.seen_s.add(number)
         plan = _sn_plan(number) if first else "ok"
         if plan == "unavailable":
-            return Response(b'{"error":{"message":"unavailable"}}', status=503, content_type="application/json")
-        with lock:
+            return 503, JSON, b'{"error":{"message":"unavailable"}}'
+        with self.lock:
             sys_id = uuid.uuid4().hex
-            state["incidents"][sys_id] = {"sys_id": sys_id, "number": sys_id[:8], "state": "1", "correlation_id": cid}
+            row = self.incidents[sys_id] = {"sys_id": sys_id, "number": sys_id[:8], "state": "1", "correlation_id": cid}
         if plan == "lost":
-            time.sleep(timeout_s + 0.3)  # created, but the client has given up
-        return Response(json.dumps({"result": state["incidents"][sys_id]}), status=201, content_type="application/json")
+            time.sleep(self.timeout_s + 0.3)  # created, but the client has given up
+        return 201, JSON, json.dumps({"result": row}).encode()
 
-    import re
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {"cards": {str(k): v for k, v in self.cards.items()}, "incidents": list(self.incidents.values())}
 
-    server.expect_request(re.compile(r"^/hook/.*"), method="POST").respond_with_handler(teams)
-    server.expect_request("/api/now/table/incident").respond_with_handler(table)
-    return server, state, lock
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _serve(peers: FakePeers, keep_alive: bool) -> Any:
+    """A threaded HTTP server for `peers` on a free loopback port (HTTP/1.1 keep-alive, or HTTP/1.0
+    with a connection per request)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+        disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall between
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def _answer(self, answer: tuple[int, dict[str, str], bytes]) -> None:
+            status, headers, body = answer
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/bench/state":
+                self._answer((200, JSON, json.dumps(peers.state()).encode()))
+            elif url.path == "/api/now/table/incident":
+                self._answer(peers.find(parse_qs(url.query).get("sysparm_query", [""])[0]))
+            else:
+                self._answer((404, {}, b""))
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = urlsplit(self.path).path
+            if path.startswith("/hook/"):
+                self._answer(peers.teams(body))
+            elif path == "/api/now/table/incident":
+                self._answer(peers.create(body))
+            else:
+                self._answer((404, {}, b""))
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a lost answer's client has hung up: expected, not worth a traceback
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, name="fake-peers", daemon=True).start()
+    return server
+
+
+def serve_peers(args: argparse.Namespace) -> int:
+    """The fake peers in a process of their own: print the base URL, serve until stdin closes."""
+    FAULTS["on"] = not args.no_faults
+    server = _serve(FakePeers(args.peer_timeout), keep_alive=True)
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    sys.stdin.read()
+    server.shutdown()
+    return 0
+
+
+class PeerProcess:
+    """The fake peers where the bench puts them: their own process (as in production: Teams's and
+    ServiceNow's CPU is not ours; HTTP/1.1 keep-alive, as both speak) or this process (the setup
+    of the measurements before, on a connection per request)."""
+
+    def __init__(self, where: str, timeout_s: float) -> None:
+        import subprocess
+
+        self.process: Any = None
+        self.local: FakePeers | None = None
+        if where == "in-process":
+            self.local = FakePeers(timeout_s)
+            self.server = _serve(self.local, keep_alive=False)
+            self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            return
+        cmd = [sys.executable, "-m", __spec__.name, "--serve-peers", "--peer-timeout", str(timeout_s)]
+        cmd += [] if FAULTS["on"] else ["--no-faults"]  # the fault plan is the peers' to play
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        self.base = self.process.stdout.readline().strip()
+        if not self.base.startswith("http://"):
+            raise RuntimeError("the fake peers did not start")
+
+    def state(self) -> dict[str, Any]:
+        """What the peers received: cards per alert number, incidents."""
+        if self.local is not None:
+            raw = self.local.state()
+        else:
+            import urllib.request
+
+            with urllib.request.urlopen(self.base + "/bench/state", timeout=30) as answer:
+                raw = json.loads(answer.read())
+        return {"cards": Counter({int(k): v for k, v in raw["cards"].items()}), "incidents": raw["incidents"]}
+
+    def stop(self) -> float:
+        """Stop the peers; the CPU seconds their process used (0 in this process: counted in ours)."""
+        if self.process is None:
+            self.server.shutdown()
+            return 0.0
+        self.process.stdin.close()
+        _, status, usage = os.wait4(self.process.pid, 0)
+        self.process.returncode = status
+        return float(usage.ru_utime + usage.ru_stime)
 
 
 def _time_peer_calls(base: str, trips: Any) -> Any:
@@ -192,7 +314,7 @@ def _routes(base: str, run: str) -> Any:
 
 def _verdict(state: dict[str, Any], alerts: list[Any]) -> dict[str, int]:
     cards_per_alert = state["cards"]
-    per_key = Counter(r["correlation_id"] for r in state["incidents"].values())
+    per_key = Counter(r["correlation_id"] for r in state["incidents"])
     wanted = [a for a in alerts if a.wants_incident()]
     return {
         "cards_missing": sum(1 for i in range(len(alerts)) if cards_per_alert[i] == 0),
@@ -218,8 +340,8 @@ def child(args: argparse.Namespace) -> int:
     timeout_s = 1.0
     tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
     store = StateStore.from_connection_string(args.conn)
-    server, state, _ = _fakes(timeout_s)
-    base = server.url_for("/").rstrip("/")
+    peers_at = PeerProcess(args.peers, timeout_s)
+    base = peers_at.base
     peers = _time_peer_calls(base, trips)
     run = uuid.uuid4().hex[:8]
     routes = json.dumps(_routes_doc(base, run))
@@ -239,22 +361,51 @@ def child(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(args.workers) as pool:
         list(pool.map(lambda a: store.send(QUEUE, alert_message(a)), alerts))
     enqueued = time.monotonic()
+    enqueue_put_seconds = trips.seconds["queue.put"]
+    spent: dict[str, float] = {"handle": 0.0, "ack": 0.0}  # worker seconds in handle() and in the message delete (ack)
     lock = threading.Lock()
     handled: Counter[str] = Counter()
     last = [started]
     first_pass = [enqueued]  # when the last first-attempt message was handled (the rest is the retry tail)
     deadline = started + args.budget
 
-    def worker() -> None:
+    def run_one(msg: Any) -> None:
+        """One invocation as the host runs it: handle, then delete (a failure leaves it for redelivery)."""
+        began = time.perf_counter()
+        try:
+            delivery.handle(msg.body)
+            handled_at = time.perf_counter()
+            store.ack(QUEUE, msg)
+            acked_at = time.perf_counter()
+        except Exception as exc:  # host semantics: not acked, redelivered after the visibility timeout
+            with lock:
+                handled["errors"] += 1
+                handled[f"error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+            return
+        retry = b'"attempt":1}' not in msg.body and b'"attempt":1,' not in msg.body
+        with lock:
+            spent["handle"] += handled_at - began
+            spent["ack"] += acked_at - handled_at
+            handled["messages"] += 1
+            last[0] = time.monotonic()
+            if not retry:
+                first_pass[0] = last[0]
+
+    def receive(max_messages: int) -> list[Any] | None:
+        try:
+            return store.receive(QUEUE, max_messages=max_messages, visibility_timeout=60)
+        except Exception as exc:  # Azurite stalled: poll again, as the host does
+            with lock:
+                handled["errors"] += 1
+                handled["error: receive " + type(exc).__name__] += 1
+            time.sleep(1.0)
+            return None
+
+    def worker() -> None:  # --dispatch per-worker: each thread receives its own batches and runs them in turn
         idle_since = time.monotonic()
         while time.monotonic() < deadline:
-            try:
-                batch = store.receive(QUEUE, max_messages=16, visibility_timeout=60)
-            except Exception as exc:  # Azurite stalled: poll again, as the host does
-                with lock:
-                    handled["errors"] += 1
-                    handled["error: receive " + type(exc).__name__] += 1
-                time.sleep(1.0)
+            batch = receive(16)
+            if batch is None:
                 continue
             if not batch:
                 if time.monotonic() - idle_since > 3 and store.queue_length(QUEUE) == 0:
@@ -263,22 +414,49 @@ def child(args: argparse.Namespace) -> int:
                 continue
             idle_since = time.monotonic()
             for msg in batch:
-                try:
-                    delivery.handle(msg.body)
-                    store.ack(QUEUE, msg)
-                except Exception as exc:  # host semantics: not acked, redelivered after the visibility timeout
-                    with lock:
-                        handled["errors"] += 1
-                        handled[f"error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
-                    continue
-                retry = b'"attempt":1}' not in msg.body and b'"attempt":1,' not in msg.body
-                with lock:
-                    handled["messages"] += 1
-                    last[0] = time.monotonic()
-                    if not retry:
-                        first_pass[0] = last[0]
+                run_one(msg)
 
-    threads = [threading.Thread(target=worker) for _ in range(args.workers)]
+    # --dispatch host: as the Functions host does, one poller keeps up to 2 x W messages in flight (it
+    # receives again once W or fewer are left: batchSize W + newBatchThreshold W) and every message
+    # goes to the next free thread, so no thread waits idle while another holds unstarted messages
+    ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    flight = threading.Condition()
+    in_flight = [0]
+
+    def poller() -> None:
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            with flight:
+                flight.wait_for(lambda: in_flight[0] <= args.workers, timeout=1.0)
+                room = 2 * args.workers - in_flight[0]
+            batch = receive(min(32, room)) if room > 0 else []
+            if batch is None:
+                continue
+            if not batch:
+                if in_flight[0] == 0 and time.monotonic() - idle_since > 3 and store.queue_length(QUEUE) == 0:
+                    break
+                time.sleep(0.2)
+                continue
+            idle_since = time.monotonic()
+            with flight:
+                in_flight[0] += len(batch)
+            for msg in batch:
+                ready.put(msg)
+        for _ in range(args.workers):
+            ready.put(None)
+
+    def pooled_worker() -> None:
+        while (msg := ready.get()) is not None:
+            run_one(msg)
+            with flight:
+                in_flight[0] -= 1
+                flight.notify()
+
+    if args.dispatch == "host":
+        threads = [threading.Thread(target=pooled_worker) for _ in range(args.workers)]
+        threads.append(threading.Thread(target=poller))
+    else:
+        threads = [threading.Thread(target=worker) for _ in range(args.workers)]
     for t in threads:
         t.start()
     for t in threads:
@@ -286,7 +464,8 @@ def child(args: argparse.Namespace) -> int:
     trips.active = False
     cpu_seconds = time.process_time() - cpu_started
     seconds = last[0] - started
-    server.stop()
+    state = peers_at.state()
+    peer_cpu_seconds = peers_at.stop()
     result = {
         "alerts": args.alerts,
         "workers": args.workers,
@@ -301,11 +480,18 @@ def child(args: argparse.Namespace) -> int:
         "timed_out": time.monotonic() >= deadline,
         "ops": dict(trips.counts),
         "ops_seconds": dict(trips.seconds),
+        "ops_slowest": dict(trips.slowest),
         "ops_per_alert": trips.total() / args.alerts,
         "peer_calls": dict(peers.counts),
         "peer_seconds": dict(peers.seconds),
         "thread_seconds": seconds * args.workers,
-        "cpu_seconds": cpu_seconds,  # this process: delivery, storage and HTTP clients, the driver, the fake peers
+        "handle_seconds": spent["handle"],
+        "ack_seconds": spent["ack"],
+        "enqueue_put_seconds": enqueue_put_seconds,
+        "cpu_seconds": cpu_seconds,  # this process: delivery, storage and HTTP clients, the driver (and in-process peers)
+        "peer_cpu_seconds": peer_cpu_seconds,  # the fake peers' own process (0 when they run in this one)
+        "peers": args.peers,
+        "dispatch": args.dispatch,
         "verdict": _verdict(state, alerts),
     }
     print(json.dumps(result))
@@ -333,34 +519,48 @@ TIME_HEADER = (
     "enqueue s",
     "first attempts done s",
     "retry tail s",
-    "thread ms/alert",
-    "waiting on storage ms",
-    "waiting on Teams/ServiceNow ms",
+    "worker ms/alert",
+    "in handle()",
+    "of which storage",
+    "of which Teams/ServiceNow",
+    "message delete",
+    "receive, idle polls, retry-tail wait",
     "CPU ms/alert (this process)",
     "Azurite CPU ms/alert",
+    "fake peers' CPU ms/alert",
 )
 
 
 def _time_row(name: str, r: dict[str, Any]) -> tuple[Any, ...]:
-    """Thread time per alert split into storage waits (the driver's enqueue, gets and deletes
-    included), waits on the fake peers (the 1 s lost-answer timeouts included) and the rest (CPU and
-    waiting for the GIL and the machine's cores, idle polls at the end)."""
+    """Worker thread time per alert once the enqueue is done ((run - enqueue) seconds x workers):
+    inside `handle()` (its storage waits: table operations and retry puts; its waits on the fake
+    peers, the 1 s lost-answer timeouts included; the rest is CPU and waiting for the GIL and the
+    machine's cores), the message delete, and the rest (receives, idle polls while retries are
+    invisible, the end of the run)."""
     n = r["alerts"]
-    if "first_pass_seconds" not in r:
+    if "handle_seconds" not in r:
         return (name, r["workers"], *["-"] * (len(TIME_HEADER) - 2))
-    storage = sum(v for k, v in r["ops_seconds"].items() if k not in ("queue.get-empty", "queue.properties"))
+    ops = r["ops_seconds"]
+    storage = sum(v for k, v in ops.items() if k.startswith("table.")) + ops.get("queue.put", 0.0)
+    storage -= r["enqueue_put_seconds"]
+    worker = (r["seconds"] - r["enqueue_seconds"]) * r["workers"]
     azurite = r.get("azurite_cpu_seconds")
+    ms = 1000 / n
     return (
         name,
         r["workers"],
         f"{r['enqueue_seconds']:.2f}",
         f"{r['first_pass_seconds']:.2f}",
         f"{r['seconds'] - r['first_pass_seconds']:.2f}",
-        f"{r['seconds'] * r['workers'] / n * 1000:.0f}",
-        f"{storage / n * 1000:.0f}",
-        f"{sum(r['peer_seconds'].values()) / n * 1000:.0f}",
-        f"{r['cpu_seconds'] / n * 1000:.1f}",
-        f"{azurite / n * 1000:.1f}" if azurite is not None else "-",
+        f"{worker * ms:.0f}",
+        f"{r['handle_seconds'] * ms:.0f}",
+        f"{storage * ms:.0f}",
+        f"{sum(r['peer_seconds'].values()) * ms:.0f}",
+        f"{r['ack_seconds'] * ms:.0f}",
+        f"{(worker - r['handle_seconds'] - r['ack_seconds']) * ms:.0f}",
+        f"{r['cpu_seconds'] * ms:.1f}",
+        f"{azurite * ms:.1f}" if azurite is not None else "-",
+        f"{r['peer_cpu_seconds'] * ms:.1f}" if r.get("peers") == "process" else "in this process",
     )
 
 
@@ -374,7 +574,7 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
     print("\nstorage operations per alert, by kind (idle polls of empty queues apart):\n")
     done = [(name, r) for name, r in results if r is not None]
     print(ops_by_kind_table(done, "alerts"))
-    print("\nwhere the time goes (per alert; thread time = run seconds x workers):\n")
+    print("\nwhere the time goes (ms per alert; worker time = (run - enqueue) seconds x workers):\n")
     print(table([_time_row(name, r) for name, r in done], TIME_HEADER))
     print(f"\nprojection to Azure Storage at {AZURE_LATENCY_MS:g} ms per operation (from the measured ops/alert):\n")
     proj, seen = [], set()
@@ -388,6 +588,13 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
         proj.append((name, r["ops_per_alert"], idem_ops if name.startswith("before") else idem_ops / 16))
     print(projection_table(proj, "alert", "alerts", "hottest-partition"))
     for name, r in done:
+        stalled = {k: v for k, v in r.get("ops_slowest", {}).items() if v > STALL_SECONDS}
+        if stalled:
+            worst = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(stalled.items(), key=lambda kv: -kv[1])[:3])
+            print(
+                f"{name}, {r['workers']} workers: storage requests stalled ({worst}): Azurite or the machine "
+                "stopped answering for a while, whatever the code; that run's alerts/s says little"
+            )
         if r.get("error_kinds"):
             print(f"{name}, {r['workers']} workers: failed invocations by cause: {r['error_kinds']}")
     ok = all(
@@ -422,7 +629,25 @@ def main(argv: list[str] | None = None) -> int:
         "--teams-rate-scope", default="", help="TEAMS_RATE_SCOPE for today's runs (default: the setting's default)"
     )
     parser.add_argument("--no-faults", action="store_true", help="no first-attempt faults (happy path only)")
+    parser.add_argument(
+        "--peers",
+        choices=("process", "in-process"),
+        default="process",
+        help="where the fake Teams/ServiceNow run: their own process with HTTP/1.1 keep-alive (default), or the "
+        "measured process with a connection per request (the setup of the figures measured before)",
+    )
+    parser.add_argument(
+        "--dispatch",
+        choices=("host", "per-worker"),
+        default="host",
+        help="how messages reach the W threads: as the Functions host does, each message to the next free thread "
+        "(default), or each thread receiving its own batches of 16 and running them in turn (the figures before)",
+    )
+    parser.add_argument("--serve-peers", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-timeout", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_peers:
+        return serve_peers(args)
     if args.child:
         args.workers = int(args.workers)
         return child(args)
@@ -438,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in [int(w) for w in str(args.workers).split(",")]:
             common = ["--alerts", str(n), "--workers", str(workers), "--conn", azurite.connection_string]
             common += ["--budget", str(args.budget), "--storm", str(args.storm)]
+            common += ["--peers", args.peers, "--dispatch", args.dispatch]
             if args.no_faults:
                 common += ["--no-faults"]
             if args.teams_rate_scope:

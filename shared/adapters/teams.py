@@ -52,6 +52,7 @@ class RateWindow:
         self.clock = clock
         self.sent: deque[float] = deque()
         self.blocked_until = 0.0
+        self.lock = threading.Lock()  # one per URL: posts to other webhooks do not wait for this one
 
     def take(self) -> float:
         """Take a slot if one is free (returns 0) or return the seconds to wait (takes nothing)."""
@@ -97,11 +98,17 @@ class SharedRateBudget:
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
+    def _partition_lock(self, partition: str) -> threading.Lock:
+        lock = self._locks.get(partition)  # no lock to read (atomic in CPython); one to create
+        if lock is None:
+            with self._lock:
+                lock = self._locks.setdefault(partition, threading.Lock())
+        return lock
+
     def take(self, url: str) -> float:
         """0 when a post may go now (counted), else the seconds to wait before asking again."""
         partition = webhook_ref(url).replace("#", "-")
-        with self._lock:
-            lock = self._locks.setdefault(partition, threading.Lock())
+        lock = self._partition_lock(partition)
         with lock:
             now = self.clock()
             second = int(now)
@@ -124,8 +131,7 @@ class SharedRateBudget:
         process holds no share of that webhook; None when it holds one or every share it knows of is
         leased by another instance. Nothing is written here; `commit`/`reject` report the outcome."""
         partition = webhook_ref(url).replace("#", "-")
-        with self._lock:
-            lock = self._locks.setdefault(partition, threading.Lock())
+        lock = self._partition_lock(partition)
         with lock:
             now = self.clock()
             if any(until - self.MARGIN > now for until in self._held.get(partition, {}).values()):
@@ -148,8 +154,7 @@ class SharedRateBudget:
         return None
 
     def _granted(self, share: PendingShare, answer: dict[str, Any]) -> None:
-        with self._lock:
-            lock = self._locks.setdefault(share.partition, threading.Lock())
+        lock = self._partition_lock(share.partition)
         with lock:
             self._held.setdefault(share.partition, {})[share.share] = share.until
             self._remember(share.partition, share.share, share.op[1], answer.get("etag"))
@@ -273,6 +278,9 @@ class TeamsWebhook:
         )
 
     def _bucket(self, url: str) -> RateWindow:
+        bucket = self._buckets.get(url)  # no lock to read (atomic in CPython); one to create
+        if bucket is not None:
+            return bucket
         with self._lock:
             bucket = self._buckets.get(url)
             if bucket is None:
@@ -282,7 +290,7 @@ class TeamsWebhook:
     def _acquire(self, url: str) -> None:
         bucket = self._bucket(url)
         while True:  # this process's window first: no storage operation when it is full anyway
-            with self._lock:
+            with bucket.lock:
                 wait = bucket.take()
             if wait <= 0:
                 break
@@ -302,7 +310,7 @@ class TeamsWebhook:
     def _throttled(self, url: str, retry_after: float | None) -> TransientUpstreamError:
         delay = retry_after if retry_after is not None else 5.0
         bucket = self._bucket(url)
-        with self._lock:
+        with bucket.lock:
             bucket.blocked_until = max(bucket.blocked_until, self.clock() + delay)
         return TransientUpstreamError(f"Teams {webhook_ref(url)} answered 429 (throttled)", retry_after=delay)
 

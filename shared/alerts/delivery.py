@@ -8,7 +8,8 @@ each message to `AlertDelivery.handle()`, which for every channel still to do:
    over after its 2-minute lease;
 2. posts (or writes the outbox file when the channel is not configured), then completes the claim;
    storm control is decided inside the claim, so a replay is never counted twice. The channels of
-   one alert run side by side (the second on a small thread pool): each has its own claim.
+   one alert run side by side (the second on a small thread pool): each has its own claim; a
+   channel with nothing to do (no incident wanted) answers on the calling thread, with no handoff.
 Storage round trips per alert: one claim and one completion per channel, the enqueue and the
 message delete: 4 on the happy path for a Teams-only alert, 6 with an incident. Storm permits are
 leased in blocks and Teams rate shares for 30 s, and a squad's first alert in a window writes both
@@ -234,14 +235,20 @@ class AlertDelivery:
             except (UpstreamError, ForbiddenActionError) as err:
                 return ChannelResult(channel, "failed", err.detail, reason=_reason(err))
 
+        # a channel with nothing to do (no incident wanted) answers at once, without a thread handoff
+        results: dict[str, ChannelResult] = {}
+        for channel in channels:
+            skip = self._nothing_to_do(alert, channel)
+            if skip is not None:
+                results[channel] = skip
+        busy = [c for c in channels if c not in results]
         # channels are independent (each its own claim): the others run beside the first, so an alert
         # with an incident waits for the slower channel, not for the sum of both
-        others = {c: self._channel_threads().submit(deliver, c) for c in channels[1:]}
-        results: dict[str, ChannelResult] = {}
+        others = {c: self._channel_threads().submit(deliver, c) for c in busy[1:]}
         failures: list[BaseException] = []
         try:
-            if channels:
-                results[channels[0]] = deliver(channels[0])
+            if busy:
+                results[busy[0]] = deliver(busy[0])
         except BaseException as exc:  # wait for the others before raising: no effect left running unseen
             failures.append(exc)
         for channel, running in others.items():
@@ -409,19 +416,27 @@ class AlertDelivery:
 
     # -- ServiceNow --
 
+    def _nothing_to_do(self, alert: Alert, channel: str) -> ChannelResult | None:
+        """The result of a channel that has nothing to do for this alert (decided without I/O), or None."""
+        if channel != "servicenow":
+            return None
+        if self.servicenow is None or alert.action == "open":
+            if not alert.wants_incident():
+                return ChannelResult("servicenow", "skipped", "no incident wanted")
+        elif alert.incident is False:
+            return ChannelResult("servicenow", "skipped", "incident explicitly not wanted")
+        return None
+
     def servicenow_channel(
         self, alert: Alert, route: AlertRoute, *, claims: dict[str, str] | None = None
     ) -> ChannelResult:
+        skip = self._nothing_to_do(alert, "servicenow")
+        if skip is not None:
+            return skip
         if self.servicenow is None:
-            if not alert.wants_incident():
-                return ChannelResult("servicenow", "skipped", "no incident wanted")
             return self._once(
                 self._claim_key(alert, "servicenow"), "servicenow", lambda: self._incident_outbox(alert, route), claims
             )
-        if alert.action == "open" and not alert.wants_incident():
-            return ChannelResult("servicenow", "skipped", "no incident wanted")
-        if alert.action != "open" and alert.incident is False:
-            return ChannelResult("servicenow", "skipped", "incident explicitly not wanted")
         return self._once(
             self._claim_key(alert, "servicenow"), "servicenow", lambda: self._incident(alert, route), claims
         )

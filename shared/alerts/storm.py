@@ -144,8 +144,9 @@ class StormGate:
         window = window_of(squad, now, self.window_minutes, webhook)
         if self.threshold <= 0:
             return StormDecision(DELIVER, window, 0)
-        with self._lock:
-            known = self._decided.get((window.key, identity))
+        # reads of the process's maps take no lock (a dict get or a list pop is atomic in CPython): with
+        # dozens of worker threads, a lock held while its thread waits for the GIL stalls them all
+        known = self._decided.get((window.key, identity))
         if known is not None and known[0] == DELIVER:  # a retry of a card this process counted
             return StormDecision(DELIVER, window, known[1])
         if share is not None and (share.table != window.table or share.partition != window.pk):
@@ -160,11 +161,13 @@ class StormGate:
         """A card seq from this process's leased block, leasing a new block when it is empty; 0 when
         the window has no permit left (the alert is then counted one by one, as a digest candidate)."""
         for _ in range(50):
-            with self._lock:
-                left = self._permits.get(window.key)
+            left = self._permits.get(window.key)
+            try:
                 if left:
                     return left.pop(0)
-                counter = self._counters.get(window.key)
+            except IndexError:
+                pass  # another thread took the last one between the check and the pop
+            counter = self._counters.get(window.key)
             if counter is not None and int(counter.get("Count", 0)) >= self.threshold:
                 return 0
             if counter is None:
@@ -225,8 +228,7 @@ class StormGate:
             {"kind": alert.kind, "severity": alert.severity, "title": alert.title[:300], "action": alert.action}
         )
         for _ in range(50):
-            with self._lock:
-                counter = self._counters.get(window.key)
+            counter = self._counters.get(window.key)
             if counter is None:
                 counter = self.store.get(window.table, window.pk, window.row(COUNTER))
             seq = int(counter.get("Count", 0)) + 1 if counter else 1

@@ -320,3 +320,24 @@ def test_the_channels_of_an_alert_run_side_by_side_and_a_storage_failure_in_one_
     delivery, store = make(servicenow=BrokenServiceNow())
     with pytest.raises(StorageError):
         delivery.handle(alert_message(_alert(dedupe_key="other")))
+
+
+def test_an_alert_with_one_channel_to_do_runs_on_the_calling_thread_without_the_channel_pool(make):
+    import threading
+
+    # GIVEN a warning (no incident wanted) and a Teams peer that notes the thread it is called on
+    threads: list[str] = []
+
+    class ThreadNotingTeams(RecordingTeams):
+        def post(self, url, payload):
+            threads.append(threading.current_thread().name)
+            return super().post(url, payload)
+
+    delivery, _ = make(teams=ThreadNotingTeams(), servicenow=RecordingServiceNow())
+    # WHEN it is delivered on both channels
+    outcome = delivery.handle(alert_message(_alert(severity="warning", incident=None, dedupe_key="warn-1")))
+    # THEN Teams ran here, ServiceNow was skipped without a thread, and no channel pool was built
+    assert {r.channel: r.status for r in outcome.results} == {"teams": "delivered", "servicenow": "skipped"}
+    assert [r.channel for r in outcome.results] == ["teams", "servicenow"]
+    assert threads == [threading.current_thread().name]
+    assert delivery._pool is None
