@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -1184,11 +1184,23 @@ def score_days(
     """:func:`score_day` for each day index in ``days``, sharing the rolling medians between days (the
     backtest): same results, a fraction of the work. ``progress(done, total)`` is called after each day.
     ``labels=False`` leaves the label columns (reason, status...) as int8 codes into :data:`LABELS`."""
+    out = []
+    for k, result in enumerate(_iter_days(costs, dates, days, config, labels)):
+        out.append(result)
+        if progress is not None:
+            progress(k + 1, len(days))
+    return out
+
+
+def _iter_days(
+    costs: FloatArray, dates: Any, days: Sequence[int], config: ScoringConfig | None, labels: bool
+) -> Iterator[ScoreResult]:
+    """:func:`score_days` one day at a time (the state shared between days lives as long as the iterator)."""
     cfg = config or ScoringConfig()
     costs, stamp = _check(costs, dates)
     n_days = costs.shape[1]
     if not days:
-        return []
+        return
     if min(days) < 0 or max(days) >= n_days:
         raise ValueError(f"day indexes outside 0..{n_days - 1}")
     offset = min(days) - _REACH_DAYS
@@ -1196,19 +1208,104 @@ def score_days(
     states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
     # the drift test's growth figures, for every replayed day and the quiet days before the first
     growth = _growth_columns(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
-    out = []
-    for k, t in enumerate(days):
-        out.append(_score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels))
-        if progress is not None:
-            progress(k + 1, len(days))
-    return out
+    for t in days:
+        yield _score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels)
 
 
 def _merge_rows(parts: list[ScoreResult]) -> ScoreResult:
+    if len(parts) == 1:
+        return parts[0]
     merged = {
         f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ScoreResult) if f.name != "dates"
     }
     return ScoreResult(dates=parts[0].dates, **merged)
+
+
+def score_days_stream(
+    costs: FloatArray,
+    dates: Any,
+    days: Sequence[int],
+    config: ScoringConfig | None = None,
+    chunk_rows: int = 4096,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    labels: bool = True,
+    lead: int = 8,
+) -> Iterator[list[ScoreResult]]:
+    """:func:`score_days` over blocks of rows on a thread pool, yielding day by day (in the order of ``days``)
+    the results of every block, top rows first, as soon as all blocks have scored that day - a consumer
+    (the backtest's CSV writer) works on one day while the next ones are scored. Cache-sized blocks; numpy
+    releases the GIL in its sorts and ufuncs, so the blocks run on every core. Each thread takes the same
+    number of equal blocks and scores them day by day, at most ``lead`` days ahead of the consumer.
+    ``progress(done, total)`` counts scored (block, day) pairs."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    costs = np.asarray(costs, dtype=np.float64)
+    n = costs.shape[0]
+    threads = max(1, min(workers or os.cpu_count() or 1, -(-n // max(chunk_rows, 1))))
+    n_blocks = threads * -(-n // (threads * max(chunk_rows, 1))) if n else 1
+    bounds = np.linspace(0, n, n_blocks + 1).round().astype(int)
+    blocks = [costs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if len(blocks) == 1:
+        for k, result in enumerate(_iter_days(costs, dates, days, config, labels)):
+            if progress is not None:
+                progress(k + 1, len(days))
+            yield [result]
+        return
+    results: list[list[ScoreResult | None]] = [[None] * len(blocks) for _ in days]
+    scored = [0] * threads  # days each thread has finished (all its blocks)
+    taken = [0]  # days handed to the consumer
+    stop = [False]
+    total, ticks = len(blocks) * len(days), [0]
+    ready = threading.Condition()
+
+    def run(w: int) -> None:
+        mine = range(w, len(blocks), threads)
+        streams = [_iter_days(blocks[b], dates, days, config, labels) for b in mine]
+        for k in range(len(days)):
+            with ready:
+                while k >= taken[0] + lead and not stop[0]:
+                    ready.wait()
+                if stop[0]:
+                    return
+            for b, stream in zip(mine, streams, strict=True):
+                results[k][b] = next(stream)
+                if progress is not None:
+                    with ready:
+                        ticks[0] += 1
+                        progress(ticks[0], total)
+            with ready:
+                scored[w] = k + 1
+                ready.notify_all()
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(run, w) for w in range(threads)]
+
+        def wake(_: Any) -> None:
+            with ready:
+                ready.notify_all()
+
+        for future in futures:
+            future.add_done_callback(wake)
+        try:
+            for k in range(len(days)):
+                with ready:
+                    while min(scored) <= k:
+                        for w, future in enumerate(futures):
+                            if scored[w] <= k and future.done():
+                                future.result()  # raises what the thread raised
+                                raise RuntimeError("a scoring thread stopped early")  # pragma: no cover
+                        ready.wait()
+                    parts, results[k] = results[k], []
+                    taken[0] = k + 1
+                    ready.notify_all()
+                yield [part for part in parts if part is not None]
+        finally:
+            with ready:
+                stop[0] = True
+                ready.notify_all()
 
 
 def score_days_chunked(
@@ -1221,31 +1318,10 @@ def score_days_chunked(
     progress: Progress | None = None,
     labels: bool = True,
 ) -> list[ScoreResult]:
-    """:func:`score_days` over blocks of rows on a thread pool: same results, cache-sized arrays, and numpy
-    releases the GIL in its sorts and ufuncs, so the blocks run on every core. ``progress(done, total)``
-    counts scored (block, day) pairs."""
-    import os
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    costs = np.asarray(costs, dtype=np.float64)
-    n = costs.shape[0]
-    if n <= chunk_rows:
-        return score_days(costs, dates, days, config, progress, labels)
-    blocks = [costs[i : i + chunk_rows] for i in range(0, n, chunk_rows)]
-    total = len(blocks) * len(days)
-    done = [0]
-    lock = threading.Lock()
-
-    def tick(_k: int, _total: int) -> None:
-        with lock:
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], total)
-
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        parts = list(pool.map(lambda block: score_days(block, dates, days, config, tick, labels), blocks))
-    return [_merge_rows([part[k] for part in parts]) for k in range(len(days))]
+    """:func:`score_days` over blocks of rows on a thread pool (:func:`score_days_stream`): same results,
+    cache-sized arrays, every core. ``progress(done, total)`` counts scored (block, day) pairs."""
+    stream = score_days_stream(costs, dates, days, config, chunk_rows, workers, progress, labels, lead=len(days) or 1)
+    return [_merge_rows(parts) for parts in stream]
 
 
 def score_day_chunked(

@@ -9,11 +9,15 @@ is left behind on error.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
+import functools
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +33,7 @@ from shared.costs.scoring import (
     ScoreResult,
     ScoringConfig,
     score_day_chunked,
-    score_days_chunked,
+    score_days_stream,
 )
 
 REQUIRED_COLUMNS = ("series_id", "date", "cost")
@@ -229,22 +233,34 @@ def _strings(values: npt.NDArray[Any]) -> Any:
     return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(words.tolist()))
 
 
+@functools.lru_cache(maxsize=1)
+def _label_dictionaries() -> dict[str, Any]:
+    return {name: pa.array(list(vocabulary)) for name, vocabulary in LABELS.items()}
+
+
+def _id_dictionary(series_ids: npt.NDArray[Any]) -> Any:
+    return pa.array([str(s) for s in series_ids])
+
+
+def _date_dictionary(dates: npt.NDArray[np.datetime64]) -> Any:
+    return pa.array(np.datetime_as_string(dates, unit="D").tolist())
+
+
 def _table(
     columns: dict[str, npt.NDArray[Any]],
     series_index: npt.NDArray[np.intp],
-    series_ids: npt.NDArray[Any],
+    series_ids: Any,
     date_index: npt.NDArray[np.intp],
-    dates: npt.NDArray[np.datetime64],
+    dates: Any,
 ) -> Any:
-    """The output table in ``OUTPUT_COLUMNS`` order: ids and dates dictionary-encoded, floats rounded to 4
-    places with NaN written empty."""
+    """The output table in ``OUTPUT_COLUMNS`` order: ids and dates dictionary-encoded (``series_ids`` and
+    ``dates`` are the numpy arrays, or their Arrow dictionaries made once by the caller), floats rounded to
+    4 places with NaN written empty."""
+    id_words = series_ids if isinstance(series_ids, pa.Array) else _id_dictionary(series_ids)
+    date_words = dates if isinstance(dates, pa.Array) else _date_dictionary(dates)
     arrays: dict[str, Any] = {
-        "series_id": pa.DictionaryArray.from_arrays(
-            pa.array(series_index.astype(np.int32)), pa.array([str(s) for s in series_ids])
-        ),
-        "date": pa.DictionaryArray.from_arrays(
-            pa.array(date_index.astype(np.int32)), pa.array(np.datetime_as_string(dates, unit="D").tolist())
-        ),
+        "series_id": pa.DictionaryArray.from_arrays(pa.array(series_index.astype(np.int32)), id_words),
+        "date": pa.DictionaryArray.from_arrays(pa.array(date_index.astype(np.int32)), date_words),
     }
     for name in OUTPUT_COLUMNS[2:]:
         values = columns[name]
@@ -253,7 +269,7 @@ def _table(
         elif values.dtype.kind == "f":
             arrays[name] = pa.array(np.round(values, 4), from_pandas=True)
         elif name in LABELS and values.dtype.kind == "i":  # codes into the label vocabulary
-            arrays[name] = pa.DictionaryArray.from_arrays(pa.array(values), pa.array(list(LABELS[name])))
+            arrays[name] = pa.DictionaryArray.from_arrays(pa.array(values), _label_dictionaries()[name])
         elif values.dtype.kind in "iub":
             arrays[name] = pa.array(values)
         else:
@@ -265,39 +281,73 @@ def _columns(result: ScoreResult) -> dict[str, npt.NDArray[Any]]:
     return {f.name: getattr(result, f.name) for f in fields(result) if f.name != "dates"}
 
 
-def _write_csv(table: Any, path: str, parts: int = 0) -> None:
-    """Write ``table`` as CSV, formatting slices on every core (Arrow releases the GIL) and appending them
-    in order: the same bytes as one ``write_csv`` call."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    parts = parts or min(os.cpu_count() or 1, max(1, table.num_rows // 200_000))
-    if parts <= 1:
-        pacsv.write_csv(table, path)
-        return
-    step = -(-table.num_rows // parts)
-
-    def render(k: int) -> Any:
-        sink = pa.BufferOutputStream()
-        options = pacsv.WriteOptions(include_header=k == 0)
-        pacsv.write_csv(table.slice(k * step, step), sink, write_options=options)
-        return sink.getvalue()
-
-    with ThreadPoolExecutor(max_workers=parts) as pool, open(path, "wb") as out:
-        for chunk in pool.map(render, range(parts)):
-            out.write(memoryview(chunk))
+# rows formatted per task: big enough that a task's overhead is nothing, small enough that the text of a few
+# of them stays in the cache (one 3 M-row buffer was measured to cost a second of page faults)
+_SLICE_ROWS = 100_000
 
 
-def _write_atomically(table: Any, output_path: str | os.PathLike[str]) -> None:
+class _CsvSink:
+    """Appends Arrow tables to a binary file as CSV, in the order given, the header once: the same bytes as
+    one ``write_csv`` of all their rows. Slices are formatted on a thread pool (Arrow formats without the
+    GIL, so this overlaps with the caller's work) and written in order, a few in flight at most."""
+
+    def __init__(self, out: BinaryIO, threads: int = 0) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._out = out
+        self._threads = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(max_workers=self._threads)
+        self._pending: collections.deque[Any] = collections.deque()
+        self._header = True
+
+    def put(self, table: Any) -> None:
+        for start in range(0, max(table.num_rows, 1), _SLICE_ROWS):
+            if table.num_rows == 0 and not self._header:
+                return
+            piece = table.slice(start, _SLICE_ROWS)
+            self._pending.append(self._pool.submit(_render, piece, self._header))
+            self._header = False
+            while self._pending and (self._pending[0].done() or len(self._pending) > 2 * self._threads):
+                self._out.write(memoryview(self._pending.popleft().result()))
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._out.write(memoryview(self._pending.popleft().result()))
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._pool.shutdown(wait=True)
+
+
+def _render(table: Any, header: bool) -> Any:
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=header))
+    return sink.getvalue()
+
+
+@contextlib.contextmanager
+def _atomic_output(output_path: str | os.PathLike[str]) -> Iterator[_CsvSink]:
+    """A :class:`_CsvSink` on a temporary file next to ``output_path``, moved over it only once complete."""
     target = os.path.abspath(os.fspath(output_path))
     fd, tmp = tempfile.mkstemp(prefix=".scores-", suffix=".csv.tmp", dir=os.path.dirname(target))
-    os.close(fd)
     try:
-        _write_csv(table, tmp)
+        with os.fdopen(fd, "wb") as out:
+            sink = _CsvSink(out)
+            try:
+                yield sink
+            finally:
+                sink.close()
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _write_atomically(table: Any, output_path: str | os.PathLike[str]) -> None:
+    with _atomic_output(output_path) as sink:
+        sink.put(table)
 
 
 def score_matrix_latest(matrix: CostMatrix, config: ScoringConfig) -> Any:
@@ -358,16 +408,37 @@ def backtest_csv(
     _note_summed(matrix, notes)
     n_days = matrix.costs.shape[1]
     replayed = list(range(max(0, n_days - days), n_days))
-    results = score_days_chunked(matrix.costs, matrix.dates, replayed, config, progress=progress, labels=False)
-    # date by date, as the daily job would have written them; absent series-days left out
+    stream = score_days_stream(matrix.costs, matrix.dates, replayed, config, progress=progress, labels=False)
+    id_words, date_words = _id_dictionary(matrix.series_ids), _date_dictionary(matrix.dates)
     absent = np.int8(STATUSES.index(STATUS_ABSENT))
-    keep = [np.flatnonzero(r.status != absent) for r in results]
-    columns = {
-        name: np.concatenate([getattr(r, name)[rows] for r, rows in zip(results, keep, strict=True)])
-        for name in _columns(results[0])
-    }
-    series_index = np.concatenate(keep)
-    day_index = np.repeat(np.asarray(replayed), [len(rows) for rows in keep])
-    table = _table(columns, series_index, matrix.series_ids, day_index, matrix.dates)
-    _write_atomically(table, output_path)
-    return int(table.num_rows)
+    rows_written = 0
+    with contextlib.closing(stream), _atomic_output(output_path) as sink:
+        # date by date, as the daily job would have written them; absent series-days left out. Each day is
+        # formatted while the next ones are scored
+        for t, parts in zip(replayed, stream, strict=True):
+            columns, series_index = _present_rows(parts, absent)
+            table = _table(columns, series_index, id_words, np.full(series_index.size, t), date_words)
+            sink.put(table)
+            rows_written += int(table.num_rows)
+    return rows_written
+
+
+def _present_rows(
+    parts: list[ScoreResult], absent: np.int8
+) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp]]:
+    """(the columns of the blocks' rows, top block first, whose status is not ``absent``; those rows' series
+    indexes)."""
+    pieces: list[dict[str, npt.NDArray[Any]]] = []
+    indexes = []
+    start = 0
+    for part in parts:
+        size = part.status.shape[0]
+        rows = np.flatnonzero(part.status != absent)
+        whole = rows.size == size
+        pieces.append({name: (v if whole else v[rows]) for name, v in _columns(part).items()})
+        indexes.append(rows + start)
+        start += size
+    if len(pieces) == 1:
+        return pieces[0], indexes[0]
+    columns = {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+    return columns, np.concatenate(indexes)
