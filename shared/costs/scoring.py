@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -1231,7 +1231,7 @@ def score_days_stream(
     progress: Progress | None = None,
     labels: bool = True,
     lead: int = 8,
-) -> Iterator[list[ScoreResult]]:
+) -> Generator[list[ScoreResult], None, None]:
     """:func:`score_days` over blocks of rows on a thread pool, yielding day by day (in the order of ``days``)
     the results of every block, top rows first, as soon as all blocks have scored that day - a consumer
     (the backtest's CSV writer) works on one day while the next ones are scored. Cache-sized blocks; numpy
