@@ -295,29 +295,58 @@ _SORT7 = (
 )  # fmt: skip
 
 
+def _pruned(network: Sequence[tuple[int, int]], outputs: Sequence[int]) -> tuple[tuple[int, int, bool, bool], ...]:
+    """``network`` as (i, j, min needed, max needed), for the ``outputs`` positions only: a comparator whose
+    min (or max) no later comparator and no output reads is left out (or computes one side)."""
+    needed, ops = set(outputs), []
+    for i, j in reversed(network):
+        if i in needed or j in needed:
+            ops.append((i, j, i in needed, j in needed))
+            needed |= {i, j}
+    return tuple(reversed(ops))
+
+
+# the median of 1..7 values reads sorted positions 0..3 only: 27 array operations instead of 32
+_LOW4_OF_7 = _pruned(_SORT7, range(4))
+_FULL_WEEK = 7
+
+
 def nanmedian7(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.intp]]:
     """(median ignoring NaN, count of values) of 7 same-shaped arrays, element-wise: a sorting network of
-    min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap."""
+    min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap. The
+    same values as the sort-based :func:`nanmedian_count` (up to the sign of a zero median)."""
     count = np.zeros(planes[0].shape, dtype=np.intp)
     v = []
     for plane in planes:
         missing = np.isnan(plane)
         count += ~missing
         v.append(np.where(missing, np.inf, plane))  # NaN sorts last
-    for i, j in _SORT7:
-        low = np.minimum(v[i], v[j])
-        np.maximum(v[i], v[j], out=v[j])
-        v[i] = low
-    # median of the first ``count`` sorted values: the middle one, or the mean of the two middle ones
-    # the middle positions are 0..3 for 1..7 values (np.choose is slow on big arrays: a chain of wheres)
-    low_at, high_at = np.maximum(count - 1, 0) // 2, count // 2
-    lower, upper = v[3], v[3]
-    for k in (2, 1, 0):
-        lower = np.where(low_at == k, v[k], lower)
-        upper = np.where(high_at == k, v[k], upper)
-    with np.errstate(invalid="ignore"):  # inf - inf where there is no value at all
-        med = np.where(count % 2 == 1, lower, lower + (upper - lower) * 0.5)
-    return np.where(count > 0, med, np.nan), count
+    spare = np.empty_like(v[0])
+    for i, j, low, high in _LOW4_OF_7:
+        if low and high:
+            np.minimum(v[i], v[j], out=spare)
+            np.maximum(v[i], v[j], out=v[j])
+            v[i], spare = spare, v[i]
+        elif low:
+            np.minimum(v[i], v[j], out=v[i])
+        else:
+            np.maximum(v[i], v[j], out=v[j])
+    med = v[3]  # seven values: the middle one; the others (fewer values) below, element by element
+    part = np.flatnonzero(count != _FULL_WEEK)
+    if part.size:
+        n = count.reshape(-1)[part]
+        w = [v[k].reshape(-1)[part] for k in range(4)]
+        # the median of the first ``n`` sorted values: the middle one, or the mean of the two middle ones
+        # (positions 0..3 for 1..7 values; np.choose is slow: a chain of wheres)
+        low_at, high_at = np.maximum(n - 1, 0) // 2, n // 2
+        lower, upper = w[3], w[3]
+        for k in (2, 1, 0):
+            lower = np.where(low_at == k, w[k], lower)
+            upper = np.where(high_at == k, w[k], upper)
+        with np.errstate(invalid="ignore"):  # inf - inf where there is no value at all
+            middle = np.where(n % 2 == 1, lower, lower + (upper - lower) * 0.5)
+        med.reshape(-1)[part] = np.where(n > 0, middle, np.nan)
+    return med, count
 
 
 def _median_of_week(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
@@ -336,11 +365,16 @@ def _rolling_median(values: FloatArray, before: int, after: int, min_count: int,
     n, t = values.shape
     padded = np.full((n, t + 6), np.nan)
     padded[:, before : before + t] = values
-    planes = [padded[:, first + k : t + k] for k in range(7)]
-    med, count = nanmedian7(planes)
     out = np.full((n, t), np.nan)
-    out[:, first:] = np.where(count >= min_count, med, np.nan)
+    # a few rows at a time: the network's dozens of passes then run over arrays that stay in the cache
+    step = max(1, _TILE_CELLS // max(t - first, 1))
+    for lo in range(0, n, step):
+        med, count = nanmedian7([padded[lo : lo + step, first + k : t + k] for k in range(7)])
+        out[lo : lo + step, first:] = np.where(count >= min_count, med, np.nan)
     return out
+
+
+_TILE_CELLS = 32_768  # cells of one plane per pass of the rolling network (7 planes + temporaries ~ 2.5 MB)
 
 
 @dataclass(frozen=True)
