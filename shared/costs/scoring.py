@@ -231,7 +231,10 @@ def nanmedian(values: FloatArray, axis: int = -1) -> FloatArray:
 
 
 def nanmedian_count(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
-    """(median ignoring NaN, number of non-NaN values) along the last axis."""
+    """(median ignoring NaN, number of non-NaN values) along the last axis. Up to 8 values a row, a sorting
+    network over the columns (:func:`_nanmedian_planes`: a sort of many short rows costs more)."""
+    if values.ndim > 1 and 2 <= values.shape[-1] <= 8 and values.size >= _NETWORK_FROM_CELLS:
+        return _nanmedian_planes([values[..., k] for k in range(values.shape[-1])])
     srt = np.sort(values, axis=-1)
     count = values.shape[-1] - np.count_nonzero(np.isnan(srt), axis=-1)
     return _quantile_of_sorted(srt, count, 0.5), count
@@ -244,12 +247,20 @@ def nanquantile_sorted(sorted_values: FloatArray, q: float, axis: int = -1) -> F
     return _quantile_of_sorted(arr, count, q)
 
 
+_NETWORK_FROM_CELLS = 4_096  # below this, the network's fixed cost of ~50 numpy calls exceeds the sort
+
+
 def _quantile_of_sorted(arr: FloatArray, count: npt.NDArray[np.intp], q: float) -> FloatArray:
     pos = (np.maximum(count, 1) - 1) * q
     lo = np.floor(pos).astype(np.intp)
-    both = np.take_along_axis(arr, np.stack([lo, np.minimum(lo + 1, arr.shape[-1] - 1)], axis=-1), axis=-1)
+    # the two neighbours by flat index (take_along_axis builds index grids)
+    width = arr.shape[-1]
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    first = np.arange(0, flat.size, width).reshape(lo.shape)
+    low = flat[first + lo]
+    high = flat[first + np.minimum(lo + 1, width - 1)]
     frac = pos - lo
-    out = both[..., 0] + np.where(frac > 0, (both[..., 1] - both[..., 0]) * frac, 0.0)
+    out = low + np.where(frac > 0, (high - low) * frac, 0.0)
     return np.where(count > 0, out, np.nan)
 
 
@@ -288,11 +299,24 @@ def _same_day_previous_months(day: np.datetime64, months: int) -> list[int]:
     return offsets
 
 
-# a 16-comparator sorting network for 7 values (checked on all 0/1 inputs in the tests)
+# sorting networks of 2..8 values as (i, j) min/max pairs (each checked on all 0/1 inputs in the tests)
 _SORT7 = (
     (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
     (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
 )  # fmt: skip
+_SORT8 = (
+    (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7), (0, 1), (2, 3),
+    (4, 5), (6, 7), (2, 4), (3, 5), (1, 4), (3, 6), (1, 2), (3, 4), (5, 6),
+)  # fmt: skip
+_SORTING_NETWORKS: dict[int, tuple[tuple[int, int], ...]] = {
+    2: ((0, 1),),
+    3: ((0, 2), (0, 1), (1, 2)),
+    4: ((0, 1), (2, 3), (0, 2), (1, 3), (1, 2)),
+    5: ((0, 1), (3, 4), (2, 4), (2, 3), (0, 3), (0, 2), (1, 4), (1, 3), (1, 2)),
+    6: ((1, 2), (4, 5), (0, 2), (3, 5), (0, 1), (3, 4), (2, 5), (0, 3), (1, 4), (2, 4), (1, 3), (2, 3)),
+    7: _SORT7,
+    8: _SORT8,
+}
 
 
 def _pruned(network: Sequence[tuple[int, int]], outputs: Sequence[int]) -> tuple[tuple[int, int, bool, bool], ...]:
@@ -306,15 +330,25 @@ def _pruned(network: Sequence[tuple[int, int]], outputs: Sequence[int]) -> tuple
     return tuple(reversed(ops))
 
 
-# the median of 1..7 values reads sorted positions 0..3 only: 27 array operations instead of 32
-_LOW4_OF_7 = _pruned(_SORT7, range(4))
-_FULL_WEEK = 7
+@functools.cache
+def _median_network(width: int) -> tuple[tuple[int, int, bool, bool], ...]:
+    """The sorting network of ``width`` values cut to what a median of 1..width of them reads: sorted
+    positions 0..width // 2 (for 7 values, 27 array operations instead of 32)."""
+    return _pruned(_SORTING_NETWORKS[width], range(width // 2 + 1))
 
 
 def nanmedian7(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.intp]]:
-    """(median ignoring NaN, count of values) of 7 same-shaped arrays, element-wise: a sorting network of
-    min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap. The
-    same values as the sort-based :func:`nanmedian_count` (up to the sign of a zero median)."""
+    """(median ignoring NaN, count of values) of 7 same-shaped arrays, element-wise (see :func:`_nanmedian_planes`)."""
+    if len(planes) != 7:
+        raise ValueError(f"nanmedian7 takes 7 arrays, not {len(planes)}")
+    return _nanmedian_planes(planes)
+
+
+def _nanmedian_planes(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """(median ignoring NaN, count of values) of 2..8 same-shaped arrays, element-wise: a sorting network of
+    min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap. Bit
+    for bit the values of :func:`nanmedian_count`'s sort and :func:`_quantile_of_sorted`."""
+    width = len(planes)
     count = np.zeros(planes[0].shape, dtype=np.intp)
     v = []
     for plane in planes:
@@ -322,7 +356,7 @@ def nanmedian7(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np
         count += ~missing
         v.append(np.where(missing, np.inf, plane))  # NaN sorts last
     spare = np.empty_like(v[0])
-    for i, j, low, high in _LOW4_OF_7:
+    for i, j, low, high in _median_network(width):
         if low and high:
             np.minimum(v[i], v[j], out=spare)
             np.maximum(v[i], v[j], out=v[j])
@@ -331,29 +365,30 @@ def nanmedian7(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np
             np.minimum(v[i], v[j], out=v[i])
         else:
             np.maximum(v[i], v[j], out=v[j])
-    med = v[3]  # seven values: the middle one; the others (fewer values) below, element by element
-    part = np.flatnonzero(count != _FULL_WEEK)
-    if part.size:
+    # every value present: the middle one, or the mean of the two middle ones (as _quantile_of_sorted adds)
+    mid = width // 2
+    with np.errstate(invalid="ignore"):  # inf - inf where values are missing: those are redone below
+        med = v[mid] + 0.0 if width % 2 else v[mid - 1] + (v[mid] - v[mid - 1]) * 0.5
+    med = np.ascontiguousarray(med)  # planes of a moved axis give other layouts: flat indexes below are C order
+    part = np.flatnonzero(count != width)
+    if part.size:  # fewer values, element by element
         n = count.reshape(-1)[part]
-        w = [v[k].reshape(-1)[part] for k in range(4)]
-        # the median of the first ``n`` sorted values: the middle one, or the mean of the two middle ones
-        # (positions 0..3 for 1..7 values; np.choose is slow: a chain of wheres)
+        w = [v[k].reshape(-1)[part] for k in range(mid + 1)]
+        # positions 0..mid for 1..width values (np.choose is slow: a chain of wheres)
         low_at, high_at = np.maximum(n - 1, 0) // 2, n // 2
-        lower, upper = w[3], w[3]
-        for k in (2, 1, 0):
+        lower, upper = w[mid], w[mid]
+        for k in range(mid - 1, -1, -1):
             lower = np.where(low_at == k, w[k], lower)
             upper = np.where(high_at == k, w[k], upper)
         with np.errstate(invalid="ignore"):  # inf - inf where there is no value at all
-            middle = np.where(n % 2 == 1, lower, lower + (upper - lower) * 0.5)
+            middle = np.where(n % 2 == 1, lower + 0.0, lower + (upper - lower) * 0.5)
         med.reshape(-1)[part] = np.where(n > 0, middle, np.nan)
     return med, count
 
 
 def _median_of_week(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
     """(median ignoring NaN, count) of each row of an (n, 7) array."""
-    if values.shape[1] != 7 or values.shape[0] < 20_000:  # a sort is cheaper than 50 array operations
-        return nanmedian_count(values)
-    return nanmedian7([values[:, k] for k in range(7)])
+    return nanmedian_count(values)
 
 
 def _rolling_median(values: FloatArray, before: int, after: int, min_count: int, first: int = 0) -> FloatArray:
