@@ -1332,15 +1332,19 @@ def score_days_stream(
 
     def run(w: int) -> None:
         mine = range(w, len(blocks), threads)
-        streams = [_iter_days(blocks[b], dates, days, config, labels) for b in mine]
+        streams: list[Iterator[ScoreResult] | None] = [_iter_days(blocks[b], dates, days, config, labels) for b in mine]
         for k in range(len(days)):
             with ready:
                 while k >= taken[0] + lead and not stop[0]:
                     ready.wait()
                 if stop[0]:
                     return
-            for b, stream in zip(mine, streams, strict=True):
+            for i, b in enumerate(mine):
+                stream = streams[i]
+                assert stream is not None
                 results[k][b] = next(stream)
+                if k == len(days) - 1:
+                    streams[i] = stream = None  # its block's prepared state goes now, not with the last block's
                 if progress is not None:
                     with ready:
                         ticks[0] += 1
