@@ -15,13 +15,12 @@ import csv
 import functools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -58,6 +57,9 @@ OUTPUT_COLUMNS = (
     "noise",
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 HAVE_PYARROW = True  # the typed fast read; tests force the pandas reader by clearing it
 
 
@@ -80,6 +82,42 @@ class CostMatrix:
     dates: npt.NDArray[np.datetime64]
     costs: npt.NDArray[np.float64]
     summed_rows: int = 0  # rows that repeated a series-day (several meters) and were added into it
+
+
+# Arrow <-> numpy by buffers: ``pa.array`` and ``to_numpy`` import pandas on first use (a fifth of a second of
+# every run); these fixed-width, null-free columns need none of it
+
+
+def _numpy_of(array: Any, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """The values of a null-free fixed-width Arrow array (a read-only view of its buffer)."""
+    width = np.dtype(dtype).itemsize
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * width)
+
+
+def _arrow_of(values: npt.NDArray[Any]) -> Any:
+    """A numpy int, bool or float array as an Arrow array over the same memory; a float NaN is a null."""
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.bool_:  # bit-packed in Arrow
+        return pa.Array.from_buffers(
+            pa.bool_(), len(values), [None, pa.py_buffer(np.packbits(values, bitorder="little"))]
+        )
+    validity = None
+    if values.dtype.kind == "f":
+        missing = np.isnan(values)
+        if missing.any():
+            validity = pa.py_buffer(np.packbits(~missing, bitorder="little"))
+    kind = pa.from_numpy_dtype(values.dtype)
+    return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(values)])
+
+
+def _arrow_strings(words: Sequence[str]) -> Any:
+    """A list of str as an Arrow string array."""
+    encoded = [w.encode("utf-8") for w in words]
+    ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+    kind, offset_type = (pa.string(), np.int32) if not ends.size or ends[-1] < 2**31 else (pa.large_string(), np.int64)
+    offsets = np.zeros(len(encoded) + 1, dtype=offset_type)
+    offsets[1:] = ends
+    return pa.Array.from_buffers(kind, len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
 
 
 def _check_header(path: str | os.PathLike[str]) -> None:
@@ -124,10 +162,12 @@ def _read_columns(
             _diagnose(path, "empty cost")
         # one dictionary for all chunks (ids in order of first appearance), indices into it
         encoded = table.unify_dictionaries().column("series_id")
-        series_index = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
+        series_index = np.concatenate([_numpy_of(c.indices, np.int32) for c in encoded.chunks])
         unique_ids = np.asarray(encoded.chunks[0].dictionary.to_pylist(), dtype=object)
-        day_numbers = dates.cast(pa.int32()).to_numpy()
-        return series_index, unique_ids, day_numbers, cost.to_numpy()
+        day_numbers = np.concatenate([_numpy_of(c, np.int32) for c in dates.cast(pa.int32()).chunks])
+        return series_index, unique_ids, day_numbers, np.concatenate([_numpy_of(c, np.float64) for c in cost.chunks])
+    import pandas as pd  # the fallback and the error diagnosis only: its import costs a fifth of a second
+
     frame = pd.read_csv(path, usecols=list(REQUIRED_COLUMNS), dtype={"series_id": str, "date": str, "cost": str})
     if frame.empty:
         raise CostInputError(path, None, "no data rows")
@@ -144,6 +184,8 @@ def _read_columns(
 
 def _validate_frame(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
     """Raise on the first row whose id, date or cost does not parse (all columns read as strings)."""
+    import pandas as pd
+
     ids = frame["series_id"]
     bad_id = ids.isna() | (ids.astype(str).str.strip() == "")
     parsed = pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")
@@ -164,6 +206,8 @@ def _validate_frame(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
 
 def _diagnose(path: str | os.PathLike[str], hint: str) -> None:
     """Slow path after a failed typed read: find the offending line and raise a precise error."""
+    import pandas as pd
+
     frame = pd.read_csv(path, usecols=list(REQUIRED_COLUMNS), dtype=str, keep_default_na=False, na_values=[])
     _validate_frame(path, frame)
     raise CostInputError(path, None, f"unreadable CSV: {hint}")
@@ -224,6 +268,8 @@ def _strings(values: npt.NDArray[Any]) -> Any:
     width = values.dtype.itemsize // 4
     chars = values.view(np.uint32).reshape(-1, width).astype(np.uint64)
     weights = (np.uint64(1_000_003) ** np.arange(width, dtype=np.uint64)).astype(np.uint64)
+    import pandas as pd
+
     codes, uniques = pd.factorize(chars @ weights)
     first = np.zeros(len(uniques), dtype=np.intp)
     first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
@@ -235,15 +281,15 @@ def _strings(values: npt.NDArray[Any]) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _label_dictionaries() -> dict[str, Any]:
-    return {name: pa.array(list(vocabulary)) for name, vocabulary in LABELS.items()}
+    return {name: _arrow_strings(vocabulary) for name, vocabulary in LABELS.items()}
 
 
 def _id_dictionary(series_ids: npt.NDArray[Any]) -> Any:
-    return pa.array([str(s) for s in series_ids])
+    return _arrow_strings([str(s) for s in series_ids])
 
 
 def _date_dictionary(dates: npt.NDArray[np.datetime64]) -> Any:
-    return pa.array(np.datetime_as_string(dates, unit="D").tolist())
+    return _arrow_strings(np.datetime_as_string(dates, unit="D").tolist())
 
 
 def _table(
@@ -259,22 +305,22 @@ def _table(
     id_words = series_ids if isinstance(series_ids, pa.Array) else _id_dictionary(series_ids)
     date_words = dates if isinstance(dates, pa.Array) else _date_dictionary(dates)
     arrays: dict[str, Any] = {
-        "series_id": pa.DictionaryArray.from_arrays(pa.array(series_index.astype(np.int32)), id_words),
-        "date": pa.DictionaryArray.from_arrays(pa.array(date_index.astype(np.int32)), date_words),
+        "series_id": pa.DictionaryArray.from_arrays(_arrow_of(series_index.astype(np.int32)), id_words),
+        "date": pa.DictionaryArray.from_arrays(_arrow_of(date_index.astype(np.int32)), date_words),
     }
     for name in OUTPUT_COLUMNS[2:]:
         values = columns[name]
         if name == "anomaly":
-            arrays[name] = pa.array(values.astype(np.int8))
+            arrays[name] = _arrow_of(values.astype(np.int8))
         elif values.dtype.kind == "f":
-            arrays[name] = pa.array(np.round(values, 4), from_pandas=True)
+            arrays[name] = _arrow_of(np.round(values, 4))
         elif name in LABELS and values.dtype.kind == "i":  # codes into the label vocabulary
-            arrays[name] = pa.DictionaryArray.from_arrays(pa.array(values), _label_dictionaries()[name])
+            arrays[name] = pa.DictionaryArray.from_arrays(_arrow_of(values), _label_dictionaries()[name])
         elif values.dtype.kind in "iub":
-            arrays[name] = pa.array(values)
+            arrays[name] = _arrow_of(values)
         else:
             arrays[name] = _strings(values)
-    return pa.table(arrays)
+    return pa.Table.from_arrays(list(arrays.values()), names=list(arrays))
 
 
 def _columns(result: ScoreResult) -> dict[str, npt.NDArray[Any]]:
