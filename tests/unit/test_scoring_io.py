@@ -247,3 +247,36 @@ def test_replayed_days_without_any_series_write_no_rows_and_the_header_comes_fir
     assert backtest_csv(source, 5, out) == 1
     lines = out.read_text().splitlines()
     assert len(lines) == 2 and lines[0].startswith('"series_id","date","cost"') and lines[1].startswith('"late"')
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([True, False, True] * 5),
+        np.array([1.5, np.nan, -0.0, 2e-4]),
+        np.arange(9, dtype=np.int8),
+        np.arange(3, dtype=np.int64),
+        np.arange(6, dtype=np.int32)[::2],
+    ],
+)
+def test_arrow_columns_from_numpy_buffers_are_what_pa_array_makes(values: np.ndarray) -> None:
+    import pyarrow as pa
+
+    made = scoring_io._arrow_of(values)
+    assert made.equals(pa.array(values, from_pandas=True))  # NaN is a null, like pandas' missing value
+
+
+def test_a_score_run_never_imports_pandas(cost_file: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # pa.array / to_numpy import pandas on first use: a fifth of a second of every CLI run
+    code = (
+        "import sys\nfrom shared.costs.scoring_io import score_csv, backtest_csv\n"
+        f"score_csv({str(cost_file)!r}, {str(tmp_path / 's.csv')!r})\n"
+        f"backtest_csv({str(cost_file)!r}, 3, {str(tmp_path / 'b.csv')!r})\n"
+        "print('pandas' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
