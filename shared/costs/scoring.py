@@ -514,6 +514,14 @@ def _cols(p: _Prepared, start: int, stop: int) -> slice:
     return slice(start - p.offset, stop - p.offset)
 
 
+def _span(values: npt.NDArray[Any], cols: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+    """``values[:, cols]`` for a run of consecutive columns: a view, not a copy (negative columns, which count
+    from the end, keep the copy)."""
+    if cols.size and cols[0] >= 0:
+        return values[:, cols[0] : cols[-1] + 1]
+    return values[:, cols]
+
+
 @dataclass(frozen=True)
 class _WeeklyState:
     """What the scoring of every day of one week shares, from the data before that week's Monday: weekly
@@ -541,10 +549,10 @@ def _weekly_state(
     weeks = cfg.season_weeks
     prof_cols = np.arange(la - 3 - 7 * weeks, la - 3)
     slot_weekday = weekday(prof_cols[:7])
-    deviation = (log_cost[:, prof_cols] - centred[:, prof_cols]).reshape(n, weeks, 7)
+    deviation = (_span(log_cost, prof_cols) - _span(centred, prof_cols)).reshape(n, weeks, 7)
     raw_slot, slot_count = nanmedian_count(np.moveaxis(deviation, 1, -1))
-    zero_slot = p.zero[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
-    present_slot = p.present[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
+    zero_slot = _span(p.zero, prof_cols).reshape(n, weeks, 7).sum(axis=1)
+    present_slot = _span(p.present, prof_cols).reshape(n, weeks, 7).sum(axis=1)
     raw_slot = np.where(slot_count >= 2, raw_slot, 0.0)
 
     # -- noise: residuals of the de-seasonalised log cost around its centred median
@@ -552,7 +560,10 @@ def _weekly_state(
     noise_cols = np.arange(la - 3 - 7 * noise_weeks, la - 3)
     raw_profile = np.zeros((n, 7))
     raw_profile[:, slot_weekday] = raw_slot
-    residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, weekday(noise_cols)]
+    residual = (
+        (_span(log_cost, noise_cols) - _span(centred, noise_cols)).reshape(n, noise_weeks, 7)
+        - raw_profile[:, weekday(noise_cols[:7])][:, None, :]
+    ).reshape(n, 7 * noise_weeks)
     abs_res = np.abs(residual)
     # charges are not noise: a high day whose day of month was high the month before as well (a monthly charge)
     # is left out of the noise and of the tail evidence (it would widen the band and hide a spike)
