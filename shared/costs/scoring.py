@@ -398,14 +398,16 @@ def _rolling_median(values: FloatArray, before: int, after: int, min_count: int,
     if before + after + 1 != 7:
         raise ValueError("rolling medians here are weekly: 7 columns")
     n, t = values.shape
-    padded = np.full((n, t + 6), np.nan)
-    padded[:, before : before + t] = values
     out = np.full((n, t), np.nan)
-    # a few rows at a time: the network's dozens of passes then run over arrays that stay in the cache
+    # a few rows at a time, each NaN-padded on its own: the network's dozens of passes then run over arrays
+    # that stay in the cache (and no padded copy of the whole matrix is made)
     step = max(1, _TILE_CELLS // max(t - first, 1))
+    padded = np.full((min(step, n), t + 6), np.nan)
     for lo in range(0, n, step):
-        med, count = nanmedian7([padded[lo : lo + step, first + k : t + k] for k in range(7)])
-        out[lo : lo + step, first:] = np.where(count >= min_count, med, np.nan)
+        rows = min(step, n - lo)
+        padded[:rows, before : before + t] = values[lo : lo + rows]
+        med, count = nanmedian7([padded[:rows, first + k : t + k] for k in range(7)])
+        out[lo : lo + rows, first:] = np.where(count >= min_count, med, np.nan)
     return out
 
 
@@ -437,8 +439,9 @@ _TRAILING_FROM = 40
 def _prepare(costs: FloatArray, offset: int) -> _Prepared:
     present = ~np.isnan(costs)
     zero = present & (costs <= 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_cost = np.where(present & ~zero, np.log(np.where(costs > 0, costs, 1.0)), np.nan)
+    log_cost = np.where(costs > 0, costs, 1.0)
+    np.log(log_cost, out=log_cost)  # in place: these are the largest arrays of a block
+    np.copyto(log_cost, np.nan, where=~present | zero)
     return _Prepared(
         offset=offset,
         log_cost=log_cost,
