@@ -1259,6 +1259,11 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
 
 Progress = Callable[[int, int], None]
 
+# rows a block: scoring threads hand the GIL to each other around every numpy call, so a block's calls must be
+# long enough for that to be rare - two threads on blocks of 3,300 rows spent ~1.7 s more CPU on a 20,000 x 180
+# backtest than one thread, on blocks of 10,000 rows they spend less (7.5 s against 7.8 s) and overlap
+_CHUNK_ROWS = 10_000
+
 
 def score_days(
     costs: FloatArray, dates: Any, days: Sequence[int], config: ScoringConfig | None = None,
@@ -1309,7 +1314,7 @@ def score_days_stream(
     dates: Any,
     days: Sequence[int],
     config: ScoringConfig | None = None,
-    chunk_rows: int = 4096,
+    chunk_rows: int = _CHUNK_ROWS,
     workers: int | None = None,
     progress: Progress | None = None,
     labels: bool = True,
@@ -1400,7 +1405,7 @@ def score_days_chunked(
     dates: Any,
     days: Sequence[int],
     config: ScoringConfig | None = None,
-    chunk_rows: int = 4096,
+    chunk_rows: int = _CHUNK_ROWS,
     workers: int | None = None,
     progress: Progress | None = None,
     labels: bool = True,
@@ -1416,7 +1421,7 @@ def score_day_chunked(
     dates: Any,
     t: int,
     config: ScoringConfig | None = None,
-    chunk_rows: int = 4096,
+    chunk_rows: int = _CHUNK_ROWS,
     workers: int | None = None,
     labels: bool = True,
 ) -> ScoreResult:

@@ -455,12 +455,7 @@ def backtest_csv(
     _note_summed(matrix, notes)
     n_days = matrix.costs.shape[1]
     replayed = list(range(max(0, n_days - days), n_days))
-    # a core is left to the CSV formatting, which overlaps with the scoring: on 2 cores one scoring thread took
-    # ~1.5 s less CPU than two (fewer GIL hand-overs between the threads' small numpy calls) for the same wall
-    workers = max(1, (os.cpu_count() or 1) - 1)
-    stream = score_days_stream(
-        matrix.costs, matrix.dates, replayed, config, workers=workers, progress=progress, labels=False
-    )
+    stream = score_days_stream(matrix.costs, matrix.dates, replayed, config, progress=progress, labels=False)
     id_words, date_words = _id_dictionary(matrix.series_ids), _date_dictionary(matrix.dates)
     absent = np.int8(STATUSES.index(STATUS_ABSENT))
     rows_written = 0
