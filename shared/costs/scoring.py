@@ -1322,9 +1322,10 @@ def score_days_stream(
 ) -> Generator[list[ScoreResult], None, None]:
     """:func:`score_days` over blocks of rows on a thread pool, yielding day by day (in the order of ``days``)
     the results of every block, top rows first, as soon as all blocks have scored that day - a consumer
-    (the backtest's CSV writer) works on one day while the next ones are scored. Cache-sized blocks; numpy
-    releases the GIL in its sorts and ufuncs, so the blocks run on every core. Each thread takes the same
-    number of equal blocks and scores them day by day, at most ``lead`` days ahead of the consumer.
+    (the backtest's CSV writer) works on one day while the next ones are scored. Blocks of at most
+    ``chunk_rows`` rows; numpy releases the GIL in its sorts and ufuncs, so the blocks run on every core. Each
+    thread takes the same number of equal blocks and scores them day by day, at most ``lead`` days ahead of
+    the consumer.
     ``progress(done, total)`` counts scored (block, day) pairs."""
     import os
     import threading

@@ -257,6 +257,13 @@ def load_cost_matrix(path: str | os.PathLike[str]) -> CostMatrix:
     return CostMatrix(series_ids=unique_ids, dates=dates, costs=costs, summed_rows=summed_rows)
 
 
+def _factorize(values: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], npt.NDArray[Any]]:
+    import pandas as pd  # the label-string path only (the CLI writes label codes)
+
+    codes, uniques = pd.factorize(values)
+    return codes, uniques
+
+
 def _strings(values: npt.NDArray[Any]) -> Any:
     """A dictionary-encoded Arrow array of a numpy unicode array (few distinct values: reasons, statuses).
 
@@ -268,9 +275,7 @@ def _strings(values: npt.NDArray[Any]) -> Any:
     width = values.dtype.itemsize // 4
     chars = values.view(np.uint32).reshape(-1, width).astype(np.uint64)
     weights = (np.uint64(1_000_003) ** np.arange(width, dtype=np.uint64)).astype(np.uint64)
-    import pandas as pd
-
-    codes, uniques = pd.factorize(chars @ weights)
+    codes, uniques = _factorize(chars @ weights)
     first = np.zeros(len(uniques), dtype=np.intp)
     first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
     words = values[first]
@@ -347,9 +352,9 @@ class _CsvSink:
         self._header = True
 
     def put(self, table: Any) -> None:
+        if table.num_rows == 0 and not self._header:
+            return  # nothing to write: the header went with an earlier table
         for start in range(0, max(table.num_rows, 1), _SLICE_ROWS):
-            if table.num_rows == 0 and not self._header:
-                return
             piece = table.slice(start, _SLICE_ROWS)
             self._pending.append(self._pool.submit(_render, piece, self._header))
             self._header = False
