@@ -1295,9 +1295,37 @@ def _iter_days(
     prepared = _prepare(window(costs, offset, max(days) + 1), offset)
     states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
     # the drift test's growth figures, for every replayed day and the quiet days before the first
-    growth = _growth_columns(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
+    growth = _growth_in_tiles(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
     for t in days:
         yield _score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels)
+
+
+_GROWTH_TILE_ROWS = 1_000  # the growth figures' full-width temporaries of 1,000 rows (2 MB) stay in the cache
+
+
+def _growth_in_tiles(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> _Growth:
+    """:func:`_growth_columns` a tile of rows at a time, stacked (every figure is row by row)."""
+    n = p.log_cost.shape[0]
+    if n <= _GROWTH_TILE_ROWS:
+        return _growth_columns(p, first, last, cfg)
+    tiles = [
+        _growth_columns(_row_range(p, lo, lo + _GROWTH_TILE_ROWS), first, last, cfg)
+        for lo in range(0, n, _GROWTH_TILE_ROWS)
+    ]
+    spans = [
+        (np.concatenate([tile.spans[k][0] for tile in tiles]), np.concatenate([tile.spans[k][1] for tile in tiles]))
+        for k in range(len(tiles[0].spans))
+    ]
+    return _Growth(first=first, spans=spans)
+
+
+def _row_range(p: _Prepared, start: int, stop: int) -> _Prepared:
+    """Rows [start, stop) of the prepared quantities, as views."""
+    return _Prepared(
+        offset=p.offset, log_cost=p.log_cost[start:stop], zero=p.zero[start:stop], present=p.present[start:stop],
+        present_count=p.present_count[start:stop], zero_count=p.zero_count[start:stop],
+        centred=p.centred[start:stop], trailing7=p.trailing7[start:stop],
+    )  # fmt: skip
 
 
 def _merge_rows(parts: list[ScoreResult]) -> ScoreResult:
