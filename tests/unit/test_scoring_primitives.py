@@ -147,3 +147,16 @@ def test_a_consumer_that_stops_early_ends_the_scoring_threads() -> None:
     first = next(stream)
     stream.close()  # returns only once the threads have stopped (the pool is joined)
     assert sum(part.cost.shape[0] for part in first) == 120
+
+
+def test_growth_figures_in_row_tiles_equal_one_pass_over_all_rows() -> None:
+    data = generate("billing", n_series=2_300, n_days=140, seed=4)  # three tiles, the last one short
+    prepared = scoring._prepare(data.costs[:, 20:], 20)
+    cfg = ScoringConfig()
+    tiled = scoring._growth_in_tiles(prepared, 110, 139, cfg)
+    whole = scoring._growth_columns(prepared, 110, 139, cfg)
+    assert tiled.first == whole.first and len(tiled.spans) == len(whole.spans)
+    for (growth, shaped), (expected_growth, expected_shaped) in zip(tiled.spans, whole.spans, strict=True):
+        np.testing.assert_array_equal(growth, expected_growth)
+        np.testing.assert_array_equal(shaped, expected_shaped)
+    assert any(shaped.any() for _, shaped in whole.spans)  # the comparison covers drifts, not only empty figures
