@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -246,7 +246,10 @@ def nanmedian(values: FloatArray, axis: int = -1) -> FloatArray:
 
 
 def nanmedian_count(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
-    """(median ignoring NaN, number of non-NaN values) along the last axis."""
+    """(median ignoring NaN, number of non-NaN values) along the last axis. Up to 8 values a row, a sorting
+    network over the columns (:func:`_nanmedian_planes`: a sort of many short rows costs more)."""
+    if values.ndim > 1 and 2 <= values.shape[-1] <= 8 and values.size >= _NETWORK_FROM_CELLS:
+        return _nanmedian_planes([values[..., k] for k in range(values.shape[-1])])
     srt = np.sort(values, axis=-1)
     count = values.shape[-1] - np.count_nonzero(np.isnan(srt), axis=-1)
     return _quantile_of_sorted(srt, count, 0.5), count
@@ -259,12 +262,20 @@ def nanquantile_sorted(sorted_values: FloatArray, q: float, axis: int = -1) -> F
     return _quantile_of_sorted(arr, count, q)
 
 
+_NETWORK_FROM_CELLS = 4_096  # below this, the network's fixed cost of ~50 numpy calls exceeds the sort
+
+
 def _quantile_of_sorted(arr: FloatArray, count: npt.NDArray[np.intp], q: float) -> FloatArray:
     pos = (np.maximum(count, 1) - 1) * q
     lo = np.floor(pos).astype(np.intp)
-    both = np.take_along_axis(arr, np.stack([lo, np.minimum(lo + 1, arr.shape[-1] - 1)], axis=-1), axis=-1)
+    # the two neighbours by flat index (take_along_axis builds index grids)
+    width = arr.shape[-1]
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    first = np.arange(0, flat.size, width).reshape(lo.shape)
+    low = flat[first + lo]
+    high = flat[first + np.minimum(lo + 1, width - 1)]
     frac = pos - lo
-    out = both[..., 0] + np.where(frac > 0, (both[..., 1] - both[..., 0]) * frac, 0.0)
+    out = low + np.where(frac > 0, (high - low) * frac, 0.0)
     return np.where(count > 0, out, np.nan)
 
 
@@ -303,43 +314,96 @@ def _same_day_previous_months(day: np.datetime64, months: int) -> list[int]:
     return offsets
 
 
-# a 16-comparator sorting network for 7 values (checked on all 0/1 inputs in the tests)
+# sorting networks of 2..8 values as (i, j) min/max pairs (each checked on all 0/1 inputs in the tests)
 _SORT7 = (
     (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
     (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
 )  # fmt: skip
+_SORT8 = (
+    (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7), (0, 1), (2, 3),
+    (4, 5), (6, 7), (2, 4), (3, 5), (1, 4), (3, 6), (1, 2), (3, 4), (5, 6),
+)  # fmt: skip
+_SORTING_NETWORKS: dict[int, tuple[tuple[int, int], ...]] = {
+    2: ((0, 1),),
+    3: ((0, 2), (0, 1), (1, 2)),
+    4: ((0, 1), (2, 3), (0, 2), (1, 3), (1, 2)),
+    5: ((0, 1), (3, 4), (2, 4), (2, 3), (0, 3), (0, 2), (1, 4), (1, 3), (1, 2)),
+    6: ((1, 2), (4, 5), (0, 2), (3, 5), (0, 1), (3, 4), (2, 5), (0, 3), (1, 4), (2, 4), (1, 3), (2, 3)),
+    7: _SORT7,
+    8: _SORT8,
+}
+
+
+def _pruned(network: Sequence[tuple[int, int]], outputs: Sequence[int]) -> tuple[tuple[int, int, bool, bool], ...]:
+    """``network`` as (i, j, min needed, max needed), for the ``outputs`` positions only: a comparator whose
+    min (or max) no later comparator and no output reads is left out (or computes one side)."""
+    needed, ops = set(outputs), []
+    for i, j in reversed(network):
+        if i in needed or j in needed:
+            ops.append((i, j, i in needed, j in needed))
+            needed |= {i, j}
+    return tuple(reversed(ops))
+
+
+@functools.cache
+def _median_network(width: int) -> tuple[tuple[int, int, bool, bool], ...]:
+    """The sorting network of ``width`` values cut to what a median of 1..width of them reads: sorted
+    positions 0..width // 2 (for 7 values, 27 array operations instead of 32)."""
+    return _pruned(_SORTING_NETWORKS[width], range(width // 2 + 1))
 
 
 def nanmedian7(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.intp]]:
-    """(median ignoring NaN, count of values) of 7 same-shaped arrays, element-wise: a sorting network of
-    min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap."""
+    """(median ignoring NaN, count of values) of 7 same-shaped arrays, element-wise (see :func:`_nanmedian_planes`)."""
+    if len(planes) != 7:
+        raise ValueError(f"nanmedian7 takes 7 arrays, not {len(planes)}")
+    return _nanmedian_planes(planes)
+
+
+def _nanmedian_planes(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """(median ignoring NaN, count of values) of 2..8 same-shaped arrays, element-wise: a sorting network of
+    min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap. Bit
+    for bit the values of :func:`nanmedian_count`'s sort and :func:`_quantile_of_sorted`."""
+    width = len(planes)
     count = np.zeros(planes[0].shape, dtype=np.intp)
     v = []
     for plane in planes:
         missing = np.isnan(plane)
         count += ~missing
         v.append(np.where(missing, np.inf, plane))  # NaN sorts last
-    for i, j in _SORT7:
-        low = np.minimum(v[i], v[j])
-        np.maximum(v[i], v[j], out=v[j])
-        v[i] = low
-    # median of the first ``count`` sorted values: the middle one, or the mean of the two middle ones
-    # the middle positions are 0..3 for 1..7 values (np.choose is slow on big arrays: a chain of wheres)
-    low_at, high_at = np.maximum(count - 1, 0) // 2, count // 2
-    lower, upper = v[3], v[3]
-    for k in (2, 1, 0):
-        lower = np.where(low_at == k, v[k], lower)
-        upper = np.where(high_at == k, v[k], upper)
-    with np.errstate(invalid="ignore"):  # inf - inf where there is no value at all
-        med = np.where(count % 2 == 1, lower, lower + (upper - lower) * 0.5)
-    return np.where(count > 0, med, np.nan), count
+    spare = np.empty_like(v[0])
+    for i, j, low, high in _median_network(width):
+        if low and high:
+            np.minimum(v[i], v[j], out=spare)
+            np.maximum(v[i], v[j], out=v[j])
+            v[i], spare = spare, v[i]
+        elif low:
+            np.minimum(v[i], v[j], out=v[i])
+        else:
+            np.maximum(v[i], v[j], out=v[j])
+    # every value present: the middle one, or the mean of the two middle ones (as _quantile_of_sorted adds)
+    mid = width // 2
+    with np.errstate(invalid="ignore"):  # inf - inf where values are missing: those are redone below
+        med = v[mid] + 0.0 if width % 2 else v[mid - 1] + (v[mid] - v[mid - 1]) * 0.5
+    med = np.ascontiguousarray(med)  # planes of a moved axis give other layouts: flat indexes below are C order
+    part = np.flatnonzero(count != width)
+    if part.size:  # fewer values, element by element
+        n = count.reshape(-1)[part]
+        w = [v[k].reshape(-1)[part] for k in range(mid + 1)]
+        # positions 0..mid for 1..width values (np.choose is slow: a chain of wheres)
+        low_at, high_at = np.maximum(n - 1, 0) // 2, n // 2
+        lower, upper = w[mid], w[mid]
+        for k in range(mid - 1, -1, -1):
+            lower = np.where(low_at == k, w[k], lower)
+            upper = np.where(high_at == k, w[k], upper)
+        with np.errstate(invalid="ignore"):  # inf - inf where there is no value at all
+            middle = np.where(n % 2 == 1, lower + 0.0, lower + (upper - lower) * 0.5)
+        med.reshape(-1)[part] = np.where(n > 0, middle, np.nan)
+    return med, count
 
 
 def _median_of_week(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
     """(median ignoring NaN, count) of each row of an (n, 7) array."""
-    if values.shape[1] != 7 or values.shape[0] < 20_000:  # a sort is cheaper than 50 array operations
-        return nanmedian_count(values)
-    return nanmedian7([values[:, k] for k in range(7)])
+    return nanmedian_count(values)
 
 
 def _rolling_median(values: FloatArray, before: int, after: int, min_count: int, first: int = 0) -> FloatArray:
@@ -349,13 +413,20 @@ def _rolling_median(values: FloatArray, before: int, after: int, min_count: int,
     if before + after + 1 != 7:
         raise ValueError("rolling medians here are weekly: 7 columns")
     n, t = values.shape
-    padded = np.full((n, t + 6), np.nan)
-    padded[:, before : before + t] = values
-    planes = [padded[:, first + k : t + k] for k in range(7)]
-    med, count = nanmedian7(planes)
     out = np.full((n, t), np.nan)
-    out[:, first:] = np.where(count >= min_count, med, np.nan)
+    # a few rows at a time, each NaN-padded on its own: the network's dozens of passes then run over arrays
+    # that stay in the cache (and no padded copy of the whole matrix is made)
+    step = max(1, _TILE_CELLS // max(t - first, 1))
+    padded = np.full((min(step, n), t + 6), np.nan)
+    for lo in range(0, n, step):
+        rows = min(step, n - lo)
+        padded[:rows, before : before + t] = values[lo : lo + rows]
+        med, count = nanmedian7([padded[:rows, first + k : t + k] for k in range(7)])
+        out[lo : lo + rows, first:] = np.where(count >= min_count, med, np.nan)
     return out
+
+
+_TILE_CELLS = 32_768  # cells of one plane per pass of the rolling network (7 planes + temporaries ~ 2.5 MB)
 
 
 @dataclass(frozen=True)
@@ -383,8 +454,9 @@ _TRAILING_FROM = 40
 def _prepare(costs: FloatArray, offset: int) -> _Prepared:
     present = ~np.isnan(costs)
     zero = present & (costs <= 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_cost = np.where(present & ~zero, np.log(np.where(costs > 0, costs, 1.0)), np.nan)
+    log_cost = np.where(costs > 0, costs, 1.0)
+    np.log(log_cost, out=log_cost)  # in place: these are the largest arrays of a block
+    np.copyto(log_cost, np.nan, where=~present | zero)
     return _Prepared(
         offset=offset,
         log_cost=log_cost,
@@ -460,6 +532,14 @@ def _cols(p: _Prepared, start: int, stop: int) -> slice:
     return slice(start - p.offset, stop - p.offset)
 
 
+def _span(values: npt.NDArray[Any], cols: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+    """``values[:, cols]`` for a run of consecutive columns: a view, not a copy (negative columns, which count
+    from the end, keep the copy)."""
+    if cols.size and cols[0] >= 0:
+        return values[:, cols[0] : cols[-1] + 1]
+    return values[:, cols]
+
+
 @dataclass(frozen=True)
 class _WeeklyState:
     """What the scoring of every day of one week shares, from the data before that week's Monday: weekly
@@ -487,10 +567,10 @@ def _weekly_state(
     weeks = cfg.season_weeks
     prof_cols = np.arange(la - 3 - 7 * weeks, la - 3)
     slot_weekday = weekday(prof_cols[:7])
-    deviation = (log_cost[:, prof_cols] - centred[:, prof_cols]).reshape(n, weeks, 7)
+    deviation = (_span(log_cost, prof_cols) - _span(centred, prof_cols)).reshape(n, weeks, 7)
     raw_slot, slot_count = nanmedian_count(np.moveaxis(deviation, 1, -1))
-    zero_slot = p.zero[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
-    present_slot = p.present[:, prof_cols].reshape(n, weeks, 7).sum(axis=1)
+    zero_slot = _span(p.zero, prof_cols).reshape(n, weeks, 7).sum(axis=1)
+    present_slot = _span(p.present, prof_cols).reshape(n, weeks, 7).sum(axis=1)
     raw_slot = np.where(slot_count >= 2, raw_slot, 0.0)
 
     # -- noise: residuals of the de-seasonalised log cost around its centred median
@@ -498,7 +578,10 @@ def _weekly_state(
     noise_cols = np.arange(la - 3 - 7 * noise_weeks, la - 3)
     raw_profile = np.zeros((n, 7))
     raw_profile[:, slot_weekday] = raw_slot
-    residual = log_cost[:, noise_cols] - centred[:, noise_cols] - raw_profile[:, weekday(noise_cols)]
+    residual = (
+        (_span(log_cost, noise_cols) - _span(centred, noise_cols)).reshape(n, noise_weeks, 7)
+        - raw_profile[:, weekday(noise_cols[:7])][:, None, :]
+    ).reshape(n, 7 * noise_weeks)
     abs_res = np.abs(residual)
     # charges are not noise: a high day whose day of month was high the month before as well (a monthly charge)
     # is left out of the noise and of the tail evidence (it would widen the band and hide a spike)
@@ -1253,6 +1336,11 @@ def score_day(costs: FloatArray, dates: Any, t: int, config: ScoringConfig | Non
 
 Progress = Callable[[int, int], None]
 
+# rows a block: scoring threads hand the GIL to each other around every numpy call, so a block's calls must be
+# long enough for that to be rare - two threads on blocks of 3,300 rows spent ~1.7 s more CPU on a 20,000 x 180
+# backtest than one thread, on blocks of 10,000 rows they spend less (7.5 s against 7.8 s) and overlap
+_CHUNK_ROWS = 10_000
+
 
 def score_days(
     costs: FloatArray, dates: Any, days: Sequence[int], config: ScoringConfig | None = None,
@@ -1261,31 +1349,161 @@ def score_days(
     """:func:`score_day` for each day index in ``days``, sharing the rolling medians between days (the
     backtest): same results, a fraction of the work. ``progress(done, total)`` is called after each day.
     ``labels=False`` leaves the label columns (reason, status...) as int8 codes into :data:`LABELS`."""
+    out = []
+    for k, result in enumerate(_iter_days(costs, dates, days, config, labels)):
+        out.append(result)
+        if progress is not None:
+            progress(k + 1, len(days))
+    return out
+
+
+def _iter_days(
+    costs: FloatArray, dates: Any, days: Sequence[int], config: ScoringConfig | None, labels: bool
+) -> Iterator[ScoreResult]:
+    """:func:`score_days` one day at a time (the state shared between days lives as long as the iterator)."""
     cfg = config or ScoringConfig()
     costs, stamp = _check(costs, dates)
     n_days = costs.shape[1]
     if not days:
-        return []
+        return
     if min(days) < 0 or max(days) >= n_days:
         raise ValueError(f"day indexes outside 0..{n_days - 1}")
     offset = min(days) - _REACH_DAYS
     prepared = _prepare(window(costs, offset, max(days) + 1), offset)
     states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
     # the drift test's growth figures, for every replayed day and the quiet days before the first
-    growth = _growth_columns(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
-    out = []
-    for k, t in enumerate(days):
-        out.append(_score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels))
-        if progress is not None:
-            progress(k + 1, len(days))
-    return out
+    growth = _growth_in_tiles(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
+    for t in days:
+        yield _score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels)
+
+
+_GROWTH_TILE_ROWS = 1_000  # the growth figures' full-width temporaries of 1,000 rows (2 MB) stay in the cache
+
+
+def _growth_in_tiles(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> _Growth:
+    """:func:`_growth_columns` a tile of rows at a time, stacked (every figure is row by row)."""
+    n = p.log_cost.shape[0]
+    if n <= _GROWTH_TILE_ROWS:
+        return _growth_columns(p, first, last, cfg)
+    tiles = [
+        _growth_columns(_row_range(p, lo, lo + _GROWTH_TILE_ROWS), first, last, cfg)
+        for lo in range(0, n, _GROWTH_TILE_ROWS)
+    ]
+    spans = [
+        (np.concatenate([tile.spans[k][0] for tile in tiles]), np.concatenate([tile.spans[k][1] for tile in tiles]))
+        for k in range(len(tiles[0].spans))
+    ]
+    return _Growth(first=first, spans=spans)
+
+
+def _row_range(p: _Prepared, start: int, stop: int) -> _Prepared:
+    """Rows [start, stop) of the prepared quantities, as views."""
+    return _Prepared(
+        offset=p.offset, log_cost=p.log_cost[start:stop], zero=p.zero[start:stop], present=p.present[start:stop],
+        present_count=p.present_count[start:stop], zero_count=p.zero_count[start:stop],
+        centred=p.centred[start:stop], trailing7=p.trailing7[start:stop],
+    )  # fmt: skip
 
 
 def _merge_rows(parts: list[ScoreResult]) -> ScoreResult:
+    if len(parts) == 1:
+        return parts[0]
     merged = {
         f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ScoreResult) if f.name != "dates"
     }
     return ScoreResult(dates=parts[0].dates, **merged)
+
+
+def score_days_stream(
+    costs: FloatArray,
+    dates: Any,
+    days: Sequence[int],
+    config: ScoringConfig | None = None,
+    chunk_rows: int = _CHUNK_ROWS,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    labels: bool = True,
+    lead: int = 8,
+) -> Generator[list[ScoreResult], None, None]:
+    """:func:`score_days` over blocks of rows on a thread pool, yielding day by day (in the order of ``days``)
+    the results of every block, top rows first, as soon as all blocks have scored that day - a consumer
+    (the backtest's CSV writer) works on one day while the next ones are scored. Blocks of at most
+    ``chunk_rows`` rows; numpy releases the GIL in its sorts and ufuncs, so the blocks run on every core. Each
+    thread takes the same number of equal blocks and scores them day by day, at most ``lead`` days ahead of
+    the consumer.
+    ``progress(done, total)`` counts scored (block, day) pairs."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    costs = np.asarray(costs, dtype=np.float64)
+    n = costs.shape[0]
+    threads = max(1, min(workers or os.cpu_count() or 1, -(-n // max(chunk_rows, 1))))
+    n_blocks = threads * -(-n // (threads * max(chunk_rows, 1))) if n else 1
+    bounds = np.linspace(0, n, n_blocks + 1).round().astype(int)
+    blocks = [costs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if len(blocks) == 1:
+        for k, result in enumerate(_iter_days(costs, dates, days, config, labels)):
+            if progress is not None:
+                progress(k + 1, len(days))
+            yield [result]
+        return
+    results: list[list[ScoreResult | None]] = [[None] * len(blocks) for _ in days]
+    scored = [0] * threads  # days each thread has finished (all its blocks)
+    taken = [0]  # days handed to the consumer
+    stop = [False]
+    total, ticks = len(blocks) * len(days), [0]
+    ready = threading.Condition()
+
+    def run(w: int) -> None:
+        mine = range(w, len(blocks), threads)
+        streams: list[Iterator[ScoreResult] | None] = [_iter_days(blocks[b], dates, days, config, labels) for b in mine]
+        for k in range(len(days)):
+            with ready:
+                while k >= taken[0] + lead and not stop[0]:
+                    ready.wait()
+                if stop[0]:
+                    return
+            for i, b in enumerate(mine):
+                stream = streams[i]
+                assert stream is not None
+                results[k][b] = next(stream)
+                if k == len(days) - 1:
+                    streams[i] = stream = None  # its block's prepared state goes now, not with the last block's
+                if progress is not None:
+                    with ready:
+                        ticks[0] += 1
+                        progress(ticks[0], total)
+            with ready:
+                scored[w] = k + 1
+                ready.notify_all()
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(run, w) for w in range(threads)]
+
+        def wake(_: Any) -> None:
+            with ready:
+                ready.notify_all()
+
+        for future in futures:
+            future.add_done_callback(wake)
+        try:
+            for k in range(len(days)):
+                with ready:
+                    while min(scored) <= k:
+                        for w, future in enumerate(futures):
+                            if scored[w] <= k and future.done():
+                                future.result()  # raises what the thread raised
+                                raise RuntimeError("a scoring thread stopped early")  # pragma: no cover
+                        ready.wait()
+                    parts, results[k] = results[k], []
+                    taken[0] = k + 1
+                    ready.notify_all()
+                yield [part for part in parts if part is not None]
+        finally:
+            with ready:
+                stop[0] = True
+                ready.notify_all()
 
 
 def score_days_chunked(
@@ -1293,36 +1511,15 @@ def score_days_chunked(
     dates: Any,
     days: Sequence[int],
     config: ScoringConfig | None = None,
-    chunk_rows: int = 4096,
+    chunk_rows: int = _CHUNK_ROWS,
     workers: int | None = None,
     progress: Progress | None = None,
     labels: bool = True,
 ) -> list[ScoreResult]:
-    """:func:`score_days` over blocks of rows on a thread pool: same results, cache-sized arrays, and numpy
-    releases the GIL in its sorts and ufuncs, so the blocks run on every core. ``progress(done, total)``
-    counts scored (block, day) pairs."""
-    import os
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    costs = np.asarray(costs, dtype=np.float64)
-    n = costs.shape[0]
-    if n <= chunk_rows:
-        return score_days(costs, dates, days, config, progress, labels)
-    blocks = [costs[i : i + chunk_rows] for i in range(0, n, chunk_rows)]
-    total = len(blocks) * len(days)
-    done = [0]
-    lock = threading.Lock()
-
-    def tick(_k: int, _total: int) -> None:
-        with lock:
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], total)
-
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        parts = list(pool.map(lambda block: score_days(block, dates, days, config, tick, labels), blocks))
-    return [_merge_rows([part[k] for part in parts]) for k in range(len(days))]
+    """:func:`score_days` over blocks of rows on a thread pool (:func:`score_days_stream`): same results,
+    cache-sized arrays, every core. ``progress(done, total)`` counts scored (block, day) pairs."""
+    stream = score_days_stream(costs, dates, days, config, chunk_rows, workers, progress, labels, lead=len(days) or 1)
+    return [_merge_rows(parts) for parts in stream]
 
 
 def score_day_chunked(
@@ -1330,7 +1527,7 @@ def score_day_chunked(
     dates: Any,
     t: int,
     config: ScoringConfig | None = None,
-    chunk_rows: int = 4096,
+    chunk_rows: int = _CHUNK_ROWS,
     workers: int | None = None,
     labels: bool = True,
 ) -> ScoreResult:

@@ -199,3 +199,84 @@ def test_several_rows_of_one_series_day_are_summed_and_noted(tmp_path: Path) -> 
         "1 row(s) repeated a series and date (several meters per resource-day): their costs were summed into "
         "one series-day"
     ]
+
+
+def test_csv_sink_writes_the_bytes_of_one_write_csv_whatever_the_slicing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    monkeypatch.setattr(scoring_io, "_SLICE_ROWS", 3)  # many slices in flight
+    rng = np.random.default_rng(4)
+    tables = [
+        pa.table(
+            {"id": pa.array([f"s{i}" for i in range(n)], pa.string()), "x": pa.array(np.round(rng.normal(size=n), 4))}
+        )
+        for n in (0, 7, 0, 1, 12)
+    ]
+    with open(tmp_path / "sliced.csv", "wb") as out:
+        sink = scoring_io._CsvSink(out, threads=3)
+        for table in tables:
+            sink.put(table)
+        sink.close()
+    pacsv.write_csv(pa.concat_tables(tables), tmp_path / "whole.csv")
+    assert (tmp_path / "sliced.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+def test_backtest_scored_in_many_row_blocks_writes_the_same_file(
+    cost_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functools import partial
+
+    from shared.costs.scoring import score_days_stream
+
+    backtest_csv(cost_file, 12, tmp_path / "one_block.csv")
+    monkeypatch.setattr(scoring_io, "score_days_stream", partial(score_days_stream, chunk_rows=1, workers=2))
+    monkeypatch.setattr(scoring_io, "_SLICE_ROWS", 5)
+    backtest_csv(cost_file, 12, tmp_path / "blocks.csv")
+    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "one_block.csv").read_bytes()
+
+
+def test_replayed_days_without_any_series_write_no_rows_and_the_header_comes_first(tmp_path: Path) -> None:
+    source = write_costs(
+        tmp_path / "c.csv", daily_rows("gone", steady(5.0, days=10)) + [("late", str(START + 20), "1")]
+    )
+    out = tmp_path / "o.csv"
+    # the last 5 dates: only "late" exists, on the last one; before that nobody
+    assert backtest_csv(source, 5, out) == 1
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith('"series_id","date","cost"') and lines[1].startswith('"late"')
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([True, False, True] * 5),
+        np.array([1.5, np.nan, -0.0, 2e-4]),
+        np.arange(9, dtype=np.int8),
+        np.arange(3, dtype=np.int64),
+        np.arange(6, dtype=np.int32)[::2],
+    ],
+)
+def test_arrow_columns_from_numpy_buffers_are_what_pa_array_makes(values: np.ndarray) -> None:
+    import pyarrow as pa
+
+    made = scoring_io._arrow_of(values)
+    assert made.equals(pa.array(values, from_pandas=True))  # NaN is a null, like pandas' missing value
+
+
+def test_a_score_run_never_imports_pandas(cost_file: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # pa.array / to_numpy import pandas on first use: a fifth of a second of every CLI run
+    code = (
+        "import sys\nfrom shared.costs.scoring_io import score_csv, backtest_csv\n"
+        f"score_csv({str(cost_file)!r}, {str(tmp_path / 's.csv')!r})\n"
+        f"backtest_csv({str(cost_file)!r}, 3, {str(tmp_path / 'b.csv')!r})\n"
+        "print('pandas' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
