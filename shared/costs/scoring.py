@@ -549,7 +549,20 @@ class _WeeklyState:
     zero_weekday: BoolArray  # (n, 7) weekday mostly zero
     sigma: FloatArray  # (n,) noise of the series (log scale)
     sigma_weekday: FloatArray  # (n, 7) the band's noise unit on each weekday
-    tail_ratio: FloatArray  # (n,) mean of the ``tail_days`` largest weekly worst residuals over the quartile scale
+    worst: FloatArray  # (n, weeks) each week's worst residual of the noise window (NaN: a week without one)
+    tail_scale: FloatArray  # (n,) the upper-quartile scale, floored like the noise (NaN: too few residuals)
+    tail_days: int
+
+    def tail_ratio(self, rows: npt.NDArray[np.intp]) -> FloatArray:
+        """Of ``rows``: the mean of the ``tail_days`` largest weekly worst residuals over the quartile scale (0
+        with too few residuals). Asked for the few rows with a lone day above the band only."""
+        k, worst = self.tail_days, self.worst[rows]
+        width = worst.shape[1]
+        largest = np.partition(np.nan_to_num(worst, nan=-np.inf), width - k, axis=1)[:, width - k :]
+        tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
+        scale = self.tail_scale[rows]
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isnan(scale), 0.0, tail_residual / scale)
 
 
 def _weekly_state(
@@ -635,16 +648,12 @@ def _weekly_state(
     # the worst day of each week: a cluster of large residuals (a step the centred median straddles, one
     # odd week) is one piece of evidence, not three
     worst = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
-    tail_res = np.where(np.isneginf(worst), np.nan, worst)  # a week without a residual: none
-    width = tail_res.shape[1]
-    largest = np.partition(np.nan_to_num(tail_res, nan=-np.inf), width - k, axis=1)[:, width - k :]
-    tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
+    worst = np.where(np.isneginf(worst), np.nan, worst)  # a week without a residual: none
     # (the scale floored like the noise: a series quieter than the floor is judged on the floor's band)
-    with np.errstate(invalid="ignore"):
-        tail_ratio = np.where(count >= 4 * k, tail_residual / np.fmax(quartile, cfg.noise_floor), 0.0)
+    tail_scale = np.where(count >= 4 * k, np.fmax(quartile, cfg.noise_floor), np.nan)
     return _WeeklyState(
         profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday,
-        tail_ratio=tail_ratio,
+        worst=worst, tail_scale=tail_scale, tail_days=k,
     )  # fmt: skip
 
 
@@ -819,9 +828,11 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
     run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
     run = np.where(trailing_down >= cfg.shift_confirm_days, trailing_down, run)
-    in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run)[:, None]
-    run_level = _median_of_week(np.where(in_run, recent, np.nan))[0]
-    level = np.where(run > 0, run_level, base)
+    level = base.copy()
+    runs = np.flatnonzero(run)  # a run's level: the median of its days (a few rows a day)
+    if runs.size:
+        in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run[runs])[:, None]
+        level[runs] = _median_of_week(np.where(in_run, recent[runs], np.nan))[0]
     out = _Level(
         base=base, level=level, long_level=long_level, shifted=trailing_up >= cfg.shift_confirm_days, above=above,
         yesterday=recent[:, -1], day_before=recent[:, -2], run=run,
@@ -1141,19 +1152,20 @@ def _decide(
     # heavy tails: a lone day above the band (yesterday inside it) must clear a wider band
     single_day = is_up & ~lv.above[:, -1] & (cfg.single_day_factor > 1.0)
     if single_day.any():
-        zero_today, p_today = d.zero_weekday[:, 0], d.profile[:, 0]
-        band_today = cfg.z_threshold * d.sigma_today
+        # the lone days only (a few rows a day)
+        rows = np.flatnonzero(single_day)
+        zero_today, p_today = d.zero_weekday[rows, 0], d.profile[rows, 0]
+        band_today = cfg.z_threshold * d.sigma_today[rows]
         factor = np.clip(
-            1.0 + cfg.single_day_slope * (d.state.tail_ratio - cfg.single_day_knee), 1.0, cfg.single_day_factor
+            1.0 + cfg.single_day_slope * (d.state.tail_ratio(rows) - cfg.single_day_knee), 1.0, cfg.single_day_factor
         )
         single_band = band_today * factor
         if cfg.single_day_cap > 0:
             single_band = np.fmin(single_band, band_today + cfg.single_day_cap)
         with np.errstate(over="ignore", invalid="ignore"):
-            single_upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + single_band)
-        is_up &= ~(
-            single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + b.recurring * (1.0 + cfg.recurring_tolerance))
-        )
+            single_upper = np.exp(lv.level[rows] + np.where(zero_today, 0.0, p_today) + single_band)
+        slack = b.recurring[rows] * (1.0 + cfg.recurring_tolerance)
+        is_up[rows] &= cost[rows] > np.nan_to_num(single_upper, nan=0.0) + slack
         is_up &= ~_ordinary_excursion(p, cost, days, d, lv, b, single_day & is_up, cfg)
     is_down = scored & (cost < b.lower)
     confirmed, bound, reference = _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
