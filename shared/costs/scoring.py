@@ -582,8 +582,8 @@ def _weekly_state(
     slot_weekday = weekday(prof_cols[:7])
     deviation = (_span(log_cost, prof_cols) - _span(centred, prof_cols)).reshape(n, weeks, 7)
     raw_slot, slot_count = nanmedian_count(np.moveaxis(deviation, 1, -1))
-    zero_slot = _span(p.zero, prof_cols).reshape(n, weeks, 7).sum(axis=1)
-    present_slot = _span(p.present, prof_cols).reshape(n, weeks, 7).sum(axis=1)
+    zero_slot = _count_by_weekday(_span(p.zero, prof_cols), weeks)
+    present_slot = _count_by_weekday(_span(p.present, prof_cols), weeks)
     raw_slot = np.where(slot_count >= 2, raw_slot, 0.0)
 
     # -- noise: residuals of the de-seasonalised log cost around its centred median
@@ -655,6 +655,16 @@ def _weekly_state(
         profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday,
         worst=worst, tail_scale=tail_scale, tail_days=k,
     )  # fmt: skip
+
+
+def _count_by_weekday(mask: BoolArray, weeks: int) -> npt.NDArray[np.intp]:
+    """(n, 7) counts of True over the ``weeks`` weeks of an (n, 7 * weeks) mask: week planes added (a sum over
+    a middle axis of bools costs several times more)."""
+    planes = mask.reshape(mask.shape[0], weeks, 7)
+    out = planes[:, 0, :].astype(np.intp)
+    for w in range(1, weeks):
+        out += planes[:, w, :]
+    return out
 
 
 def _month_pairs(day0: np.datetime64, first: int, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -982,13 +992,17 @@ def _drift(
     drift_growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
     for span, span_growth, shaped in parts:
+        # the rows with a drift's shape today only (a few)
+        shaped_rows = np.flatnonzero(shaped[:, 0])
+        start = p.trailing7[shaped_rows, lt - span]
+        today_growth = span_growth[shaped_rows, 0]
         with np.errstate(invalid="ignore"):
-            ok = shaped[:, 0] & (span_growth[:, 0] >= threshold * d.sigma)
-            ok &= p.log_cost[:, lt] - p_today >= p.trailing7[:, lt - span] + span_growth[:, 0] / 2
-        first = ok & np.isnan(drift_growth)
-        drift_growth = np.where(first, span_growth[:, 0], drift_growth)
-        drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
-        holds_today |= ok
+            ok = today_growth >= threshold * d.sigma[shaped_rows]
+            ok &= p.log_cost[shaped_rows, lt] - p_today[shaped_rows] >= start + today_growth / 2
+        first = ok & np.isnan(drift_growth[shaped_rows])
+        drift_growth[shaped_rows[first]] = today_growth[first]
+        drift_base[shaped_rows[first]] = start[first]
+        holds_today[shaped_rows[ok]] = True
     # the quiet days before, for the rows holding today only: each day as it was judged on that day - past
     # the noise of its own week (today's noise would re-judge the past: a day that did not hold then could
     # silence today) and, itself, well above where the growth started (a day that failed it reported nothing)
@@ -1008,18 +1022,22 @@ def _drift(
                 ok &= day_dev >= p.trailing7[rows][:, cols - span] + past_growth / 2
             held |= ok
         is_drift[rows] = ~held.any(axis=1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        # today itself must sit well above where the growth started
-        is_drift &= p.log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(drift_growth, nan=np.inf) / 2
-        drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + b.recurring
-        drift_excess = np.nan_to_num((np.exp(p.trailing7[:, lt]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
-    return _Drift(
-        holds=is_drift,
-        expected=drift_expected,
-        excess=drift_excess,
-        pct=np.nan_to_num(100.0 * np.expm1(drift_growth), nan=0.0),
-        growth=np.nan_to_num(drift_growth, nan=0.0),
-    )
+    # the figures of the rows holding today (elsewhere: no drift, nothing over its baseline)
+    drift_expected = b.recurring.copy()
+    drift_excess, drift_pct, drift_growth_out = np.zeros(n), np.zeros(n), np.zeros(n)
+    held_rows = np.flatnonzero(holds_today)
+    if held_rows.size:
+        base, growth_rows, p_held = drift_base[held_rows], drift_growth[held_rows], p_today[held_rows]
+        with np.errstate(over="ignore", invalid="ignore"):
+            # today itself must sit well above where the growth started
+            is_drift[held_rows] &= p.log_cost[held_rows, lt] - p_held >= base + growth_rows / 2
+            drift_expected[held_rows] = np.nan_to_num(np.exp(base + p_held), nan=0.0) + b.recurring[held_rows]
+            drift_excess[held_rows] = np.nan_to_num(
+                (np.exp(p.trailing7[held_rows, lt]) - np.exp(base)) * np.exp(p_held), nan=0.0
+            )
+        drift_pct[held_rows] = np.nan_to_num(100.0 * np.expm1(growth_rows), nan=0.0)
+        drift_growth_out[held_rows] = np.nan_to_num(growth_rows, nan=0.0)
+    return _Drift(holds=is_drift, expected=drift_expected, excess=drift_excess, pct=drift_pct, growth=drift_growth_out)
 
 
 @dataclass(frozen=True)
