@@ -364,12 +364,11 @@ def _nanmedian_planes(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDA
     min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap. Bit
     for bit the values of :func:`nanmedian_count`'s sort and :func:`_quantile_of_sorted`."""
     width = len(planes)
-    count = np.zeros(planes[0].shape, dtype=np.intp)
+    count = np.full(planes[0].shape, width, dtype=np.intp)
     v = []
     for plane in planes:
-        missing = np.isnan(plane)
-        count += ~missing
-        v.append(np.where(missing, np.inf, plane))  # NaN sorts last
+        count -= np.isnan(plane)
+        v.append(np.fmin(plane, np.inf))  # NaN sorts last
     spare = np.empty_like(v[0])
     for i, j, low, high in _median_network(width):
         if low and high:
@@ -647,8 +646,11 @@ def _weekly_state(
     k = max(cfg.tail_days, 1)
     # the worst day of each week: a cluster of large residuals (a step the centred median straddles, one
     # odd week) is one piece of evidence, not three
-    worst = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
-    worst = np.where(np.isneginf(worst), np.nan, worst)  # a week without a residual: none
+    # (NaN ignored, NaN for a week without a residual; day planes: a max over short rows costs more)
+    by_day = tail_res.reshape(n, noise_weeks, 7)
+    worst = by_day[:, :, 0].copy()
+    for j in range(1, 7):
+        np.fmax(worst, by_day[:, :, j], out=worst)
     # (the scale floored like the noise: a series quieter than the floor is judged on the floor's band)
     tail_scale = np.where(count >= 4 * k, np.fmax(quartile, cfg.noise_floor), np.nan)
     return _WeeklyState(
@@ -816,7 +818,9 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     or more outside its band is a new level (one day above is a spike or a charge)."""
     lt = d.lt
     recent_cols = np.arange(lt - cfg.level_days, lt)
-    recent = p.log_cost[:, recent_cols] - d.profile[:, (recent_cols - lt) % 7]
+    # (a week back: the profile rolled to today is in the days' order already)
+    shape = d.profile if cfg.level_days == 7 else d.profile[:, (recent_cols - lt) % 7]
+    recent = _span(p.log_cost, recent_cols) - shape
     base, base_count = _median_of_week(recent)
     # the level of the last weeks: median of the weekly medians (whole weeks need no de-seasonalising)
     long_level, long_count = nanmedian_count(p.trailing7[:, lt - 1 - 7 * np.arange(cfg.long_level_days // 7)])
@@ -834,8 +838,7 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
             # not alert on is no new level yet)
             unit = d.state.sigma_weekday[:, (d.today + recent_cols - lt) % 7]
             run_up = recent > base[:, None] + cfg.confirm_z * unit
-    trailing_up = np.sum(np.cumprod(run_up[:, ::-1], axis=1), axis=1)
-    trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
+    trailing_up, trailing_down = _trailing_run(run_up), _trailing_run(below)
     run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
     run = np.where(trailing_down >= cfg.shift_confirm_days, trailing_down, run)
     level = base.copy()
@@ -849,6 +852,17 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     )  # fmt: skip
     _post_event_guard(out, recent, run, cfg)
     return out
+
+
+def _trailing_run(mask: BoolArray) -> npt.NDArray[np.intp]:
+    """Length of the run of True ending at the last column of each row (a column at a time: a cumulative
+    product over short rows costs more)."""
+    alive = mask[:, -1].copy()
+    run = alive.astype(np.intp)
+    for j in range(mask.shape[1] - 2, -1, -1):
+        alive &= mask[:, j]
+        run += alive
+    return run
 
 
 def _post_event_guard(lv: _Level, recent: FloatArray, run: npt.NDArray[np.intp], cfg: ScoringConfig) -> None:
