@@ -1087,41 +1087,53 @@ def _two_days_up(
     candidates = candidates & (lv.run <= cfg.confirm_max_run) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
     if not candidates.any():
         return out, bound, reference
-    ref = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
+    ref_all = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
+    sigma_yesterday_all = d.state.sigma_weekday[:, (d.today - 1) % 7]
+    # both rules need yesterday high: the rows where it was (a few a day) are judged, the others cannot confirm
+    with np.errstate(divide="ignore", invalid="ignore"):
+        high = lv.yesterday > ref_all + k * sigma_yesterday_all
+        if cfg.run_mean_z > 0:
+            high |= np.nan_to_num((lv.yesterday - ref_all) / sigma_yesterday_all, nan=-np.inf) > cfg.run_floor_z
+    rows = np.flatnonzero(candidates & high)
+    if not rows.size:
+        return out, bound, reference
+    ref, sigma_yesterday, yesterday = ref_all[rows], sigma_yesterday_all[rows], lv.yesterday[rows]
+    zero_today, p_today, sigma_today = d.zero_weekday[rows, 0], d.profile[rows, 0], d.sigma_today[rows]
+    recurring, today_cost = b.recurring[rows], cost[rows]
     with np.errstate(over="ignore", invalid="ignore"):
-        reference = np.exp(ref + np.where(d.zero_weekday[:, 0], 0.0, d.profile[:, 0])) + b.recurring
-    sigma_yesterday = d.state.sigma_weekday[:, (d.today - 1) % 7]
-    last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
+        reference[rows] = np.exp(ref + np.where(zero_today, 0.0, p_today)) + recurring
+    last_week = p.log_cost[rows, d.lt - 7] - p.centred[rows, d.lt - 7]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        today_floor = ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + k * d.sigma_today
-        bound = np.exp(today_floor) + b.recurring * (1.0 + cfg.recurring_tolerance)
-        out = candidates & (lv.yesterday > ref + k * sigma_yesterday) & (cost > bound)
+        today_floor = ref + np.fmax(p_today, np.nan_to_num(last_week, nan=-9.0)) + k * sigma_today
+        row_bound = np.exp(today_floor) + recurring * (1.0 + cfg.recurring_tolerance)
+        row_out = (yesterday > ref + k * sigma_yesterday) & (today_cost > row_bound)
         # a day well under the day before it is that day's recovery (a spike's, a charge's), not a new level:
         # yesterday more than ``z_threshold`` of today's units above today confirms nothing
-        today_over = np.log(np.fmax(cost - b.recurring * (1.0 + cfg.recurring_tolerance), 1e-9)) - (
-            ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0))
+        today_over = np.log(np.fmax(today_cost - recurring * (1.0 + cfg.recurring_tolerance), 1e-9)) - (
+            ref + np.fmax(p_today, np.nan_to_num(last_week, nan=-9.0))
         )
-        out &= ~(lv.yesterday - ref > today_over + cfg.z_threshold * d.sigma_today)
+        row_out &= ~(yesterday - ref > today_over + cfg.z_threshold * sigma_today)
     if cfg.run_mean_z > 0:
         # three days: each past the floor, on average past ``run_mean_z`` units
-        sigma_before = d.state.sigma_weekday[:, (d.today - 2) % 7]
+        sigma_before = d.state.sigma_weekday[rows, (d.today - 2) % 7]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             z = np.stack(
                 [
-                    (lv.day_before - ref) / sigma_before,
-                    (lv.yesterday - ref) / sigma_yesterday,
-                    today_over / d.sigma_today,
+                    (lv.day_before[rows] - ref) / sigma_before,
+                    (yesterday - ref) / sigma_yesterday,
+                    today_over / sigma_today,
                 ]
             )
             z = np.nan_to_num(z, nan=-np.inf)
-            three = candidates & ~out & np.all(z > cfg.run_floor_z, axis=0) & (np.mean(z, axis=0) > cfg.run_mean_z)
+            three = ~row_out & np.all(z > cfg.run_floor_z, axis=0) & (np.mean(z, axis=0) > cfg.run_mean_z)
         if three.any():
             with np.errstate(over="ignore", invalid="ignore"):
                 floor = np.exp(
-                    ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + cfg.run_floor_z * d.sigma_today
+                    ref + np.fmax(p_today, np.nan_to_num(last_week, nan=-9.0)) + cfg.run_floor_z * sigma_today
                 )
-            bound = np.where(three, floor + b.recurring * (1.0 + cfg.recurring_tolerance), bound)
-            out |= three
+            row_bound = np.where(three, floor + recurring * (1.0 + cfg.recurring_tolerance), row_bound)
+            row_out |= three
+    out[rows], bound[rows] = row_out, row_bound
     return out, bound, reference
 
 
