@@ -677,14 +677,16 @@ def _month_pairs(day0: np.datetime64, first: int, width: int) -> tuple[npt.NDArr
 
 @functools.lru_cache(maxsize=64)
 def _month_pairs_from(start: dt.date, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    earlier, later = [], []
-    for k in range(width):
-        day = start + dt.timedelta(days=k)
-        back = _same_day_previous_months(np.datetime64(day, "D"), 1)[0]
-        if k - back >= 0:
-            earlier.append(k - back)
-            later.append(k)
-    pairs = np.asarray(earlier, dtype=np.intp), np.asarray(later, dtype=np.intp)
+    # every day's same day of the previous month (clamped to that month's last day), as calendar arithmetic on
+    # arrays: this runs for a new window every scored day
+    day = np.datetime64(start, "D") + np.arange(width)
+    month = day.astype("datetime64[M]")
+    day_of_month = (day - month.astype("datetime64[D]")).astype(np.int64)  # 0-based
+    previous = (month - 1).astype("datetime64[D]")
+    previous_length = (month.astype("datetime64[D]") - previous).astype(np.int64)
+    back = (day - (previous + np.minimum(day_of_month, previous_length - 1))).astype(np.int64)
+    later = np.flatnonzero(np.arange(width) - back >= 0)
+    pairs = (later - back[later]).astype(np.intp), later.astype(np.intp)
     for array in pairs:
         array.flags.writeable = False  # cached: shared by every call
     return pairs
@@ -883,7 +885,7 @@ def _intermittent(p: _Prepared, d: _Day, lv: _Level, intermittent: BoolArray, cf
     with no weekly profile and no level shifts."""
     if not intermittent.any():
         return
-    used = p.log_cost[intermittent][:, _cols(p, d.t - cfg.noise_days, d.t)]
+    used = p.log_cost[intermittent, _cols(p, d.t - cfg.noise_days, d.t)]
     used_level, used_count = nanmedian_count(used)
     _, i_sigma, i_count = _robust_scale(np.abs(used - used_level[:, None]), cfg.tail_quantile, cfg.max_tail_ratio)
     i_sigma = np.fmax(_shrink(i_sigma, i_count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
