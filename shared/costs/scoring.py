@@ -56,6 +56,7 @@ replayed day; the result is identical to scoring each day alone (:func:`score_da
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -440,6 +441,9 @@ class _Prepared:
     zero_count: npt.NDArray[np.int64]  # zero days before the column (cumulative)
     centred: FloatArray  # median of log cost over the 7 days centred on the column
     trailing7: FloatArray  # median of log cost over the 7 days ending on the column (a whole week)
+    # a backtest's level of the last weeks (:func:`_long_levels`) for absolute columns from ``long_first`` on
+    long_levels: FloatArray | None = None
+    long_first: int = 0
 
 
 # the first local column (with the prepared window starting _REACH_DAYS before the first scored day) that
@@ -824,9 +828,10 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     shape = d.profile if cfg.level_days == 7 else d.profile[:, (recent_cols - lt) % 7]
     recent = _span(p.log_cost, recent_cols) - shape
     base, base_count = _median_of_week(recent)
-    # the level of the last weeks: median of the weekly medians (whole weeks need no de-seasonalising)
-    long_level, long_count = nanmedian_count(p.trailing7[:, lt - 1 - 7 * np.arange(cfg.long_level_days // 7)])
-    long_level = np.where(long_count >= 2, long_level, np.nan)
+    if p.long_levels is not None and p.long_first <= d.t < p.long_first + p.long_levels.shape[1]:
+        long_level = p.long_levels[:, d.t - p.long_first].copy()  # (stages below change it in place)
+    else:
+        long_level = _long_levels(p, d.t, d.t, cfg)[:, 0]
     base = np.where(base_count >= 3, base, long_level)
     band = cfg.z_threshold * d.sigma
     with np.errstate(invalid="ignore"):
@@ -865,6 +870,21 @@ def _trailing_run(mask: BoolArray) -> npt.NDArray[np.intp]:
         alive &= mask[:, j]
         run += alive
     return run
+
+
+def _long_levels(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> FloatArray:
+    """The level of the last weeks of each series on absolute columns [first, last]: the median of the weekly
+    medians ending the days before, a week apart (whole weeks need no de-seasonalising); NaN with fewer than
+    two. (n, last - first + 1): a backtest computes them for all its days at once."""
+    lo, hi = first - p.offset, last - p.offset + 1
+    planes = [p.trailing7[:, lo - 1 - 7 * j : hi - 1 - 7 * j] for j in range(cfg.long_level_days // 7)]
+    if not planes:
+        return np.full((p.trailing7.shape[0], hi - lo), np.nan)
+    if 2 <= len(planes) <= 8:
+        level, count = _nanmedian_planes(planes)
+    else:  # no sorting network: a sort (bit for bit the same figures)
+        level, count = nanmedian_count(np.stack(planes, axis=-1))
+    return np.where(count >= 2, level, np.nan)
 
 
 def _post_event_guard(lv: _Level, recent: FloatArray, run: npt.NDArray[np.intp], cfg: ScoringConfig) -> None:
@@ -1431,6 +1451,9 @@ def _iter_days(
     states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
     # the drift test's growth figures, for every replayed day and the quiet days before the first
     growth = _growth_in_tiles(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
+    prepared = dataclasses.replace(
+        prepared, long_levels=_long_levels(prepared, min(days), max(days), cfg), long_first=min(days)
+    )
     for t in days:
         yield _score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels)
 
@@ -1460,6 +1483,7 @@ def _row_range(p: _Prepared, start: int, stop: int) -> _Prepared:
         offset=p.offset, log_cost=p.log_cost[start:stop], zero=p.zero[start:stop], present=p.present[start:stop],
         present_count=p.present_count[start:stop], zero_count=p.zero_count[start:stop],
         centred=p.centred[start:stop], trailing7=p.trailing7[start:stop],
+        long_levels=None if p.long_levels is None else p.long_levels[start:stop], long_first=p.long_first,
     )  # fmt: skip
 
 
