@@ -555,6 +555,7 @@ class _WeeklyState:
     worst: FloatArray  # (n, weeks) each week's worst residual of the noise window (NaN: a week without one)
     tail_scale: FloatArray  # (n,) the upper-quartile scale, floored like the noise (NaN: too few residuals)
     tail_days: int
+    seasonal: BoolArray  # (n,) a weekly pattern is used: a weekday profile or a zero weekday
 
     def tail_ratio(self, rows: npt.NDArray[np.intp]) -> FloatArray:
         """Of ``rows``: the mean of the ``tail_days`` largest weekly worst residuals over the quartile scale (0
@@ -660,6 +661,7 @@ def _weekly_state(
     return _WeeklyState(
         profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday,
         worst=worst, tail_scale=tail_scale, tail_days=k,
+        seasonal=np.any(profile != 0.0, axis=1) | np.any(zero_weekday, axis=1),
     )  # fmt: skip
 
 
@@ -769,6 +771,7 @@ class _Day:
     zero_weekday: BoolArray
     sigma: FloatArray  # the series's noise (log scale)
     sigma_today: FloatArray  # the band's noise unit today
+    seasonal: BoolArray  # a weekly pattern is used today
 
 
 def _state_of(
@@ -792,7 +795,7 @@ def _day(
     return _Day(
         n=p.log_cost.shape[0], t=t, lt=t - p.offset, today=today, state=state,
         profile=state.profile[:, roll], zero_weekday=state.zero_weekday[:, roll],
-        sigma=state.sigma.copy(), sigma_today=state.sigma_weekday[:, today].copy(),
+        sigma=state.sigma.copy(), sigma_today=state.sigma_weekday[:, today].copy(), seasonal=state.seasonal.copy(),
     )  # fmt: skip
 
 
@@ -892,11 +895,19 @@ def _post_event_guard(lv: _Level, recent: FloatArray, run: npt.NDArray[np.intp],
     a noisy new level does not alert again on its next high day, a spike's recovery is normal."""
     if not cfg.post_event_guard:
         return
-    first_above = np.argmax(lv.above, axis=1)
-    post = (run == 0) & lv.above.any(axis=1) & (cfg.level_days - first_above >= cfg.shift_confirm_days)
+    # a first day above at least ``shift_confirm_days`` back (column by column: reductions over rows of 7 run
+    # one short numpy loop a row)
+    last = min(cfg.level_days - cfg.shift_confirm_days, cfg.level_days - 1)
+    if last < 0:
+        return
+    early = lv.above[:, 0].copy()
+    for j in range(1, last + 1):
+        early |= lv.above[:, j]
+    post = (run == 0) & early
     if post.any():
         rows = np.flatnonzero(post)
-        since = np.arange(cfg.level_days)[None, :] >= first_above[rows][:, None]
+        first_above = np.argmax(lv.above[rows], axis=1)
+        since = np.arange(cfg.level_days)[None, :] >= first_above[:, None]
         lv.level[rows] = np.fmax(lv.base[rows], _median_of_week(np.where(since, recent[rows], np.nan))[0])
 
 
@@ -915,6 +926,7 @@ def _intermittent(p: _Prepared, d: _Day, lv: _Level, intermittent: BoolArray, cf
     d.sigma_today[intermittent] = i_sigma * cfg.prediction_inflation
     d.profile[intermittent] = 0.0
     d.zero_weekday[intermittent] = False
+    d.seasonal[intermittent] = False
     lv.shifted[intermittent] = False
 
 
@@ -1359,7 +1371,7 @@ def _result(
     severity = anomaly.astype(np.int8)  # SEVERITIES
     severity[anomaly & (excess_hour > cfg.critical_usd_per_hour)] = 2
 
-    seasonality = (np.any(d.profile != 0.0, axis=1) | np.any(d.zero_weekday, axis=1)).astype(np.int8)
+    seasonality = d.seasonal.astype(np.int8)
 
     def unscored(values: FloatArray) -> FloatArray:
         return np.where(scored, values, np.nan)
