@@ -1463,11 +1463,20 @@ def _iter_days(
     states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
     # the drift test's growth figures, for every replayed day and the quiet days before the first
     growth = _growth_in_tiles(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
-    prepared = dataclasses.replace(
-        prepared, long_levels=_long_levels(prepared, min(days), max(days), cfg), long_first=min(days)
-    )
+    # the last weeks' levels too, a tile of rows at a time (a pass over all rows at once held ~100 MB of
+    # temporaries a block)
+    n = prepared.log_cost.shape[0]
+    long_levels = np.empty((n, max(days) - min(days) + 1))
+    for lo in range(0, n, _GROWTH_TILE_ROWS):
+        tile = _row_range(prepared, lo, lo + _GROWTH_TILE_ROWS)
+        long_levels[lo : lo + _GROWTH_TILE_ROWS] = _long_levels(tile, min(days), max(days), cfg)
+    prepared = dataclasses.replace(prepared, long_levels=long_levels, long_first=min(days))
     for t in days:
         yield _score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels)
+        # weeks the next days do not read (their quiet days reach back ``drift_quiet_days`` and a week) go: the
+        # memory of a long backtest stays that of a few weeks (a week asked for again is computed again)
+        for anchor in [a for a in states if a < t - cfg.drift_quiet_days - 7]:
+            del states[anchor]
 
 
 _GROWTH_TILE_ROWS = 1_000  # the growth figures' full-width temporaries of 1,000 rows (2 MB) stay in the cache
