@@ -224,22 +224,6 @@ class ScoreResult:
     seasonality: npt.NDArray[np.str_]
     noise: FloatArray
 
-    def to_frame(self, series_ids: Any = None) -> Any:
-        """Long pandas DataFrame, one row per series and scored day (series absent that day included)."""
-        import pandas as pd
-
-        columns = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "dates"}
-        shape = self.cost.shape
-        n_series = shape[0]
-        ids = np.arange(n_series) if series_ids is None else np.asarray(series_ids)
-        if len(shape) == 1:
-            data = {"series_id": ids, "date": np.repeat(self.dates[-1:], n_series)}
-            data.update(columns)
-        else:
-            data = {"series_id": np.repeat(ids, shape[1]), "date": np.tile(self.dates, n_series)}
-            data.update({k: v.reshape(-1) for k, v in columns.items()})
-        return pd.DataFrame(data)
-
 
 def nanmedian(values: FloatArray, axis: int = -1) -> FloatArray:
     """Median ignoring NaN along ``axis`` (all-NaN gives NaN); a sort, much faster than ``np.nanmedian``."""
