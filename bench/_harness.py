@@ -105,16 +105,23 @@ class RoundTrips:
         return sum(n for k, n in self.counts.items() if k not in without)
 
 
-def count_round_trips() -> RoundTrips:
-    """Install the counting hook (once per process) and return its counter."""
+def count_round_trips(latency_ms: float = 0.0) -> RoundTrips:
+    """Install the counting hook (once per process) and return its counter.
+
+    `latency_ms` > 0: every storage request also waits that long once answered, off the GIL and off
+    the CPU, as a request to Azure Storage waits on the network (Azurite on loopback answers in about
+    a millisecond). The wait counts as part of the request's time."""
     from azure.core.pipeline.transport import RequestsTransport
 
     trips = RoundTrips()
     original = RequestsTransport.send
+    wait = max(0.0, latency_ms) / 1000.0
 
     def send(self: Any, request: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         response = original(self, request, **kwargs)
+        if wait:
+            time.sleep(wait)
         took = time.perf_counter() - started
         try:
             trips.add(_classify(request, response), took)
@@ -216,9 +223,21 @@ def add_side_by_side_args(parser: Any, budget: float) -> None:
     parser.add_argument("--workers", default="8,32", help="comma-separated worker counts")
     parser.add_argument("--budget", type=float, default=budget, help="give up a run after this many seconds")
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="commit measured as the baseline")
+    parser.add_argument(
+        "--storage-latency-ms",
+        type=float,
+        default=0.0,
+        help="wait this long after every storage request, in both implementations alike: the network latency of "
+        f"Azure Storage (e.g. {AZURE_LATENCY_MS:g}), which Azurite on loopback does not have (default 0)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl-root", help=argparse.SUPPRESS)
     parser.add_argument("--conn", help=argparse.SUPPRESS)
+
+
+def latency_args(args: Any) -> list[str]:
+    """The child-run arguments that carry `--storage-latency-ms` (none at its default)."""
+    return ["--storage-latency-ms", f"{args.storage_latency_ms:g}"] if args.storage_latency_ms else []
 
 
 def ops_by_kind_table(done: list[tuple[str, dict[str, Any]]], units: str) -> str:

@@ -50,6 +50,7 @@ from bench._harness import (
     baseline_tree,
     count_round_trips,
     group_cpu_seconds,
+    latency_args,
     ops_by_kind_table,
     projection_table,
     run_child,
@@ -331,7 +332,7 @@ def child(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.CRITICAL)
     for noisy in ("werkzeug", "shared", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    trips = count_round_trips()
+    trips = count_round_trips(args.storage_latency_ms)
     FAULTS["on"] = not args.no_faults
 
     from shared.adapters.storage import StateStore
@@ -469,6 +470,7 @@ def child(args: argparse.Namespace) -> int:
     result = {
         "alerts": args.alerts,
         "workers": args.workers,
+        "storage_latency_ms": args.storage_latency_ms,
         "seconds": seconds,
         "enqueue_seconds": enqueued - started,
         "first_pass_seconds": first_pass[0] - started,
@@ -564,11 +566,59 @@ def _time_row(name: str, r: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+FLOOR_HEADER = (
+    "workers",
+    "before: worker ms/alert",
+    "peers (any design)",
+    "claim, completion, delete at the added latency",
+    "floor",
+    "largest possible ratio",
+    "today's ratio",
+)
+
+
+def _floor_rows(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...]]:
+    """With network latency added to every storage request (`--storage-latency-ms` L), a lower bound
+    of the worker time per alert of ANY exactly-once delivery: today's waits on the fake peers (the
+    same fault plan answers every design), plus three storage requests one after the other at L
+    alone (a claim written before the post, a completion after it, the host's delete of the message;
+    an alert's channels in parallel, so one channel counted): no CPU, no queueing, no storm or rate
+    writes, no retry costs. Before's worker time over that floor caps the ratio any implementation
+    could reach at this worker count from waiting alone; where before's time is mostly waiting for
+    CPU (32 workers on 2 cores), the cap is loose and CPU is the bound."""
+    rows = []
+    for workers in sorted({r["workers"] for _, r in done}):
+        before = next((r for name, r in done if name.startswith("before") and r["workers"] == workers), None)
+        today = next((r for name, r in done if name == "today" and r["workers"] == workers), None)
+        if before is None or today is None or "handle_seconds" not in before or "handle_seconds" not in today:
+            continue
+        peers_ms = sum(today["peer_seconds"].values()) * 1000 / today["alerts"]
+        floor_ms = peers_ms + 3 * today.get("storage_latency_ms", 0.0)
+
+        def worker_ms(r: dict[str, Any]) -> float:
+            return float((r["seconds"] - r["enqueue_seconds"]) * r["workers"] * 1000 / r["alerts"])
+
+        rows.append(
+            (
+                workers,
+                f"{worker_ms(before):.0f}",
+                f"{peers_ms:.0f}",
+                f"3 x {today.get('storage_latency_ms', 0.0):g}",
+                f"{floor_ms:.0f}",
+                f"{worker_ms(before) / floor_ms:.1f}x" if floor_ms else "-",
+                f"{worker_ms(before) / worker_ms(today):.1f}x",
+            )
+        )
+    return rows
+
+
 def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int, faults: bool = True) -> bool:
     """Print the side-by-side tables (Markdown, as in docs/benchmarks.md); True if today's runs are exact."""
     control = f"storm control on (threshold {storm})" if storm else "storm control off"
     fault_text = "30% first-attempt faults" if faults else "no faults"
-    print(f"\n{n} alerts ({n // 5} with incidents), {fault_text}, {control}\n")
+    latency = next((r.get("storage_latency_ms", 0.0) for _, r in results if r is not None), 0.0)
+    wait = f", {latency:g} ms of network latency added to every storage request" if latency else ""
+    print(f"\n{n} alerts ({n // 5} with incidents), {fault_text}, {control}{wait}\n")
     header = ("implementation", "workers", "alerts/s", "storage ops/alert", "lost", "duplicated", "failed invocations")
     print(table([_row(name, r) for name, r in results], header))
     print("\nstorage operations per alert, by kind (idle polls of empty queues apart):\n")
@@ -576,6 +626,13 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
     print(ops_by_kind_table(done, "alerts"))
     print("\nwhere the time goes (ms per alert; worker time = (run - enqueue) seconds x workers):\n")
     print(table([_time_row(name, r) for name, r in done], TIME_HEADER))
+    if latency:
+        print(
+            "\nthe most any exactly-once delivery could gain over before in this run (ms of worker time per alert: "
+            "the waits on the peers, and a claim, a completion and the delete one after the other at the added "
+            "latency alone; no CPU):\n"
+        )
+        print(table(_floor_rows(done), FLOOR_HEADER))
     print(f"\nprojection to Azure Storage at {AZURE_LATENCY_MS:g} ms per operation (from the measured ops/alert):\n")
     proj, seen = [], set()
     for name, r in done:
@@ -663,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in [int(w) for w in str(args.workers).split(",")]:
             common = ["--alerts", str(n), "--workers", str(workers), "--conn", azurite.connection_string]
             common += ["--budget", str(args.budget), "--storm", str(args.storm)]
-            common += ["--peers", args.peers, "--dispatch", args.dispatch]
+            common += ["--peers", args.peers, "--dispatch", args.dispatch, *latency_args(args)]
             if args.no_faults:
                 common += ["--no-faults"]
             if args.teams_rate_scope:

@@ -39,6 +39,7 @@ from bench._harness import (
     add_side_by_side_args,
     baseline_tree,
     count_round_trips,
+    latency_args,
     ops_by_kind_table,
     projection_table,
     run_child,
@@ -125,7 +126,7 @@ def child(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.CRITICAL)
     for noisy in ("shared", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    trips = count_round_trips()
+    trips = count_round_trips(args.storage_latency_ms)
 
     from devhost.fake_arm import FakeArm
     from shared.adapters.arm import Arm
@@ -245,6 +246,7 @@ def child(args: argparse.Namespace) -> int:
             "resources": args.resources,
             "deliveries": deliveries,
             "workers": args.workers,
+            "storage_latency_ms": args.storage_latency_ms,
             "batched": batched,
             "seconds": drained - started,
             "trigger_seconds": enqueued - started,
@@ -292,7 +294,13 @@ def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
     first = done[0][1]
     print(
         f"\n{first['deliveries']:,} deliveries ({first['deliveries'] // 2:,} events x 2, shuffled), "
-        "30% first-attempt faults\n"
+        "30% first-attempt faults"
+        + (
+            f", {first['storage_latency_ms']:g} ms of network latency added to every storage request"
+            if first.get("storage_latency_ms")
+            else ""
+        )
+        + "\n"
     )
     header = (
         "implementation",
@@ -362,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for workers in [int(w) for w in str(args.workers).split(",")]:
             common = ["--resources", str(resources), "--workers", str(workers), "--conn", azurite.connection_string]
+            common += latency_args(args)
             if baseline is not None:
                 results.append((f"before ({args.baseline})", run_child(__spec__.name, baseline, common, args.budget)))
             results.append(("today", run_child(__spec__.name, ROOT, common, args.budget)))

@@ -1,0 +1,46 @@
+"""The alert benchmark's bound on what any exactly-once delivery could gain, and the latency option."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench._harness import add_side_by_side_args, latency_args
+from bench.bench_alerts import _floor_rows
+
+
+def _run(workers: int, *, seconds: float, table_ops: int, table_s: float, peers_s: float, ack_s: float) -> dict:
+    return {
+        "alerts": 100,
+        "workers": workers,
+        "seconds": seconds,
+        "enqueue_seconds": 0.5,
+        "handle_seconds": 1.0,
+        "ack_seconds": ack_s,
+        "storage_latency_ms": 10.0,
+        "peer_seconds": {"teams": peers_s},
+        "ops": {"table.insert": table_ops, "queue.put": 100, "queue.delete": 100},
+        "ops_seconds": {"table.insert": table_s, "queue.put": 9.0, "queue.delete": 9.0},
+    }
+
+
+def test_the_floor_is_the_peers_and_a_claim_a_completion_and_the_delete_at_the_added_latency():
+    # GIVEN before at 8 workers: 10.5 s run, 0.5 s enqueue -> 80 s of worker time for 100 alerts (800 ms each)
+    before = _run(8, seconds=10.5, table_ops=500, table_s=10.0, peers_s=1.0, ack_s=1.0)
+    # AND today with 10 ms added to every storage request: 2 s waiting on the peers, a 3 s run
+    today = _run(8, seconds=3.0, table_ops=120, table_s=1.8, peers_s=2.0, ack_s=1.0)
+    rows = _floor_rows([("before (c9e90f0)", before), ("today", today)])
+    # THEN per alert: peers 20 ms + 3 x 10 ms = 50 ms; 800 / 50 = 16.0x; today 800 / 200 = 4.0x
+    assert rows == [(8, "800", "20", "3 x 10", "50", "16.0x", "4.0x")]
+
+
+def test_no_floor_without_both_implementations_at_a_worker_count():
+    today = _run(32, seconds=3.0, table_ops=120, table_s=1.8, peers_s=2.0, ack_s=1.0)
+    before = _run(8, seconds=10.5, table_ops=500, table_s=10.0, peers_s=1.0, ack_s=1.0)
+    assert _floor_rows([("before (c9e90f0)", before), ("today", today)]) == []
+
+
+def test_storage_latency_reaches_child_runs_only_when_set():
+    parser = argparse.ArgumentParser()
+    add_side_by_side_args(parser, budget=60.0)
+    assert latency_args(parser.parse_args([])) == []
+    assert latency_args(parser.parse_args(["--storage-latency-ms", "10"])) == ["--storage-latency-ms", "10"]
