@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import tarfile
@@ -21,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,17 @@ def run_child(module: str, impl_root: Path, args: list[str], timeout: float) -> 
     return result
 
 
+def run_measured(module: str, azurite: Any, impl_root: Path, args: list[str], timeout: float) -> dict[str, Any] | None:
+    """`run_child`, with the CPU seconds Azurite spent meanwhile (`azurite_cpu_seconds`, Linux)."""
+    pgid = azurite.process.pid if azurite.process is not None else None
+    before = group_cpu_seconds(pgid)
+    result = run_child(module, impl_root, args, timeout)
+    after = group_cpu_seconds(pgid)
+    if result is not None and before is not None and after is not None:
+        result["azurite_cpu_seconds"] = after - before
+    return result
+
+
 def use_implementation(argv: list[str]) -> None:
     """In a child: put `--impl-root` first on sys.path before anything imports `shared`."""
     if "--impl-root" in argv:
@@ -81,6 +94,63 @@ def use_implementation(argv: list[str]) -> None:
         sys.path.insert(0, root)
         for name in [m for m in sys.modules if m == "shared" or m.startswith("shared.")]:
             del sys.modules[name]
+
+
+def host_dispatch(
+    *,
+    workers: int,
+    receive: Callable[[int], list[Any] | None],
+    run_one: Callable[[Any], None],
+    drained: Callable[[], bool],
+    deadline: float,
+) -> None:
+    """Run queue messages on `workers` threads as the Functions host hands them out: one poller keeps
+    up to 2 x W messages in flight (it receives again once W or fewer are left: batchSize W +
+    newBatchThreshold W) and every message goes to the next free thread, so no thread waits idle
+    while another holds unstarted messages. `receive(n)` returns up to n messages ([] when none are
+    visible, None after an error: poll again); it stops once nothing is in flight, receives have
+    come back empty for 3 s and `drained()` says the queue is empty, or at `deadline` (monotonic)."""
+    ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    flight = threading.Condition()
+    in_flight = [0]
+
+    def poller() -> None:
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            with flight:
+                flight.wait_for(lambda: in_flight[0] <= workers, timeout=1.0)
+                room = 2 * workers - in_flight[0]
+            batch = receive(min(32, room)) if room > 0 else []
+            if batch is None:
+                continue
+            if not batch:
+                if in_flight[0] == 0 and time.monotonic() - idle_since > 3 and drained():
+                    break
+                time.sleep(0.2)
+                continue
+            idle_since = time.monotonic()
+            with flight:
+                in_flight[0] += len(batch)
+            for msg in batch:
+                ready.put(msg)
+        for _ in range(workers):
+            ready.put(None)
+
+    def pooled_worker() -> None:
+        while (msg := ready.get()) is not None:
+            try:
+                run_one(msg)
+            finally:
+                with flight:
+                    in_flight[0] -= 1
+                    flight.notify()
+
+    threads = [threading.Thread(target=pooled_worker) for _ in range(workers)]
+    threads.append(threading.Thread(target=poller))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 class RoundTrips:

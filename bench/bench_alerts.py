@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import sys
 import tempfile
 import threading
@@ -49,11 +48,11 @@ from bench._harness import (
     add_side_by_side_args,
     baseline_tree,
     count_round_trips,
-    group_cpu_seconds,
+    host_dispatch,
     latency_args,
     ops_by_kind_table,
     projection_table,
-    run_child,
+    run_measured,
     table,
     use_implementation,
 )
@@ -417,51 +416,20 @@ def child(args: argparse.Namespace) -> int:
             for msg in batch:
                 run_one(msg)
 
-    # --dispatch host: as the Functions host does, one poller keeps up to 2 x W messages in flight (it
-    # receives again once W or fewer are left: batchSize W + newBatchThreshold W) and every message
-    # goes to the next free thread, so no thread waits idle while another holds unstarted messages
-    ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    flight = threading.Condition()
-    in_flight = [0]
-
-    def poller() -> None:
-        idle_since = time.monotonic()
-        while time.monotonic() < deadline:
-            with flight:
-                flight.wait_for(lambda: in_flight[0] <= args.workers, timeout=1.0)
-                room = 2 * args.workers - in_flight[0]
-            batch = receive(min(32, room)) if room > 0 else []
-            if batch is None:
-                continue
-            if not batch:
-                if in_flight[0] == 0 and time.monotonic() - idle_since > 3 and store.queue_length(QUEUE) == 0:
-                    break
-                time.sleep(0.2)
-                continue
-            idle_since = time.monotonic()
-            with flight:
-                in_flight[0] += len(batch)
-            for msg in batch:
-                ready.put(msg)
-        for _ in range(args.workers):
-            ready.put(None)
-
-    def pooled_worker() -> None:
-        while (msg := ready.get()) is not None:
-            run_one(msg)
-            with flight:
-                in_flight[0] -= 1
-                flight.notify()
-
     if args.dispatch == "host":
-        threads = [threading.Thread(target=pooled_worker) for _ in range(args.workers)]
-        threads.append(threading.Thread(target=poller))
+        host_dispatch(
+            workers=args.workers,
+            receive=receive,
+            run_one=run_one,
+            drained=lambda: store.queue_length(QUEUE) == 0,
+            deadline=deadline,
+        )
     else:
         threads = [threading.Thread(target=worker) for _ in range(args.workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     trips.active = False
     cpu_seconds = time.process_time() - cpu_started
     seconds = last[0] - started
@@ -663,17 +631,6 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
     return ok
 
 
-def _measured(run: Any, azurite: Any, root: Path, common: list[str], timeout: float) -> dict[str, Any] | None:
-    """One child run, with the CPU Azurite spent meanwhile."""
-    pgid = azurite.process.pid if azurite.process is not None else None
-    before = group_cpu_seconds(pgid)
-    result: dict[str, Any] | None = run(__spec__.name, root, common, timeout)
-    after = group_cpu_seconds(pgid)
-    if result is not None and before is not None and after is not None:
-        result["azurite_cpu_seconds"] = after - before
-    return result
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     use_implementation(argv)
@@ -727,9 +684,12 @@ def main(argv: list[str] | None = None) -> int:
                 common += ["--teams-rate-scope", args.teams_rate_scope]
             if baseline is not None:
                 results.append(
-                    (f"before ({args.baseline})", _measured(run_child, azurite, baseline, common, args.budget + 60))
+                    (
+                        f"before ({args.baseline})",
+                        run_measured(__spec__.name, azurite, baseline, common, args.budget + 60),
+                    )
                 )
-            results.append(("today", _measured(run_child, azurite, ROOT, common, args.budget + 60)))
+            results.append(("today", run_measured(__spec__.name, azurite, ROOT, common, args.budget + 60)))
     finally:
         azurite.stop()
     return 0 if report(results, n, args.storm, not args.no_faults) else 1

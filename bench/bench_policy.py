@@ -8,10 +8,14 @@ Run: ``python -m bench.bench_policy [--resources N] [--workers 8,32] [--quick]``
 those marked for incidents), every event delivered twice, shuffled, on Azurite (in memory) and the
 local fake ARM (`devhost/fake_arm.py`). 30% of first attempts fail: the pending-remediation write
 or the alert enqueue raises a storage error once, and the message comes back (as the host does).
-W worker threads (8, then 32) receive batches of 32 from `policy-work` and hand each message to
-`PolicyWorker.process` (what a queue invocation does); "today, batched" hands the whole batch to
-`process_batch` (one ledger transaction per partition). Then the watch's plan runs. Every storage request is counted at the HTTP
-transport (`bench/_harness.py`); ops per delivery include the trigger's enqueue.
+W worker threads (8, then 32) run `PolicyWorker.process` per message (what a queue invocation
+does), then delete the message or let it come back, with messages handed out as the Functions host
+does: one poller keeps up to 2W in flight and each goes to the next free thread (`--dispatch
+per-worker`, the driver of the figures measured before: each thread receives its own batches of 32
+and runs them in turn). "today, batched" hands each thread's batch of 32 to `process_batch` (one
+ledger transaction per partition). The run ends when the last message is done. Then the watch's
+plan runs. Every storage request is counted at the HTTP transport (`bench/_harness.py`); ops per
+delivery include the trigger's enqueue.
 The verdict: one pending row per remediable violation, one alert per escalated one, one
 remediation task per coalescing key; nothing lost, nothing twice.
 """
@@ -39,10 +43,11 @@ from bench._harness import (
     add_side_by_side_args,
     baseline_tree,
     count_round_trips,
+    host_dispatch,
     latency_args,
     ops_by_kind_table,
     projection_table,
-    run_child,
+    run_measured,
     table,
     use_implementation,
 )
@@ -179,11 +184,43 @@ def child(args: argparse.Namespace) -> int:
             move_unspread_rows(store)
         handled: Counter[str] = Counter()
         lock = threading.Lock()
+        last: list[float] = []  # when the last message was done (the run's end, idle polls after it apart)
 
-        def drain() -> None:
+        def settle(m: Any, outcome: Any) -> None:
+            """After an invocation, as the host does: delete the message, or let it come back (1 s)."""
+            try:
+                if isinstance(outcome, Exception):
+                    store.release(WORK_QUEUE, m, delay_seconds=1)
+                    status = "retried"
+                else:
+                    store.ack(WORK_QUEUE, m)
+                    status = outcome.status
+            except Exception as exc:  # Azurite stalled: the message comes back after its visibility timeout
+                status = f"settle-error: {type(exc).__name__}"
+            with lock:
+                handled[status] += 1
+                last[:] = [time.monotonic()]
+
+        def run_one(m: Any) -> None:
+            try:
+                outcome: Any = worker.process(m.body, dequeue_count=m.dequeue_count, message_id=m.id)
+            except Exception as exc:
+                outcome = exc
+            settle(m, outcome)
+
+        def receive(max_messages: int) -> list[Any] | None:
+            try:
+                return list(store.receive(WORK_QUEUE, max_messages=max_messages, visibility_timeout=300))
+            except Exception:  # Azurite stalled: poll again, as the host does
+                with lock:
+                    handled["receive-error"] += 1
+                time.sleep(1.0)
+                return None
+
+        def drain() -> None:  # per-worker: each thread receives its own batches of 32 and runs them in turn
             idle = 0
             while True:
-                batch = store.receive(WORK_QUEUE, max_messages=32, visibility_timeout=300)
+                batch = receive(32)
                 if not batch:
                     idle += 1
                     if idle > 5 and store.queue_length(WORK_QUEUE) == 0:
@@ -192,36 +229,41 @@ def child(args: argparse.Namespace) -> int:
                     continue
                 idle = 0
                 if batched:
-                    outcomes = worker.process_batch([(m.body, m.dequeue_count, m.id) for m in batch])
-                else:
-                    outcomes = []
-                    for m in batch:
-                        try:
-                            outcomes.append(worker.process(m.body, dequeue_count=m.dequeue_count, message_id=m.id))
-                        except Exception as exc:
-                            outcomes.append(exc)
-                for m, outcome in zip(batch, outcomes, strict=True):
-                    if isinstance(outcome, Exception):  # as the host does: the message comes back
+                    try:
+                        outcomes = worker.process_batch([(m.body, m.dequeue_count, m.id) for m in batch])
+                    except Exception as exc:  # the whole invocation failed: every message comes back
                         with lock:
-                            handled["retried"] += 1
-                        store.release(WORK_QUEUE, m, delay_seconds=1)
-                        continue
-                    store.ack(WORK_QUEUE, m)
-                    with lock:
-                        handled[outcome.status] += 1
+                            handled[f"batch-error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+                        outcomes = [exc] * len(batch)
+                    for m, outcome in zip(batch, outcomes, strict=True):
+                        settle(m, outcome)
+                else:
+                    for m in batch:
+                        run_one(m)
 
         trips.active = True
         started = time.monotonic()
+        cpu_started = time.process_time()
         with ThreadPoolExecutor(args.workers) as pool:
             statuses = list(pool.map(lambda e: accept_event(store, e, received_at=received).status, events))
         assert Counter(statuses) == {"queued": len(events)}, Counter(statuses)
         enqueued = time.monotonic()
-        threads = [threading.Thread(target=drain) for _ in range(args.workers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        drained = time.monotonic()
+        if args.dispatch == "host" and not batched:
+            host_dispatch(
+                workers=args.workers,
+                receive=receive,
+                run_one=run_one,
+                drained=lambda: store.queue_length(WORK_QUEUE) == 0,
+                deadline=started + args.budget,
+            )
+        else:
+            threads = [threading.Thread(target=drain) for _ in range(args.workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        drained = last[0] if last else time.monotonic()
+        cpu_seconds = time.process_time() - cpu_started
         trips.active = False
 
         pending = [r for r in pending_rows(store) if run in str(r.get("ResourceId", ""))]
@@ -254,6 +296,8 @@ def child(args: argparse.Namespace) -> int:
             "deliveries_per_s": deliveries / (drained - started),
             "worker_deliveries_per_s": deliveries / (drained - enqueued),
             "outcomes": dict(handled),
+            "dispatch": "per-worker" if batched else args.dispatch,
+            "cpu_seconds": cpu_seconds,  # this process: trigger, worker, storage and ARM clients, the driver
             "ops": dict(trips.counts),
             "ops_seconds": dict(trips.seconds),
             "ops_per_delivery": trips.total() / deliveries,
@@ -286,6 +330,23 @@ def _ok(r: dict[str, Any] | None) -> bool:
     )
 
 
+def _floor_rows(done: list[tuple[str, dict[str, Any]]], latency_ms: float) -> list[tuple[Any, ...]]:
+    """With `latency_ms` added to every storage request, a lower bound of any exactly-once worker's
+    time per delivery: the write that admits the event (before its effect) and the host's delete,
+    one after the other at the added latency alone (a duplicate needs no more; a new event adds its
+    effect). Before's worker time (workers / worker deliveries per second) over it caps the ratio."""
+    if not latency_ms:
+        return []
+    rows = []
+    for name, r in done:
+        if name.startswith("before") and r["worker_deliveries_per_s"]:
+            before_ms = 1000 * r["workers"] / r["worker_deliveries_per_s"]
+            rows.append(
+                (r["workers"], f"{before_ms:.1f}", f"2 x {latency_ms:g}", f"{before_ms / (2 * latency_ms):.1f}x")
+            )
+    return rows
+
+
 def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
     done = [(name, r) for name, r in results if r is not None]
     if not done:
@@ -311,13 +372,17 @@ def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
         "lost",
         "duplicated",
         "tasks (keys)",
+        "CPU ms/delivery (this process)",
+        "Azurite CPU ms/delivery",
     )
     rows = []
     for name, r in results:
         if r is None:
-            rows.append((name, "-", "-", "-", "-", "-", "-", "-"))
+            rows.append((name, *["-"] * (len(header) - 1)))
             continue
         v = r["verdict"]
+        n = r["deliveries"]
+        azurite = r.get("azurite_cpu_seconds")
         rows.append(
             (
                 name,
@@ -328,11 +393,21 @@ def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
                 v["pending_missing"] + v["alerts_missing"],
                 v["alerts_duplicated"] + v["tasks_duplicated"],
                 f"{v['tasks']} ({v['task_keys']})",
+                f"{1000 * r['cpu_seconds'] / n:.1f}" if "cpu_seconds" in r else "-",
+                f"{1000 * azurite / n:.1f}" if azurite is not None else "-",
             )
         )
     print(table(rows, header))
     print("\nstorage operations per delivery, by kind (idle polls of empty queues apart):\n")
     print(ops_by_kind_table(done, "deliveries"))
+    latency = first.get("storage_latency_ms", 0.0)
+    floors = _floor_rows(done, latency)
+    if floors:
+        print(
+            "\nthe most any exactly-once worker could gain over before in this run (ms of worker time per delivery: "
+            "the admitting write and the delete one after the other at the added latency alone; no CPU):\n"
+        )
+        print(table(floors, ("workers", "before: worker ms/delivery", "floor", "largest possible ratio")))
     print(f"\nprojection to Azure Storage at {AZURE_LATENCY_MS:g} ms per operation (from the measured ops/delivery):\n")
     proj, seen = [], set()
     for name, r in done:
@@ -355,6 +430,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="15 resources per assignment")
     add_side_by_side_args(parser, budget=900.0)
     parser.add_argument("--batched", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--dispatch",
+        choices=("host", "per-worker"),
+        default="host",
+        help="how messages reach the W threads: as the Functions host does, each message to the next free thread "
+        "(default), or each thread receiving its own batches of 32 and running them in turn (the figures before; "
+        "the batched run always does this)",
+    )
     args = parser.parse_args(argv)
     if args.child:
         args.workers = int(args.workers)
@@ -370,11 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for workers in [int(w) for w in str(args.workers).split(",")]:
             common = ["--resources", str(resources), "--workers", str(workers), "--conn", azurite.connection_string]
-            common += latency_args(args)
+            common += ["--dispatch", args.dispatch, *latency_args(args)]
             if baseline is not None:
-                results.append((f"before ({args.baseline})", run_child(__spec__.name, baseline, common, args.budget)))
-            results.append(("today", run_child(__spec__.name, ROOT, common, args.budget)))
-            results.append(("today, batched", run_child(__spec__.name, ROOT, [*common, "--batched"], args.budget)))
+                results.append(
+                    (f"before ({args.baseline})", run_measured(__spec__.name, azurite, baseline, common, args.budget))
+                )
+            results.append(("today", run_measured(__spec__.name, azurite, ROOT, common, args.budget)))
+            batched = [*common, "--batched"]
+            results.append(("today, batched", run_measured(__spec__.name, azurite, ROOT, batched, args.budget)))
     finally:
         azurite.stop()
     return 0 if report(results) else 1
