@@ -418,6 +418,10 @@ def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
         proj.append((name, r["ops_per_delivery"], 1.0 if name.startswith("before") else 1 / 16))
     print(projection_table(proj, "delivery", "deliveries", "ledger-partition"))
     ok = all(_ok(r) for name, r in results if name.startswith("today"))
+    for name, r in done:  # what went wrong in the driver itself (Azurite stalls), if anything
+        trouble = {k: v for k, v in r["outcomes"].items() if "error" in k}
+        if trouble:
+            print(f"{name}, {r['workers']} workers: {trouble}")
     print("\ntoday: zero lost, zero duplicated, one task per key: " + ("YES" if ok else "NO"))
     return ok
 

@@ -6,7 +6,14 @@ is a duplicate; both are dropped. The first write is a conditional insert and la
 optimistic replace, so two workers racing on the same key cannot both win.
 
 Round trips: a new key costs one insert; a duplicate one failed insert and one read (or nothing
-when this process committed it). Rows are spread over `SPREAD` partitions `state-<hex>` by the
+when this process committed it).
+
+A write whose answer was lost (a read timeout after the table committed it) must not turn the
+retry of the same work item into a "duplicate": its effect would never run. So each row carries
+the queue message id that wrote it (`Delivery`), and a row with the event's timestamp written by
+the same message is that message's own earlier attempt: admitted again, at no extra round trip
+(the read on conflict is there anyway). A redelivered event arrives as another message and stays
+a duplicate. Rows are spread over `SPREAD` partitions `state-<hex>` by the
 key's hash (one partition caps at ~2,000 entities/s). `admit_many` admits a received batch with
 one entity-group transaction per partition instead of one insert per event.
 """
@@ -57,8 +64,9 @@ def state_partition(row: str) -> str:
     return f"{PARTITION}-{int(row[:2], 16) % SPREAD:02x}"
 
 
-def _fields(event: PolicyStateEvent) -> dict[str, Any]:
+def _fields(event: PolicyStateEvent, delivery: str = "") -> dict[str, Any]:
     return {
+        "Delivery": delivery,  # the queue message that wrote the row ("" when unknown)
         "Timestamp_": event.timestamp,  # `Timestamp` is reserved by Table Storage
         "ComplianceState": event.compliance_state,
         "EventType": event.event_type,
@@ -80,14 +88,17 @@ class PolicyStateLedger:
         self._seen: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def admit(self, event: PolicyStateEvent) -> Admission:
-        """Record the event if it is the newest for its key. In: a parsed event. Out: the Admission."""
-        return self.admit_many([event])[0]
+    def admit(self, event: PolicyStateEvent, delivery: str = "") -> Admission:
+        """Record the event if it is the newest for its key. In: a parsed event and the id of the
+        queue message carrying it (see the module doc). Out: the Admission."""
+        return self.admit_many([event], [delivery])[0]
 
-    def admit_many(self, events: list[PolicyStateEvent]) -> list[Admission]:
-        """Admit a received batch: the Admission of each event, in order. Within the batch only the
-        newest event of a key can be new; the new rows of one partition go in one transaction (a row
-        that exists already fails it: that event is then admitted on its own, the rest retried)."""
+    def admit_many(self, events: list[PolicyStateEvent], deliveries: list[str] | None = None) -> list[Admission]:
+        """Admit a received batch: the Admission of each event, in order (`deliveries`: the message id of
+        each, or none). Within the batch only the newest event of a key can be new; the new rows of one
+        partition go in one transaction (a row that exists already fails it: that event is then
+        admitted on its own, the rest retried)."""
+        delivered = deliveries if deliveries is not None else [""] * len(events)
         out: list[Admission | None] = [None] * len(events)
         newest: dict[str, int] = {}
         for i, event in enumerate(events):
@@ -104,7 +115,8 @@ class PolicyStateLedger:
         for row, i in newest.items():
             groups.setdefault(state_partition(row), []).append(i)
         for partition, indexes in groups.items():
-            for i, admission in zip(indexes, self._admit_group(partition, [events[i] for i in indexes]), strict=True):
+            admitted = self._admit_group(partition, [(events[i], delivered[i]) for i in indexes])
+            for i, admission in zip(indexes, admitted, strict=True):
                 out[i] = admission
         for i, event in enumerate(events):  # the older copies of a key within the batch
             if out[i] is None:
@@ -112,16 +124,17 @@ class PolicyStateLedger:
                 out[i] = Admission(DUPLICATE if event.timestamp == first.timestamp else STALE)
         return [a for a in out if a is not None]
 
-    def _admit_group(self, partition: str, events: list[PolicyStateEvent]) -> list[Admission]:
-        """One partition's candidates: one transaction of inserts (up to 100 at a time). A row that
-        exists already refuses it: that event and the rest of the chunk are then admitted one by one
-        (insert, read on conflict), which is what a storm of duplicates costs anyway."""
+    def _admit_group(self, partition: str, events: list[tuple[PolicyStateEvent, str]]) -> list[Admission]:
+        """One partition's candidates (event, delivery): one transaction of inserts (up to 100 at a
+        time). A row that exists already refuses it: that event and the rest of the chunk are then
+        admitted one by one (insert, read on conflict), which is what a storm of duplicates costs anyway."""
         result: list[Admission] = []
         for start in range(0, len(events), 100):
             chunk = events[start : start + 100]
             if len(chunk) > 1:
                 ops: list[tuple[Any, ...]] = [
-                    ("create", {"PartitionKey": partition, "RowKey": state_row_key(e), **_fields(e)}) for e in chunk
+                    ("create", {"PartitionKey": partition, "RowKey": state_row_key(e), **_fields(e, d)})
+                    for e, d in chunk
                 ]
                 try:
                     self.store.transact(TABLE, ops)
@@ -129,10 +142,10 @@ class PolicyStateLedger:
                     pass
                 else:
                     result.extend(Admission(NEW) for _ in chunk)
-                    self._remember(chunk)
+                    self._remember([e for e, _ in chunk])
                     continue
-            for event in chunk:
-                admission = self._admit(event, state_row_key(event))
+            for event, delivery in chunk:
+                admission = self._admit(event, state_row_key(event), delivery)
                 if admission.admitted:
                     self._remember([event])
                 result.append(admission)
@@ -150,10 +163,10 @@ class PolicyStateLedger:
         with self._lock:
             self._seen.pop(state_row_key(event), None)
 
-    def _admit(self, event: PolicyStateEvent, row: str) -> Admission:
+    def _admit(self, event: PolicyStateEvent, row: str, delivery: str = "") -> Admission:
         partition = state_partition(row)
         for _ in range(self.attempts):
-            if self.store.insert(TABLE, partition, row, _fields(event)):
+            if self.store.insert(TABLE, partition, row, _fields(event, delivery)):
                 return Admission(NEW)
             current = self.store.get(TABLE, partition, row)
             if current is None:
@@ -162,9 +175,11 @@ class PolicyStateLedger:
             if event.timestamp < seen:
                 return Admission(STALE, str(current.get("ComplianceState", "")))
             if event.timestamp == seen:
+                if delivery and current.get("Delivery") == delivery:
+                    return Admission(NEW)  # this message's own earlier attempt wrote it (its answer was lost)
                 return Admission(DUPLICATE, str(current.get("ComplianceState", "")))
             try:
-                self.store.replace_if_unchanged(TABLE, {**current, **_fields(event)})
+                self.store.replace_if_unchanged(TABLE, {**current, **_fields(event, delivery)})
             except ConflictError:
                 continue  # another worker wrote the key: compare again with its timestamp
             return Admission(NEW, str(current.get("ComplianceState", "")))

@@ -160,14 +160,16 @@ class PolicyWorker:
             else:
                 parsed.append((i, *item))
         try:
-            admissions = self.ledger.admit_many([event for _, event, _ in parsed])
+            admissions = self.ledger.admit_many(
+                [event for _, event, _ in parsed], [messages[i][2] for i, _, _ in parsed]
+            )
         except Exception as exc:
             admissions = [exc] * len(parsed)  # type: ignore[list-item]
         for (i, event, received_at), admission in zip(parsed, admissions, strict=True):
             try:
                 if isinstance(admission, Exception):
                     raise admission
-                results[i] = self._process(event, received_at, admission)
+                results[i] = self._process(event, received_at, admission, messages[i][2])
             except UpstreamAuthError as exc:
                 # a missing or refused credential is configuration, not a blip: no retries, park, alert once
                 results[i] = self._park(messages[i][0], event, messages[i][2], exc)
@@ -185,7 +187,9 @@ class PolicyWorker:
             move_unspread_rows(self.store)  # raises (the batch is retried) until it has run through once
             self._upgraded = True
 
-    def _process(self, event: PolicyStateEvent, received_at: datetime, admission: Admission) -> WorkOutcome:
+    def _process(
+        self, event: PolicyStateEvent, received_at: datetime, admission: Admission, delivery: str = ""
+    ) -> WorkOutcome:
         if not admission.admitted:
             log.info(
                 "policy event dropped: %s",
@@ -198,17 +202,17 @@ class PolicyWorker:
                 return self._close(event)
             if not event.is_non_compliant:
                 return WorkOutcome("ignored", f"compliance state {event.compliance_state}")
-            return self._violation(event, received_at)
+            return self._violation(event, received_at, delivery)
         except Exception:
             self._forget(event)  # so that the retry of this item is not dropped as a duplicate
             raise
 
-    def _violation(self, event: PolicyStateEvent, received_at: datetime) -> WorkOutcome:
+    def _violation(self, event: PolicyStateEvent, received_at: datetime, delivery: str = "") -> WorkOutcome:
         effect = self.effects.effect(
             EffectLookup(event.resource_id, event.assignment_id, event.definition_id, event.definition_reference_id)
         )
         if path_for_effect(effect) == ESCALATE:
-            return self._escalate(event, effect)
+            return self._escalate(event, effect, delivery)
         window = int(received_at.timestamp()) // self.settings.remediation_window_seconds
         row = pending_row_key(event.assignment_id, event.definition_reference_id, event.resource_id)
         self.store.upsert(
@@ -226,23 +230,23 @@ class PolicyWorker:
         )
         return WorkOutcome("pending-remediation", f"window {window}")
 
-    def _escalate(self, event: PolicyStateEvent, effect: str) -> WorkOutcome:
+    def _escalate(self, event: PolicyStateEvent, effect: str, delivery: str = "") -> WorkOutcome:
         key = violation_key(event.assignment_id, event.definition_reference_id, event.resource_id)
         row = _hash(key)
         owner = self.owner_of(event.resource_id)
         incident = wants_incident(event.assignment_id, self.settings.policy_incident_assignments)
-        opened = self.store.insert(
-            STATE_TABLE,
-            spread_partition(OPEN_ALERT_PARTITION, row),
-            row,
-            {"DedupeKey": key, "Owner": owner, "ResourceId": event.resource_id, "Incident": incident},
-        )
-        if not opened:
-            return WorkOutcome("already-alerted", key)
+        partition = spread_partition(OPEN_ALERT_PARTITION, row)
+        fields = {"DedupeKey": key, "Owner": owner, "ResourceId": event.resource_id, "Incident": incident}
+        if not self.store.insert(STATE_TABLE, partition, row, {**fields, "Delivery": delivery}):
+            # open already: by another event (done), or by this message's own earlier attempt whose
+            # answer was lost and whose alert may not be queued yet (one read, only for an open alert)
+            opened = self.store.get(STATE_TABLE, partition, row) if delivery else None
+            if opened is None or opened.get("Delivery") != delivery:
+                return WorkOutcome("already-alerted", key)
         try:
             enqueue_alert(self.store, Alert(**violation_alert_fields(event, effect, owner, incident)))
         except Exception:
-            self.store.delete(STATE_TABLE, spread_partition(OPEN_ALERT_PARTITION, row), row)  # the retry must send it
+            self.store.delete(STATE_TABLE, partition, row)  # the retry must send it
             raise
         log.info("policy violation escalated", extra={"dedupe_key": key, "owner": owner, "incident": incident})
         return WorkOutcome("alerted", key)

@@ -15,7 +15,7 @@ from shared.adapters.teams import SharedRateBudget
 from shared.alerts.model import Alert
 from shared.alerts.storm import DELIVER, DIGEST, StormGate
 from shared.approvals.arm_client import arm_for
-from shared.errors import BatchRejected, TransientUpstreamError
+from shared.errors import BatchRejected, StorageError, TransientUpstreamError
 from shared.policy.dedupe import DUPLICATE, NEW, STALE, TABLE, PolicyStateLedger, state_partition, state_row_key
 from shared.policy.events import PolicyStateEvent
 
@@ -149,6 +149,40 @@ def test_the_ledger_admits_a_batch_once_per_key_spread_over_partitions(store):
     assert store.get(TABLE, state_partition(row), row)["Timestamp_"] == newer[0].timestamp
     # AND another process (no memory) sees the redeliveries as duplicates
     again = PolicyStateLedger(store).admit_many(newer[:5])
+    assert [a.outcome for a in again] == [DUPLICATE] * 5
+
+
+class _AnswerLost:
+    """The real store, but the first transaction commits and then fails as a read timeout would."""
+
+    def __init__(self, store):
+        self._store, self.lost = store, False
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def transact(self, table, operations):
+        result = self._store.transact(table, operations)
+        if not self.lost:
+            self.lost = True
+            raise StorageError("read timed out (committed)")
+        return result
+
+
+def test_a_batch_whose_answer_was_lost_is_admitted_again_for_the_same_messages_only(store):
+    # GIVEN a batch of 40 events (one partition's worth lands in one transaction) whose first
+    # transaction commits but answers with a timeout
+    run = uuid.uuid4().hex[:6]
+    events = [_event(f"/r/{run}/{i}", "2026-11-29T12:00:01.0000000Z") for i in range(40)]
+    messages = [f"msg-{run}-{i}" for i in range(40)]
+    with pytest.raises(StorageError):
+        PolicyStateLedger(_AnswerLost(store)).admit_many(events, messages)
+    # WHEN the same messages come back (another instance: no process memory)
+    retried = PolicyStateLedger(store).admit_many(events, messages)
+    # THEN every event is admitted: rows its own messages wrote are not mistaken for duplicates
+    assert [a.outcome for a in retried] == [NEW] * 40
+    # AND the same events as other messages (a redelivery by Event Grid) are duplicates
+    again = PolicyStateLedger(store).admit_many(events[:5], [f"other-{i}" for i in range(5)])
     assert [a.outcome for a in again] == [DUPLICATE] * 5
 
 

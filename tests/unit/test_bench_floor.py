@@ -6,6 +6,7 @@ import argparse
 
 from bench._harness import add_side_by_side_args, latency_args
 from bench.bench_alerts import _floor_rows
+from bench.bench_policy import _floor_rows as _policy_floor_rows
 
 
 def _run(workers: int, *, seconds: float, table_ops: int, table_s: float, peers_s: float, ack_s: float) -> dict:
@@ -44,3 +45,13 @@ def test_storage_latency_reaches_child_runs_only_when_set():
     add_side_by_side_args(parser, budget=60.0)
     assert latency_args(parser.parse_args([])) == []
     assert latency_args(parser.parse_args(["--storage-latency-ms", "10"])) == ["--storage-latency-ms", "10"]
+
+
+def test_the_policy_floor_is_the_admitting_write_and_the_delete():
+    # GIVEN before at 8 workers handling 128 deliveries/s: 62.5 ms of worker time per delivery
+    before = {"workers": 8, "worker_deliveries_per_s": 128.0}
+    today = {"workers": 8, "worker_deliveries_per_s": 134.0}
+    rows = _policy_floor_rows([("before (c9e90f0)", before), ("today", today)], 10.0)
+    # THEN with 10 ms per request the floor is 20 ms and no design gets past 3.1x
+    assert rows == [(8, "62.5", "2 x 10", "3.1x")]
+    assert _policy_floor_rows([("before (c9e90f0)", before)], 0.0) == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import TransientUpstreamError
+from shared.errors import StorageError, TransientUpstreamError
 from shared.policy.remediation import run_plan, set_kill_switch
 from shared.policy.worker import (
     MAX_DEQUEUE_COUNT,
@@ -162,3 +162,74 @@ def test_kill_switch_in_the_table_stops_the_next_plan_without_redeploy(tmp_path)
     set_kill_switch(store, assignment.upper(), reason="bad template", by="test")
     run = run_plan(store, s, arm, now=datetime(2026, 11, 21, tzinfo=UTC))
     assert not arm.puts and run.plan.tasks[0].decision == "kill-switch"
+
+
+class LostAnswers(MemoryStore):
+    """A store where the named writes commit and then fail as a read timeout would (once each)."""
+
+    def __init__(self, *lose: tuple[str, str]) -> None:
+        super().__init__()
+        self.lose = set(lose)  # (operation, table or partition prefix)
+
+    def _lost(self, operation: str, table: str, partition: str) -> bool:
+        hit = next((x for x in self.lose if x[0] == operation and (x[1] == table or partition.startswith(x[1]))), None)
+        if hit is not None:
+            self.lose.discard(hit)
+        return hit is not None
+
+    def insert(self, table, partition, row, fields):
+        inserted = super().insert(table, partition, row, fields)
+        if self._lost("insert", table, partition):
+            raise StorageError("read timed out (the write was committed)")
+        return inserted
+
+    def delete(self, table, partition, row):
+        if self._lost("delete", table, partition):
+            raise StorageError("read timed out")
+        super().delete(table, partition, row)
+
+
+def test_a_ledger_write_whose_answer_was_lost_does_not_turn_the_retry_into_a_duplicate(tmp_path):
+    store = LostAnswers(("insert", "policystate"))
+    item = work_item("eventgrid-subscription-single-policy.json")
+    # GIVEN the ledger insert commits but its answer is lost: the attempt fails
+    with pytest.raises(StorageError):
+        PolicyWorker(store, settings(tmp_path), FakeArm()).process(item, message_id="msg-1")
+    assert not pending_rows(store)
+    # WHEN the host redelivers the same message (to another instance: no process memory)
+    retry = PolicyWorker(store, settings(tmp_path), FakeArm()).process(item, dequeue_count=2, message_id="msg-1")
+    # THEN its own earlier write is recognised and the violation is acted on
+    assert retry.status == "pending-remediation" and len(pending_rows(store)) == 1
+    # AND the same event delivered again as another message is still a duplicate
+    again = PolicyWorker(store, settings(tmp_path), FakeArm()).process(item, message_id="msg-2")
+    assert again.status == "duplicate"
+
+
+def test_an_open_alert_write_whose_answer_was_lost_still_sends_the_alert_once(tmp_path):
+    store = LostAnswers(("insert", "open-alert"))
+    item = work_item("eventgrid-subscription-single-policy.json")
+    worker = PolicyWorker(store, settings(tmp_path), FakeArm(effect="audit"))
+    # GIVEN the open-alert row commits but its answer is lost: nothing was queued
+    with pytest.raises(StorageError):
+        worker.process(item, message_id="msg-1")
+    assert not alerts(store)
+    # WHEN the same message is retried THEN the alert goes out, once
+    assert worker.process(item, dequeue_count=2, message_id="msg-1").status == "alerted"
+    newer = work_item("eventgrid-subscription-single-policy.json", timestamp="2026-11-20T14:30:00Z")
+    assert worker.process(newer, message_id="msg-3").status == "already-alerted"
+    assert len(alerts(store)) == 1
+
+
+def test_a_failed_rollback_does_not_drop_the_retry_of_the_same_message(tmp_path):
+    store = LostAnswers(("delete", "policystate"))
+    arm = FakeArm()
+    arm.fail_effect = True
+    item = work_item("eventgrid-subscription-single-policy.json")
+    # GIVEN the effect lookup fails and the ledger row cannot be rolled back
+    with pytest.raises(TransientUpstreamError):
+        PolicyWorker(store, settings(tmp_path), arm).process(item, message_id="msg-1")
+    # WHEN the same message is retried once ARM answers THEN it is acted on, not dropped
+    arm.fail_effect = False
+    assert (
+        PolicyWorker(store, settings(tmp_path), arm).process(item, message_id="msg-1").status == "pending-remediation"
+    )
