@@ -245,6 +245,15 @@ def _classify(request: Any, response: Any) -> str:
     return "other"
 
 
+STALL_SECONDS = 2.0  # a storage request slower than this: Azurite or the machine stalled (reported with the run)
+
+
+def stalled(result: dict[str, Any]) -> str:
+    """The slowest kinds of storage request of a run that took over STALL_SECONDS ("" if none)."""
+    slow = {k: v for k, v in result.get("ops_slowest", {}).items() if v > STALL_SECONDS}
+    return ", ".join(f"{k} {v:.1f} s" for k, v in sorted(slow.items(), key=lambda kv: -kv[1])[:3])
+
+
 def group_cpu_seconds(pgid: int | None) -> float | None:
     """CPU seconds (user + system) used so far by the processes of a process group (Linux /proc; None
     elsewhere): what Azurite spent on a run, read before and after it."""

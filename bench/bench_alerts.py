@@ -53,12 +53,12 @@ from bench._harness import (
     ops_by_kind_table,
     projection_table,
     run_measured,
+    stalled,
     table,
     use_implementation,
 )
 
 SQUADS = 200
-STALL_SECONDS = 2.0  # a storage request slower than this: Azurite or the machine stalled (reported with the run)
 FAULTS = {"on": True}  # --no-faults: every first attempt succeeds (the happy-path operation count)
 
 
@@ -613,9 +613,8 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
         proj.append((name, r["ops_per_alert"], idem_ops if name.startswith("before") else idem_ops / 16))
     print(projection_table(proj, "alert", "alerts", "hottest-partition"))
     for name, r in done:
-        stalled = {k: v for k, v in r.get("ops_slowest", {}).items() if v > STALL_SECONDS}
-        if stalled:
-            worst = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(stalled.items(), key=lambda kv: -kv[1])[:3])
+        worst = stalled(r)
+        if worst:
             print(
                 f"{name}, {r['workers']} workers: storage requests stalled ({worst}): Azurite or the machine "
                 "stopped answering for a while, whatever the code; that run's alerts/s says little"

@@ -48,6 +48,7 @@ from bench._harness import (
     ops_by_kind_table,
     projection_table,
     run_measured,
+    stalled,
     table,
     use_implementation,
 )
@@ -300,6 +301,7 @@ def child(args: argparse.Namespace) -> int:
             "cpu_seconds": cpu_seconds,  # this process: trigger, worker, storage and ARM clients, the driver
             "ops": dict(trips.counts),
             "ops_seconds": dict(trips.seconds),
+            "ops_slowest": dict(trips.slowest),
             "ops_per_delivery": trips.total() / deliveries,
             "verdict": {
                 "pending_missing": remediable - len(pending_keys),
@@ -422,6 +424,12 @@ def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
         trouble = {k: v for k, v in r["outcomes"].items() if "error" in k}
         if trouble:
             print(f"{name}, {r['workers']} workers: {trouble}")
+        stall = stalled(r)
+        if stall:
+            print(
+                f"{name}, {r['workers']} workers: storage requests stalled ({stall}): Azurite or the machine "
+                "stopped answering for a while, whatever the code; that run's deliveries/s says little"
+            )
     print("\ntoday: zero lost, zero duplicated, one task per key: " + ("YES" if ok else "NO"))
     return ok
 
