@@ -272,7 +272,11 @@ class PolicyWorker:
             if current is not None and current.get("Timestamp_") == event.timestamp:
                 self.store.delete(STATE_TABLE, state_partition(row), row)
         except ValueFlowError:
-            log.warning("could not roll back policy state %s; a retry may be dropped as duplicate", row)
+            log.warning(
+                "could not roll back policy state %s: this message's retries still run, but a replay of it as a "
+                "new message (from the poison queue) would be dropped as a duplicate",
+                row,
+            )
 
     def _park(self, body: bytes | str, event: PolicyStateEvent, message_id: str, exc: UpstreamAuthError) -> WorkOutcome:
         """Move the item to policy-work-poison at once (replayable once the credential is fixed) and raise
