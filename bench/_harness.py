@@ -145,8 +145,12 @@ def host_dispatch(
                     in_flight[0] -= 1
                     flight.notify()
 
-    threads = [threading.Thread(target=pooled_worker) for _ in range(workers)]
-    threads.append(threading.Thread(target=poller))
+    run_threads([pooled_worker] * workers + [poller])
+
+
+def run_threads(targets: list[Callable[[], None]]) -> None:
+    """Start a thread per target and wait for them all."""
+    threads = [threading.Thread(target=target) for target in targets]
     for t in threads:
         t.start()
     for t in threads:

@@ -53,6 +53,7 @@ from bench._harness import (
     ops_by_kind_table,
     projection_table,
     run_measured,
+    run_threads,
     stalled,
     table,
     use_implementation,
@@ -425,11 +426,7 @@ def child(args: argparse.Namespace) -> int:
             deadline=deadline,
         )
     else:
-        threads = [threading.Thread(target=worker) for _ in range(args.workers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads([worker] * args.workers)
     trips.active = False
     cpu_seconds = time.process_time() - cpu_started
     seconds = last[0] - started

@@ -48,6 +48,7 @@ from bench._harness import (
     ops_by_kind_table,
     projection_table,
     run_measured,
+    run_threads,
     stalled,
     table,
     use_implementation,
@@ -258,11 +259,7 @@ def child(args: argparse.Namespace) -> int:
                 deadline=started + args.budget,
             )
         else:
-            threads = [threading.Thread(target=drain) for _ in range(args.workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            run_threads([drain] * args.workers)
         drained = last[0] if last else time.monotonic()
         cpu_seconds = time.process_time() - cpu_started
         trips.active = False
