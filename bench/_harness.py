@@ -4,8 +4,9 @@
   the baseline run side by side in the same `make bench`, on the same Azurite, from the same driver.
 - `run_child(module, impl_root, args)`: run `python -m <module> --child ...` with `impl_root` first on
   `sys.path` (its `shared` package is the one measured); the child prints one JSON line.
-- `count_round_trips()`: a counting hook on azure-core's `RequestsTransport.send`, the call every
-  storage client (old or new) makes once per HTTP request: every storage operation, retries
+- `count_round_trips()`: a counting hook on the transports' `send` (azure-core's `RequestsTransport`,
+  and today's `StdlibTransport` for tables and queues), the call every storage client makes once per
+  HTTP request: every storage operation, retries
   included, classified as table insert/get/query/upsert/replace/merge/delete/batch and queue
   put/get/delete/update, with empty queue polls apart.
 """
@@ -188,22 +189,39 @@ def count_round_trips(latency_ms: float = 0.0) -> RoundTrips:
     from azure.core.pipeline.transport import RequestsTransport
 
     trips = RoundTrips()
-    original = RequestsTransport.send
     wait = max(0.0, latency_ms) / 1000.0
+    depth = threading.local()  # a transport handing a request to its fallback counts it once
 
-    def send(self: Any, request: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        response = original(self, request, **kwargs)
-        if wait:
-            time.sleep(wait)
-        took = time.perf_counter() - started
-        try:
-            trips.add(_classify(request, response), took)
-        except Exception:  # never let the measure break the run
-            trips.add("unknown", took)
-        return response
+    def counted(original: Callable[..., Any]) -> Callable[..., Any]:
+        def send(self: Any, request: Any, **kwargs: Any) -> Any:
+            if getattr(depth, "inside", False):
+                return original(self, request, **kwargs)
+            depth.inside = True
+            started = time.perf_counter()
+            try:
+                response = original(self, request, **kwargs)
+            finally:
+                depth.inside = False
+            if wait:
+                time.sleep(wait)
+            took = time.perf_counter() - started
+            try:
+                trips.add(_classify(request, response), took)
+            except Exception:  # never let the measure break the run
+                trips.add("unknown", took)
+            return response
 
-    RequestsTransport.send = send  # type: ignore[method-assign]
+        return send
+
+    transports: list[Any] = [RequestsTransport]
+    try:  # the measured tree's own transport, where it has one (the baseline's has not)
+        from shared.adapters.transport import StdlibTransport
+
+        transports.append(StdlibTransport)
+    except ImportError:
+        pass
+    for cls in transports:
+        cls.send = counted(cls.send)
     return trips
 
 

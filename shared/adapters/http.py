@@ -36,9 +36,20 @@ class PooledSession(requests.Session):
         self._env_proxies = {k: v for k, v in urllib.request.getproxies().items() if v}
         # the CA bundle requests would pick from the environment, looked up once
         found = requests.Session().merge_environment_settings("https://ca-bundle.invalid", {}, None, True, None)
-        self._ca_bundle = found["verify"] if isinstance(found.get("verify"), str) else None
+        verify = found.get("verify")
+        self._ca_bundle = verify if isinstance(verify, str) else None
         self._proxy_cache: dict[tuple[str, str], dict[str, str]] = {}
         self._cache_lock = threading.Lock()
+
+    @property
+    def uses_proxies(self) -> bool:
+        """True when the environment names a proxy (for any host)."""
+        return any(k != "no" for k in self._env_proxies)
+
+    @property
+    def ca_bundle(self) -> str | None:
+        """The CA bundle the environment names (`REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE`), if any."""
+        return self._ca_bundle
 
     def proxies_for(self, url: str) -> dict[str, str]:
         """The environment's proxies for this URL's host (NO_PROXY honoured), looked up once per host."""

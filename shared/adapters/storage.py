@@ -32,8 +32,9 @@ from azure.storage.queue import (
     QueueServiceClient,
 )
 
-from shared.adapters.http import pooled_session, sdk_transport
+from shared.adapters.http import PooledSession, pooled_session, sdk_transport
 from shared.adapters.storage_connection import StorageConnection, resolve_storage_connection
+from shared.adapters.transport import storage_transport
 from shared.errors import BatchRejected, ConflictError, StorageError
 from shared.settings import Settings
 
@@ -86,12 +87,15 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def _client_options(session: Any) -> dict[str, Any]:
+def _client_options(session: PooledSession, *, lean: bool = False) -> dict[str, Any]:
     """The options of every storage client: timeouts, a short retry, and the process's pooled session
-    (no per-request environment/.netrc lookups, connections reused across clients and threads)."""
-    transport = sdk_transport(
-        session, connection_timeout=_CLIENT_OPTIONS["connection_timeout"], read_timeout=_CLIENT_OPTIONS["read_timeout"]
-    )
+    (no per-request environment/.netrc lookups, connections reused across clients and threads).
+    `lean`: the table and queue clients' `http.client` transport (`shared/adapters/transport.py`)."""
+    timeouts = {
+        "connection_timeout": _CLIENT_OPTIONS["connection_timeout"],
+        "read_timeout": _CLIENT_OPTIONS["read_timeout"],
+    }
+    transport = storage_transport(session, **timeouts) if lean else sdk_transport(session, **timeouts)
     return {**_CLIENT_OPTIONS, "transport": transport}
 
 
@@ -142,8 +146,8 @@ class StateStore:
         session = pooled_session()
         try:
             return cls(
-                TableServiceClient.from_connection_string(conn, **_client_options(session)),
-                QueueServiceClient.from_connection_string(conn, **_client_options(session)),
+                TableServiceClient.from_connection_string(conn, **_client_options(session, lean=True)),
+                QueueServiceClient.from_connection_string(conn, **_client_options(session, lean=True)),
                 BlobServiceClient.from_connection_string(conn, **_client_options(session)),
             )
         except (ValueError, AzureError) as exc:
@@ -154,8 +158,8 @@ class StateStore:
         """Clients for an account reached by URL with a token credential (identity-based connections)."""
         session = pooled_session()
         return cls(
-            TableServiceClient(table_url, credential=credential, **_client_options(session)),
-            QueueServiceClient(queue_url, credential=credential, **_client_options(session)),
+            TableServiceClient(table_url, credential=credential, **_client_options(session, lean=True)),
+            QueueServiceClient(queue_url, credential=credential, **_client_options(session, lean=True)),
             BlobServiceClient(blob_url, credential=credential, **_client_options(session)),
         )
 
