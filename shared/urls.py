@@ -255,11 +255,11 @@ def pinned_session(allowed_hosts: Iterable[str], *, loopback_always: bool = Fals
     `loopback_always`). The check runs on the connected socket's peer address, so a name that
     resolves (or re-resolves) to 169.254.169.254 or 10.x is refused before anything is sent.
     Raises `shared.errors.ForbiddenActionError` from the send."""
-    import requests
     from requests.adapters import HTTPAdapter
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+    from shared.adapters.http import POOL_SIZE, PooledSession
     from shared.errors import ForbiddenActionError
 
     verbatim = tuple(allowed_hosts)
@@ -301,8 +301,9 @@ def pinned_session(allowed_hosts: Iterable[str], *, loopback_always: bool = Fals
             super().init_poolmanager(*args, **kwargs)
             self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
-    session = requests.Session()
-    adapter = _Adapter()
+    # pooled and without per-request environment lookups, as every other adapter's session
+    session = PooledSession()
+    adapter = _Adapter(pool_connections=16, pool_maxsize=POOL_SIZE, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
