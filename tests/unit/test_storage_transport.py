@@ -6,11 +6,15 @@ tests cover what Azurite does not do on demand."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +35,8 @@ class Peer:
     answers and closes it right after (as a server dropping an idle connection), "reset" resets
     without answering, "silent" never answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.mode = "keep"
         self.connections = 0
         self.bodies: list[bytes] = []
@@ -47,6 +52,9 @@ class Peer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def https_url(self, host: str = "localhost") -> str:
+        return f"https://{host}:{self.port}"
+
     def _accept(self) -> None:
         while True:
             try:
@@ -59,8 +67,10 @@ class Peer:
 
     def _serve(self, conn: socket.socket, port: int) -> None:
         try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             self._answer(conn, port)
-        except OSError:  # the test stopped the peer
+        except OSError:  # the test stopped the peer, or the client refused our certificate
             conn.close()
 
     def _answer(self, conn: socket.socket, port: int) -> None:
@@ -261,3 +271,71 @@ def test_close_drops_every_threads_connection(peer: Peer) -> None:
     transport.close()
     transport.send(HttpRequest("GET", f"{peer.url}/t"))  # usable again: a fresh connection
     assert peer.connections == 2
+
+
+def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A throwaway certificate for `name` (and no other name) and its key, for a local TLS peer."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "peer.pem", tmp / "peer.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_peer(tmp_path: Path) -> Iterator[tuple[Peer, Path]]:
+    cert, key = _self_signed(tmp_path, "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = Peer(tls=context)
+    yield server, cert
+    server.stop()
+
+
+def test_https_with_a_trusted_certificate_keeps_one_connection(tls_peer: tuple[Peer, Path]) -> None:
+    server, cert = tls_peer
+    transport = StdlibTransport(
+        connection_timeout=2.0, read_timeout=5.0, fallback=Fallback(), tls_context=default_tls_context(str(cert))
+    )
+    for _ in range(3):
+        assert transport.send(HttpRequest("PUT", f"{server.https_url()}/t", content=b"{}")).status_code == 201
+    assert server.connections == 1
+
+
+def test_https_to_a_certificate_nobody_trusts_is_refused_before_sending(tls_peer: tuple[Peer, Path]) -> None:
+    server, _ = tls_peer
+    with pytest.raises(ServiceRequestError, match="TLS with localhost"):
+        _transport().send(HttpRequest("PUT", f"{server.https_url()}/t", content=b"{}"))
+    assert server.bodies == []
+
+
+def test_https_checks_the_host_name_against_the_certificate(tls_peer: tuple[Peer, Path]) -> None:
+    server, cert = tls_peer
+    transport = StdlibTransport(
+        connection_timeout=2.0, read_timeout=5.0, fallback=Fallback(), tls_context=default_tls_context(str(cert))
+    )
+    ip = ipaddress.ip_address("127.0.0.1")  # the certificate names localhost only
+    with pytest.raises(ServiceRequestError, match="TLS with 127.0.0.1"):
+        transport.send(HttpRequest("GET", f"{server.https_url(str(ip))}/t"))
+    assert server.bodies == []
