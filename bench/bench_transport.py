@@ -106,9 +106,8 @@ def main(argv: list[str]) -> int:
         azurite.stop()
 
     impls = list(stores)
-    kinds = list(next(iter(ops.values())))
     rows = []
-    for kind in kinds:
+    for kind in next(iter(ops.values())):
         before, today = (statistics.median(cpu[(i, kind)]) for i in impls)
         wb, wt = (statistics.median(wall[(i, kind)]) for i in impls)
         rows.append((kind, f"{before:.3f}", f"{today:.3f}", f"{before / today:.2f}x", f"{wb:.3f}", f"{wt:.3f}"))
