@@ -12,17 +12,17 @@ pay) and wall time per request, one thread; then requests/s with 8 threads.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._harness import table
+from bench._harness import run_threads, table
 
 
 def _store(conn: str, lean: bool) -> Any:
@@ -67,15 +67,15 @@ def _cpu_per_op(op: Callable[[int], None], ops: int) -> tuple[float, float]:
 
 
 def _threaded(op: Callable[[int], None], ops: int, threads: int) -> float:
+    each = ops // threads
+
+    def run(first: int) -> None:
+        for n in range(first, first + each):
+            op(n)
+
     started = time.perf_counter()
-    workers = [
-        threading.Thread(target=lambda k=k: [op(k * ops + n) for n in range(ops // threads)]) for k in range(threads)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return (ops // threads * threads) / (time.perf_counter() - started)
+    run_threads([functools.partial(run, k * each) for k in range(threads)])
+    return each * threads / (time.perf_counter() - started)
 
 
 def main(argv: list[str]) -> int:
