@@ -13,7 +13,7 @@ retry of the same work item into a "duplicate": its effect would never run. So e
 the queue message id that wrote it (`Delivery`), and a row with the event's timestamp written by
 the same message is that message's own earlier attempt: admitted again, at no extra round trip
 (the read on conflict is there anyway). A redelivered event arrives as another message and stays
-a duplicate. Rows are spread over `SPREAD` partitions `state-<hex>` by the
+a duplicate; in a batch holding both, the retry is the copy admitted. Rows are spread over `SPREAD` partitions `state-<hex>` by the
 key's hash (one partition caps at ~2,000 entities/s). `admit_many` admits a received batch with
 one entity-group transaction per partition instead of one insert per event.
 """
@@ -49,6 +49,7 @@ class Admission:
 
     outcome: str
     previous_state: str = ""
+    holder: str = ""  # a duplicate's: the message that wrote the row (its own earlier attempt may be in the batch)
 
     @property
     def admitted(self) -> bool:
@@ -120,8 +121,16 @@ class PolicyStateLedger:
                 out[i] = admission
         for i, event in enumerate(events):  # the older copies of a key within the batch
             if out[i] is None:
-                first = events[newest[state_row_key(event)]]
-                out[i] = Admission(DUPLICATE if event.timestamp == first.timestamp else STALE)
+                chosen = newest[state_row_key(event)]
+                first, decided = events[chosen], out[chosen]
+                if event.timestamp != first.timestamp:
+                    out[i] = Admission(STALE)
+                elif decided is not None and not decided.admitted and delivered[i] and decided.holder == delivered[i]:
+                    # the copy chosen was refused for a row this message wrote in an earlier attempt whose
+                    # answer was lost: this message is that attempt's retry, so it is the one admitted
+                    out[i] = Admission(NEW, decided.previous_state)
+                else:
+                    out[i] = Admission(DUPLICATE)
         return [a for a in out if a is not None]
 
     def _admit_group(self, partition: str, events: list[tuple[PolicyStateEvent, str]]) -> list[Admission]:
@@ -177,7 +186,7 @@ class PolicyStateLedger:
             if event.timestamp == seen:
                 if delivery and current.get("Delivery") == delivery:
                     return Admission(NEW)  # this message's own earlier attempt wrote it (its answer was lost)
-                return Admission(DUPLICATE, str(current.get("ComplianceState", "")))
+                return Admission(DUPLICATE, str(current.get("ComplianceState", "")), str(current.get("Delivery", "")))
             try:
                 self.store.replace_if_unchanged(TABLE, {**current, **_fields(event, delivery)})
             except ConflictError:

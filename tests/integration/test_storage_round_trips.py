@@ -186,6 +186,27 @@ def test_a_batch_whose_answer_was_lost_is_admitted_again_for_the_same_messages_o
     assert [a.outcome for a in again] == [DUPLICATE] * 5
 
 
+def test_a_lost_batch_retried_beside_a_redelivered_copy_admits_its_own_message_once(store):
+    # GIVEN events whose batch transaction committed with its answer lost (messages msg-a-*)
+    run = uuid.uuid4().hex[:6]
+    events = [_event(f"/r/{run}/{i}", "2026-11-29T12:00:01.0000000Z") for i in range(20)]
+    own = [f"msg-a-{run}-{i}" for i in range(20)]
+    with pytest.raises(StorageError):
+        PolicyStateLedger(_AnswerLost(store)).admit_many(events, own)
+    written = [store.get(TABLE, state_partition(state_row_key(e)), state_row_key(e)) is not None for e in events]
+    assert any(written)  # the lost transaction's rows (the other partitions were not reached)
+    # WHEN they come back in one batch, each behind Event Grid's redelivered copy of it (msg-b-*),
+    # so the copy is the one the batch tries first
+    copies = [f"msg-b-{run}-{i}" for i in range(20)]
+    batch = [e for pair in zip(events, events, strict=True) for e in pair]
+    ids = [m for pair in zip(copies, own, strict=True) for m in pair]
+    admitted = [a.outcome for a in PolicyStateLedger(store).admit_many(batch, ids)]
+    # THEN each event is admitted exactly once: for the message whose lost attempt wrote its row,
+    # else for the first copy
+    expected = [[DUPLICATE, NEW] if w else [NEW, DUPLICATE] for w in written]
+    assert admitted == [outcome for pair in expected for outcome in pair]
+
+
 def test_the_teams_budget_holds_across_instances(store):
     # GIVEN two instances' budgets on the same webhook, at the same instant
     url = f"https://prod-01.westeurope.logic.azure.com/workflows/{uuid.uuid4().hex}"
