@@ -15,8 +15,10 @@ What it does, and what it leaves to the `RequestsTransport` it is given as a fal
   `ServiceRequestError` (retried by the SDK for any method), a failure after the request went out ->
   `ServiceResponseError` ("Connection aborted" when the peer reset or closed the connection), and the
   timeout variants of both;
-- streamed responses, file uploads and bodies that are not bytes or text go to the fallback, as does
-  every request when the environment names a proxy for the host (see `storage_transport`).
+- a rest request asked for as a stream (the table transaction's multipart answer) is read whole
+  and iterates from memory; legacy streamed requests, file uploads and bodies that are not bytes or
+  text go to the fallback, as does every request when the environment names a proxy (see
+  `storage_transport`). Blobs keep the `RequestsTransport`: their downloads are real streams.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import select
 import ssl
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -85,6 +88,17 @@ def default_tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_bundle)
 
 
+class _ReadWhole(RestHttpClientTransportResponse):
+    """A rest response read whole on arrival; asked for as a stream (the table transaction's
+    multipart answer is), it iterates from memory. Table and queue answers are small."""
+
+    def iter_bytes(self, **kwargs: Any) -> Iterator[bytes]:
+        yield self.read()
+
+    def iter_raw(self, **kwargs: Any) -> Iterator[bytes]:
+        yield self.read()
+
+
 class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
     """azure-core transport on `http.client` (see the module doc). Thread-safe: each thread has its
     own connections. `fallback` (a `RequestsTransport`) takes what this one does not handle."""
@@ -139,7 +153,9 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
     def send(self, request: Any, **kwargs: Any) -> Any:
         """Send `request` (an azure-core legacy or rest request) and return the matching response type."""
         body = request.data if not request.files else None
-        if kwargs.get("stream") or request.files or not (body is None or isinstance(body, (bytes, str))):
+        rest = _is_rest(request)
+        streamed = kwargs.get("stream") and not rest  # a rest answer is read whole and iterates from memory
+        if streamed or request.files or not (body is None or isinstance(body, (bytes, str))):
             return self.fallback.send(request, **kwargs)
         if isinstance(body, str):
             body = body.encode("utf-8")
@@ -167,8 +183,8 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
             raise ServiceRequestError(f"cannot send to {url.netloc}: {exc}", error=exc) from exc
         try:
             answer = conn.getresponse()
-            if _is_rest(request):
-                response: Any = RestHttpClientTransportResponse(request=request, internal_response=answer)
+            if rest:
+                response: Any = _ReadWhole(request=request, internal_response=answer)
                 response.read()
             else:
                 response = HttpClientTransportResponse(request, answer)
