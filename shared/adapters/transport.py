@@ -7,7 +7,9 @@ directly the same request costs about 0.45 ms (`python -m bench.bench_transport`
 
 What it does, and what it leaves to the `RequestsTransport` it is given as a fallback:
 - one keep-alive connection per thread and host (the worker's threads never share a socket, so no
-  pool and no lock); a connection the server closed while idle is noticed before it is reused;
+  pool and no lock); a connection the server closed while idle is noticed before it is reused, and
+  one idle for over a minute is replaced (Azure's load balancer drops idle flows silently, by
+  default after 4 minutes);
 - the connect timeout while connecting, the read timeout on every read after it;
 - TLS verified against the CA bundle `requests` would use (`REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE`,
   else certifi's), with the host name checked;
@@ -27,8 +29,9 @@ import http.client
 import select
 import ssl
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,6 +46,11 @@ from azure.core.pipeline.transport._base import HttpClientTransportResponse
 from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
 
 from shared.adapters.http import PooledSession, sdk_transport
+
+# A connection idle longer than this is replaced, not reused: Azure Load Balancer drops an outbound
+# flow idle for its timeout (4 minutes by default) silently, without a reset to either end, and a
+# request sent on it would wait out the read timeout (30 s) instead of failing fast.
+MAX_IDLE_SECONDS = 60.0
 
 
 class _Connection(http.client.HTTPConnection):
@@ -110,8 +118,12 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
         read_timeout: float,
         fallback: HttpTransport,  # type: ignore[type-arg]
         tls_context: ssl.SSLContext,
+        max_idle: float = MAX_IDLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connection_timeout = connection_timeout
+        self.max_idle = max_idle
+        self.clock = clock
         self.read_timeout = read_timeout
         self.fallback = fallback
         self._tls = tls_context
@@ -166,10 +178,12 @@ class StdlibTransport(HttpTransport):  # type: ignore[type-arg]
         read_timeout = kwargs.get("read_timeout", self.read_timeout)
         conn = self._connection(url.scheme, url.netloc)
         conn.read_timeout = read_timeout  # type: ignore[attr-defined]
-        if _dropped(conn):
+        now = self.clock()
+        if _dropped(conn) or now - getattr(conn, "last_used", now) > self.max_idle:
             conn.close()  # http.client reconnects on the next request
         elif conn.sock is not None:
             conn.sock.settimeout(read_timeout)
+        conn.last_used = now  # type: ignore[attr-defined]
         try:
             conn.request(request.method, target, body=body, headers=dict(request.headers))
         except TimeoutError as exc:

@@ -180,6 +180,25 @@ def test_a_connection_the_server_dropped_while_idle_is_reopened_not_failed(peer:
     assert len(peer.bodies) == 3  # every request reached the server exactly once
 
 
+def test_a_connection_idle_for_longer_than_a_minute_is_replaced_not_reused(peer: Peer) -> None:
+    # a flow Azure's SNAT dropped silently would only fail after the read timeout
+    now = [1000.0]
+    transport = StdlibTransport(
+        connection_timeout=2.0,
+        read_timeout=5.0,
+        fallback=Fallback(),
+        tls_context=default_tls_context(None),
+        clock=lambda: now[0],
+    )
+    transport.send(HttpRequest("GET", f"{peer.url}/t"))
+    now[0] += 59
+    transport.send(HttpRequest("GET", f"{peer.url}/t"))
+    assert peer.connections == 1
+    now[0] += 61
+    transport.send(HttpRequest("GET", f"{peer.url}/t"))
+    assert peer.connections == 2
+
+
 def test_legacy_requests_get_a_legacy_response(peer: Peer) -> None:
     request = LegacyRequest("POST", f"{peer.url}/t")
     request.set_bytes_body(b"abc")
