@@ -41,6 +41,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
     ServiceResponseTimeoutError,
 )
+from azure.core.pipeline.transport import HttpRequest as LegacyRequest
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.pipeline.transport._base import HttpClientTransportResponse
 from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
@@ -229,6 +230,4 @@ def storage_transport(session: PooledSession, *, connection_timeout: float, read
 
 
 def _is_rest(request: Any) -> bool:
-    from azure.core.pipeline.transport._base import HttpRequest as LegacyRequest
-
     return not isinstance(request, LegacyRequest)

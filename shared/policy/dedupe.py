@@ -13,9 +13,10 @@ retry of the same work item into a "duplicate": its effect would never run. So e
 the queue message id that wrote it (`Delivery`), and a row with the event's timestamp written by
 the same message is that message's own earlier attempt: admitted again, at no extra round trip
 (the read on conflict is there anyway). A redelivered event arrives as another message and stays
-a duplicate; in a batch holding both, the retry is the copy admitted. Rows are spread over `SPREAD` partitions `state-<hex>` by the
-key's hash (one partition caps at ~2,000 entities/s). `admit_many` admits a received batch with
-one entity-group transaction per partition instead of one insert per event.
+a duplicate; in a batch holding both, the retry is the copy admitted. Rows are spread over
+`SPREAD` partitions `state-<hex>` by the key's hash (one partition caps at ~2,000 entities/s).
+`admit_many` admits a received batch with one entity-group transaction per partition instead of
+one insert per event.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Admission:
 
     outcome: str
     previous_state: str = ""
-    holder: str = ""  # a duplicate's: the message that wrote the row (its own earlier attempt may be in the batch)
+    holder: str = ""  # a duplicate's: the message that wrote the row (its retry may be in the same batch)
 
     @property
     def admitted(self) -> bool:
