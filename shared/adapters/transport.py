@@ -54,22 +54,23 @@ from shared.adapters.http import PooledSession, sdk_transport
 MAX_IDLE_SECONDS = 60.0
 
 
-class _Connection(http.client.HTTPConnection):
-    """A connection whose connect timeout differs from its read timeout."""
+class _ReadTimeout:
+    """Connects within the connection's `timeout`, then reads with `read_timeout`."""
 
     read_timeout: float = 30.0
+    sock: Any
 
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         self.sock.settimeout(self.read_timeout)
 
 
-class _TLSConnection(http.client.HTTPSConnection):
-    read_timeout: float = 30.0
+class _Connection(_ReadTimeout, http.client.HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self.read_timeout)
+
+class _TLSConnection(_ReadTimeout, http.client.HTTPSConnection):
+    pass
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:

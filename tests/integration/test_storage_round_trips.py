@@ -169,14 +169,21 @@ class _AnswerLost:
         return result
 
 
+def _batch_with_lost_answer(store, count: int) -> tuple[list[PolicyStateEvent], list[str]]:
+    """`count` events admitted as messages msg-<run>-<i>, whose first transaction commits and then
+    answers with a timeout (the other partitions' transactions are not reached)."""
+    run = uuid.uuid4().hex[:6]
+    events = [_event(f"/r/{run}/{i}", "2026-11-29T12:00:01.0000000Z") for i in range(count)]
+    messages = [f"msg-{run}-{i}" for i in range(count)]
+    with pytest.raises(StorageError):
+        PolicyStateLedger(_AnswerLost(store)).admit_many(events, messages)
+    return events, messages
+
+
 def test_a_batch_whose_answer_was_lost_is_admitted_again_for_the_same_messages_only(store):
     # GIVEN a batch of 40 events (one partition's worth lands in one transaction) whose first
     # transaction commits but answers with a timeout
-    run = uuid.uuid4().hex[:6]
-    events = [_event(f"/r/{run}/{i}", "2026-11-29T12:00:01.0000000Z") for i in range(40)]
-    messages = [f"msg-{run}-{i}" for i in range(40)]
-    with pytest.raises(StorageError):
-        PolicyStateLedger(_AnswerLost(store)).admit_many(events, messages)
+    events, messages = _batch_with_lost_answer(store, 40)
     # WHEN the same messages come back (another instance: no process memory)
     retried = PolicyStateLedger(store).admit_many(events, messages)
     # THEN every event is admitted: rows its own messages wrote are not mistaken for duplicates
@@ -187,17 +194,13 @@ def test_a_batch_whose_answer_was_lost_is_admitted_again_for_the_same_messages_o
 
 
 def test_a_lost_batch_retried_beside_a_redelivered_copy_admits_its_own_message_once(store):
-    # GIVEN events whose batch transaction committed with its answer lost (messages msg-a-*)
-    run = uuid.uuid4().hex[:6]
-    events = [_event(f"/r/{run}/{i}", "2026-11-29T12:00:01.0000000Z") for i in range(20)]
-    own = [f"msg-a-{run}-{i}" for i in range(20)]
-    with pytest.raises(StorageError):
-        PolicyStateLedger(_AnswerLost(store)).admit_many(events, own)
+    # GIVEN events whose batch transaction committed with its answer lost
+    events, own = _batch_with_lost_answer(store, 20)
     written = [store.get(TABLE, state_partition(state_row_key(e)), state_row_key(e)) is not None for e in events]
     assert any(written)  # the lost transaction's rows (the other partitions were not reached)
-    # WHEN they come back in one batch, each behind Event Grid's redelivered copy of it (msg-b-*),
-    # so the copy is the one the batch tries first
-    copies = [f"msg-b-{run}-{i}" for i in range(20)]
+    # WHEN they come back in one batch, each behind Event Grid's redelivered copy of it (another
+    # message), so the copy is the one the batch tries first
+    copies = [f"copy-of-{m}" for m in own]
     batch = [e for pair in zip(events, events, strict=True) for e in pair]
     ids = [m for pair in zip(copies, own, strict=True) for m in pair]
     admitted = [a.outcome for a in PolicyStateLedger(store).admit_many(batch, ids)]

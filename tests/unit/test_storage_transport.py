@@ -232,7 +232,7 @@ def test_no_answer_within_the_read_timeout_is_a_response_timeout(peer: Peer) -> 
     started = time.monotonic()
     with pytest.raises(ServiceResponseTimeoutError, match="within 0.3s"):
         _transport(read_timeout=0.3).send(HttpRequest("GET", f"{peer.url}/t"))
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 1.5  # the read timeout, not the 2 s connect timeout
 
 
 def test_a_refused_connection_is_a_request_error_the_sdk_may_retry() -> None:
