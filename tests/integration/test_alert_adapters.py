@@ -84,6 +84,26 @@ def test_a_host_outside_the_allow_list_is_refused_and_not_called(teams):
         client.post("https://hooks.example.net/test-hook", CARD)
 
 
+def test_the_allow_list_check_is_remembered_for_passes_only_and_bounded(teams, monkeypatch):
+    import shared.adapters.teams as teams_module
+
+    client = _client()
+    monkeypatch.setattr(teams_module, "MAX_CHECKED_URLS", 2)
+    for _ in range(3):  # a refusal is never remembered: refused every time
+        with pytest.raises(ForbiddenActionError):
+            client.check_allowed("https://hooks.example.net/test-hook")
+    calls = []
+    real = teams_module.host_allowed
+    monkeypatch.setattr(teams_module, "host_allowed", lambda url, hosts: calls.append(url) or real(url, hosts))
+    urls = [f"https://prod-{i}.westeurope.logic.azure.com/workflows/hook" for i in range(3)]
+    for url in urls[:2] * 3:
+        client.check_allowed(url)
+    assert calls == urls[:2]  # each checked once, then remembered
+    client.check_allowed(urls[2])  # a third forgets the two before it: at most MAX_CHECKED_URLS kept
+    client.check_allowed(urls[0])
+    assert calls == [*urls[:2], urls[2], urls[0]]
+
+
 def test_at_most_four_requests_per_second_per_webhook(teams):
     client = _client()
     started = time.monotonic()
