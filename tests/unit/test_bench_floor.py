@@ -1,11 +1,12 @@
-"""The alert benchmark's bound on what any exactly-once delivery could gain, and the latency option."""
+"""The alert benchmark's bounds on what any exactly-once delivery could gain (the latency floor, the
+CPU ceiling), and the latency option."""
 
 from __future__ import annotations
 
 import argparse
 
 from bench._harness import add_side_by_side_args, latency_args
-from bench.bench_alerts import _floor_rows
+from bench.bench_alerts import _ceiling_rows, _floor_rows
 from bench.bench_policy import _floor_rows as _policy_floor_rows
 
 
@@ -38,6 +39,28 @@ def test_no_floor_without_both_implementations_at_a_worker_count():
     today = _run(32, seconds=3.0, table_ops=120, table_s=1.8, peers_s=2.0, ack_s=1.0)
     before = _run(8, seconds=10.5, table_ops=500, table_s=10.0, peers_s=1.0, ack_s=1.0)
     assert _floor_rows([("before (c9e90f0)", before), ("today", today)]) == []
+
+
+def test_the_cpu_ceiling_of_today_and_of_any_design_from_azurites_cost_per_operation(monkeypatch):
+    monkeypatch.setattr("bench.bench_alerts.os.cpu_count", lambda: 2)
+    before = {"workers": 8, "alerts_per_s": 50.0, "ops_slowest": {}}
+    # GIVEN today: 100 alerts, 20 of them with an incident, 30 failed first attempts (130 puts), 6 ops per alert
+    today = {
+        "alerts": 100,
+        "workers": 8,
+        "cpu_seconds": 0.5,
+        "azurite_cpu_seconds": 0.48,
+        "peer_cpu_seconds": 0.02,
+        "ops_per_alert": 6.0,
+        "ops": {"queue.put": 130},
+        "ops_slowest": {},
+    }
+    rows = _ceiling_rows([("before (c9e90f0)", before), ("today", today)])
+    # THEN today costs 10 ms of CPU an alert: 2 cores -> 200/s; Azurite 0.8 ms an operation, and the fewest
+    # operations are put + delete + 2 x 1.2 channels + 3 x 0.3 retries = 5.3: 1000 / (0.8 x 5.3) = 236/s
+    assert rows == [(8, "50.0", "250", "10.0", "200", "0.80", "5.30", "236")]
+    today["ops_slowest"] = {"table.insert": 20.0}  # a stalled run's CPU figures say nothing
+    assert _ceiling_rows([("before (c9e90f0)", before), ("today", today)])[0][2] == "(a run stalled)"
 
 
 def test_storage_latency_reaches_child_runs_only_when_set():
