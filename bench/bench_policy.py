@@ -346,6 +346,53 @@ def _floor_rows(done: list[tuple[str, dict[str, Any]]], latency_ms: float) -> li
     return rows
 
 
+CEILING_HEADER = (
+    "workers",
+    "before: deliveries/s (trigger + worker)",
+    "5x that",
+    "Azurite: CPU ms per operation",
+    "exactly-once minimum: operations/delivery",
+    "ceiling of ANY design from Azurite's one thread",
+)
+
+
+def _ceiling_rows(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...]]:
+    """Without added latency, the most deliveries/s (trigger + worker) any exactly-once design could
+    reach on this Azurite: it serves every request on one Node.js thread, so its CPU per operation
+    (today's run: its CPU over the operations counted; the run's checks afterwards make it a little
+    high) times the fewest operations a delivery needs bounds every implementation. The fewest: the
+    trigger's enqueue, the write admitting the delivery (a duplicate's conflicts) and the host's
+    delete; per new event its effect, a pending upsert (remediable) or an open-alert insert and the
+    alert's enqueue (escalated). Retries are left out: a lower bound."""
+    rows = []
+    for workers in sorted({r["workers"] for _, r in done}):
+        before = next((r for name, r in done if name.startswith("before") and r["workers"] == workers), None)
+        today = next((r for name, r in done if name == "today" and r["workers"] == workers), None)
+        if before is None or today is None or today.get("azurite_cpu_seconds") is None:
+            continue
+        if stalled(before) or stalled(today):  # Azurite's CPU during a stall says nothing of its cost per operation
+            rows.append(
+                (workers, f"{before['deliveries_per_s']:.1f}", *["(a run stalled)"] * (len(CEILING_HEADER) - 2))
+            )
+            continue
+        n = today["deliveries"]
+        remediable = REMEDIABLE * today["resources"]
+        escalated = (ASSIGNMENTS - REMEDIABLE) * today["resources"]
+        least_ops = 3 + (remediable + 2 * escalated) / n
+        azurite_op_ms = today["azurite_cpu_seconds"] * 1000 / (today["ops_per_delivery"] * n)
+        rows.append(
+            (
+                workers,
+                f"{before['deliveries_per_s']:.1f}",
+                f"{5 * before['deliveries_per_s']:.0f}",
+                f"{azurite_op_ms:.2f}",
+                f"{least_ops:.2f}",
+                f"{1000 / (azurite_op_ms * least_ops):.0f}",
+            )
+        )
+    return rows
+
+
 def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
     done = [(name, r) for name, r in results if r is not None]
     if not done:
@@ -407,6 +454,13 @@ def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
             "the admitting write and the delete one after the other at the added latency alone; no CPU):\n"
         )
         print(table(floors, ("workers", "before: worker ms/delivery", "floor", "largest possible ratio")))
+    ceilings = [] if latency else _ceiling_rows(done)
+    if ceilings:
+        print(
+            "\nthe most deliveries/s any exactly-once design could reach on this Azurite (CPU-bound without added "
+            "latency; see _ceiling_rows):\n"
+        )
+        print(table(ceilings, CEILING_HEADER))
     print(f"\nprojection to Azure Storage at {AZURE_LATENCY_MS:g} ms per operation (from the measured ops/delivery):\n")
     proj, seen = [], set()
     for name, r in done:

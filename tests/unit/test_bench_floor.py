@@ -7,6 +7,7 @@ import argparse
 
 from bench._harness import add_side_by_side_args, latency_args
 from bench.bench_alerts import _ceiling_rows, _floor_rows
+from bench.bench_policy import _ceiling_rows as _policy_ceiling_rows
 from bench.bench_policy import _floor_rows as _policy_floor_rows
 
 
@@ -78,3 +79,15 @@ def test_the_policy_floor_is_the_admitting_write_and_the_delete():
     # THEN with 10 ms per request the floor is 20 ms and no design gets past 3.1x
     assert rows == [(8, "62.5", "2 x 10", "3.1x")]
     assert _policy_floor_rows([("before (c9e90f0)", before)], 0.0) == []
+
+
+def test_the_policy_ceiling_of_any_design_from_azurites_cost_per_operation():
+    before = {"workers": 8, "deliveries_per_s": 100.0, "ops_slowest": {}}
+    # GIVEN today: 20 assignments x 10 resources = 200 events, each delivered twice; 4 ops a delivery
+    # and Azurite spending 2.4 s: 1.5 ms an operation
+    today = {"workers": 8, "deliveries": 400, "resources": 10, "ops_per_delivery": 4.0, "azurite_cpu_seconds": 2.4}
+    today["ops_slowest"] = {}
+    rows = _policy_ceiling_rows([("before (c9e90f0)", before), ("today", today)])
+    # THEN the fewest operations: 3 a delivery, plus 1 per remediable and 2 per escalated event
+    # (100 each): 3 + 300 / 400 = 3.75; 1000 / (1.5 x 3.75) = 178 deliveries/s
+    assert rows == [(8, "100.0", "500", "1.50", "3.75", "178")]
