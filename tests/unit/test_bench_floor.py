@@ -4,8 +4,13 @@ CPU ceiling), and the latency option."""
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
-from bench._harness import add_side_by_side_args, latency_args
+import pytest
+
+from bench._harness import add_side_by_side_args, group_cpu_seconds, latency_args
 from bench.bench_alerts import _ceiling_rows, _floor_rows
 from bench.bench_policy import _ceiling_rows as _policy_ceiling_rows
 from bench.bench_policy import _floor_rows as _policy_floor_rows
@@ -45,21 +50,25 @@ def test_no_floor_without_both_implementations_at_a_worker_count():
 def test_the_cpu_ceiling_of_today_and_of_any_design_from_azurites_cost_per_operation(monkeypatch):
     monkeypatch.setattr("bench.bench_alerts.os.cpu_count", lambda: 2)
     before = {"workers": 8, "alerts_per_s": 50.0, "ops_slowest": {}}
-    # GIVEN today: 100 alerts, 20 of them with an incident, 30 failed first attempts (130 puts), 6 ops per alert
+    # GIVEN today: 100 alerts, 20 of them with an incident, 30 failed first attempts (130 puts), 6 ops per
+    # alert, Azurite spending 0.48 s (0.36 s of it on its main thread)
     today = {
         "alerts": 100,
         "workers": 8,
         "cpu_seconds": 0.5,
         "azurite_cpu_seconds": 0.48,
+        "azurite_main_thread_cpu_seconds": 0.36,
         "peer_cpu_seconds": 0.02,
         "ops_per_alert": 6.0,
         "ops": {"queue.put": 130},
         "ops_slowest": {},
     }
     rows = _ceiling_rows([("before (c9e90f0)", before), ("today", today)])
-    # THEN today costs 10 ms of CPU an alert: 2 cores -> 200/s; Azurite 0.8 ms an operation, and the fewest
-    # operations are put + delete + 2 x 1.2 channels + 3 x 0.3 retries = 5.3: 1000 / (0.8 x 5.3) = 236/s
-    assert rows == [(8, "50.0", "250", "10.0", "200", "0.80", "5.30", "236")]
+    # THEN today costs 10 ms of CPU an alert: 2 cores -> 200/s. Azurite: 0.8 ms an operation, 0.6 on its main
+    # thread; the fewest operations are put + delete + 2 x 1.2 channels + 3 x 0.3 retries = 5.3, so no design
+    # passes 1000 / (0.6 x 5.3) = 314/s. At 5x (250/s) the 2 cores give 8 ms an alert: Azurite takes 0.8 x 5.3
+    # = 4.24, the peers 0.2, which leaves 3.56 ms for this process (today: 5.0)
+    assert rows == [(8, "50.0", "250", "10.0", "200", "0.80 / 0.60", "5.30", "314", "3.6", "5.0")]
     today["ops_slowest"] = {"table.insert": 20.0}  # a stalled run's CPU figures say nothing
     assert _ceiling_rows([("before (c9e90f0)", before), ("today", today)])[0][2] == "(a run stalled)"
 
@@ -81,13 +90,40 @@ def test_the_policy_floor_is_the_admitting_write_and_the_delete():
     assert _policy_floor_rows([("before (c9e90f0)", before)], 0.0) == []
 
 
-def test_the_policy_ceiling_of_any_design_from_azurites_cost_per_operation():
+def test_the_policy_ceiling_of_any_design_from_azurites_cost_per_operation(monkeypatch):
+    monkeypatch.setattr("bench.bench_policy.os.cpu_count", lambda: 2)
     before = {"workers": 8, "deliveries_per_s": 100.0, "ops_slowest": {}}
     # GIVEN today: 20 assignments x 10 resources = 200 events, each delivered twice; 4 ops a delivery
-    # and Azurite spending 2.4 s: 1.5 ms an operation
+    # and Azurite spending 2.4 s (1.2 s on its main thread): 1.5 ms an operation (0.75 on the main thread)
     today = {"workers": 8, "deliveries": 400, "resources": 10, "ops_per_delivery": 4.0, "azurite_cpu_seconds": 2.4}
-    today["ops_slowest"] = {}
+    today.update(azurite_main_thread_cpu_seconds=1.2, ops_slowest={})
     rows = _policy_ceiling_rows([("before (c9e90f0)", before), ("today", today)])
-    # THEN the fewest operations: 3 a delivery, plus 1 per remediable and 2 per escalated event
-    # (100 each): 3 + 300 / 400 = 3.75; 1000 / (1.5 x 3.75) = 178 deliveries/s
-    assert rows == [(8, "100.0", "500", "1.50", "3.75", "178")]
+    # THEN the fewest operations: 3 a delivery, plus 1 per remediable and 2 per escalated event (100 each):
+    # 3 + 300 / 400 = 3.75; 1000 / (0.75 x 3.75) = 356 deliveries/s; at 5x (500/s) the 2 cores give 4 ms a
+    # delivery, and Azurite alone needs 1.5 x 3.75 = 5.625: -1.6 left
+    assert rows == [(8, "100.0", "500", "1.50 / 0.75", "3.75", "356", "-1.6")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
+def test_a_process_groups_cpu_and_its_main_threads_share():
+    # GIVEN a process in its own group that spins ~0.4 s on a second thread, its main thread idle
+    code = (
+        "import threading, time\n"
+        "def spin():\n"
+        "    end = time.process_time() + 0.4\n"
+        "    while time.process_time() < end: pass\n"
+        "t = threading.Thread(target=spin); t.start(); t.join()\n"
+        "print('done', flush=True); time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "done"
+        total = group_cpu_seconds(proc.pid)
+        main = group_cpu_seconds(proc.pid, main_threads=True)
+        # THEN the group's CPU holds the spin, and its main thread's share leaves it out
+        assert total is not None and main is not None
+        assert total >= 0.35 and main < total - 0.3
+    finally:
+        proc.kill()
+        proc.wait()
+    assert group_cpu_seconds(None) is None
