@@ -681,7 +681,8 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
         # the shared partition every alert touches: before, all idempotency records sat in "alerts";
         # today they spread over 16 partitions (storm rows are per squad and window either way)
         idem_ops = sum(v for k, v in r["ops"].items() if k.startswith("table.") and "batch" not in k) / r["alerts"]
-        proj.append((name, r["ops_per_alert"], idem_ops if name.startswith("before") else idem_ops / 16))
+        hot = idem_ops if name.startswith("before") else idem_ops / 16
+        proj.append((name, r["ops_per_alert"], hot, None if stalled(r) else r["cpu_seconds"] * 1000 / r["alerts"]))
     print(projection_table(proj, "alert", "alerts", "hottest-partition"))
     for name, r in done:
         worst = stalled(r)

@@ -478,7 +478,8 @@ def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
             continue
         seen.add(name)
         # every delivery touches the ledger once: before, all in partition "state"; today over 16
-        proj.append((name, r["ops_per_delivery"], 1.0 if name.startswith("before") else 1 / 16))
+        cpu_ms = None if stalled(r) else r["cpu_seconds"] * 1000 / r["deliveries"]
+        proj.append((name, r["ops_per_delivery"], 1.0 if name.startswith("before") else 1 / 16, cpu_ms))
     print(projection_table(proj, "delivery", "deliveries", "ledger-partition"))
     ok = all(_ok(r) for name, r in results if name.startswith("today"))
     for name, r in done:  # what went wrong in the driver itself (Azurite stalls), if anything

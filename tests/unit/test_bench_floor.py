@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bench._harness import add_side_by_side_args, group_cpu_seconds, latency_args
+from bench._harness import add_side_by_side_args, group_cpu_seconds, latency_args, projection_table
 from bench.bench_alerts import _ceiling_rows, _floor_rows
 from bench.bench_policy import _ceiling_rows as _policy_ceiling_rows
 from bench.bench_policy import _floor_rows as _policy_floor_rows
@@ -127,3 +127,13 @@ def test_a_process_groups_cpu_and_its_main_threads_share():
         proc.kill()
         proc.wait()
     assert group_cpu_seconds(None) is None
+
+
+def test_the_projection_takes_the_lower_of_waiting_and_one_vcpus_cpu():
+    # GIVEN 5 storage operations an alert at 10 ms: 20 alerts/s a thread, 640/s for 32 threads
+    text = projection_table([("today", 5.0, 1 / 16, 4.0), ("before", 10.0, 1.0, None)], "alert", "alerts", "hot")
+    rows = [line.split(" | ") for line in text.splitlines()[2:]]
+    # THEN 4 ms of CPU an alert bounds a 1-vCPU instance at 250/s, below the 640 waiting allows
+    assert rows[0][1:6] == ["5.00", "20.0", "640", "250", "250"]
+    # AND without a CPU figure (a stalled run) the instance is bound by waiting alone
+    assert rows[1][1:6] == ["10.00", "10.0", "320", "-", "320"]
