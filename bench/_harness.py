@@ -279,6 +279,26 @@ def stalled(result: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.1f} s" for k, v in sorted(slow.items(), key=lambda kv: -kv[1])[:3])
 
 
+def paired_runs(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(workers, before's run, today's run) for every worker count both were measured at; today's
+    is the per-message run named "today" (not a variant such as "today, batched")."""
+    pairs = []
+    for workers in sorted({r["workers"] for _, r in done}):
+        before = next((r for name, r in done if name.startswith("before") and r["workers"] == workers), None)
+        today = next((r for name, r in done if name == "today" and r["workers"] == workers), None)
+        if before is not None and today is not None:
+            pairs.append((workers, before, today))
+    return pairs
+
+
+def azurite_ms_per_operation(run: dict[str, Any], operations: float) -> tuple[float, float] | None:
+    """Azurite's CPU ms per counted storage operation in `run`: all its threads, and its main thread
+    (None when the run has no main-thread figure)."""
+    if run.get("azurite_main_thread_cpu_seconds") is None or not operations:
+        return None
+    return run["azurite_cpu_seconds"] * 1000 / operations, run["azurite_main_thread_cpu_seconds"] * 1000 / operations
+
+
 def group_cpu_seconds(pgid: int | None, *, main_threads: bool = False) -> float | None:
     """CPU seconds (user + system) used so far by the processes of a process group (Linux /proc; None
     elsewhere): what Azurite spent on a run, read before and after it. `main_threads`: only each

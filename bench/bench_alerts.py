@@ -46,11 +46,13 @@ from bench._harness import (
     AZURE_LATENCY_MS,
     ROOT,
     add_side_by_side_args,
+    azurite_ms_per_operation,
     baseline_tree,
     count_round_trips,
     host_dispatch,
     latency_args,
     ops_by_kind_table,
+    paired_runs,
     projection_table,
     run_measured,
     run_threads,
@@ -552,10 +554,8 @@ def _floor_rows(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...]]
     could reach at this worker count from waiting alone; where before's time is mostly waiting for
     CPU (32 workers on 2 cores), the cap is loose and CPU is the bound."""
     rows = []
-    for workers in sorted({r["workers"] for _, r in done}):
-        before = next((r for name, r in done if name.startswith("before") and r["workers"] == workers), None)
-        today = next((r for name, r in done if name == "today" and r["workers"] == workers), None)
-        if before is None or today is None or "handle_seconds" not in before or "handle_seconds" not in today:
+    for workers, before, today in paired_runs(done):
+        if "handle_seconds" not in before or "handle_seconds" not in today:
             continue
         peers_ms = sum(today["peer_seconds"].values()) * 1000 / today["alerts"]
         floor_ms = peers_ms + 3 * today.get("storage_latency_ms", 0.0)
@@ -607,21 +607,18 @@ def _ceiling_rows(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...
     polls and start-up make it a little high)."""
     rows = []
     cores = os.cpu_count() or 1
-    for workers in sorted({r["workers"] for _, r in done}):
-        before = next((r for name, r in done if name.startswith("before") and r["workers"] == workers), None)
-        today = next((r for name, r in done if name == "today" and r["workers"] == workers), None)
-        if before is None or today is None or today.get("azurite_main_thread_cpu_seconds") is None:
+    for workers, before, today in paired_runs(done):
+        n = today["alerts"]
+        per_op = azurite_ms_per_operation(today, today["ops_per_alert"] * n)
+        if per_op is None:
             continue
         if stalled(before) or stalled(today):  # Azurite's CPU during a stall says nothing of its cost per operation
             rows.append((workers, f"{before['alerts_per_s']:.1f}", *["(a run stalled)"] * (len(CEILING_HEADER) - 2)))
             continue
-        n = today["alerts"]
+        azurite_op_ms, main_op_ms = per_op
         ms = 1000 / n
         process_ms, peers_ms = today["cpu_seconds"] * ms, today["peer_cpu_seconds"] * ms
         cpu_ms = process_ms + today["azurite_cpu_seconds"] * ms + peers_ms
-        ops = today["ops_per_alert"] * n
-        azurite_op_ms = today["azurite_cpu_seconds"] * 1000 / ops
-        main_op_ms = today["azurite_main_thread_cpu_seconds"] * 1000 / ops
         channels = 1 + (n // 5) / n  # every alert posts to Teams; 1 in 5 also opens an incident
         retries = max(today["ops"].get("queue.put", n) / n - 1, 0.0)
         least_ops = 2 + 2 * channels + 3 * retries

@@ -42,11 +42,13 @@ from bench._harness import (
     AZURE_LATENCY_MS,
     ROOT,
     add_side_by_side_args,
+    azurite_ms_per_operation,
     baseline_tree,
     count_round_trips,
     host_dispatch,
     latency_args,
     ops_by_kind_table,
+    paired_runs,
     projection_table,
     run_measured,
     run_threads,
@@ -371,23 +373,20 @@ def _ceiling_rows(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...
     checks afterwards make it a little high)."""
     rows = []
     cores = os.cpu_count() or 1
-    for workers in sorted({r["workers"] for _, r in done}):
-        before = next((r for name, r in done if name.startswith("before") and r["workers"] == workers), None)
-        today = next((r for name, r in done if name == "today" and r["workers"] == workers), None)
-        if before is None or today is None or today.get("azurite_main_thread_cpu_seconds") is None:
+    for workers, before, today in paired_runs(done):
+        n = today["deliveries"]
+        per_op = azurite_ms_per_operation(today, today["ops_per_delivery"] * n)
+        if per_op is None:
             continue
         if stalled(before) or stalled(today):  # Azurite's CPU during a stall says nothing of its cost per operation
             rows.append(
                 (workers, f"{before['deliveries_per_s']:.1f}", *["(a run stalled)"] * (len(CEILING_HEADER) - 2))
             )
             continue
-        n = today["deliveries"]
+        azurite_op_ms, main_op_ms = per_op
         remediable = REMEDIABLE * today["resources"]
         escalated = (ASSIGNMENTS - REMEDIABLE) * today["resources"]
         least_ops = 3 + (remediable + 2 * escalated) / n
-        ops = today["ops_per_delivery"] * n
-        azurite_op_ms = today["azurite_cpu_seconds"] * 1000 / ops
-        main_op_ms = today["azurite_main_thread_cpu_seconds"] * 1000 / ops
         target = 5 * before["deliveries_per_s"]
         rows.append(
             (
