@@ -291,12 +291,28 @@ def paired_runs(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, dict[
     return pairs
 
 
-def azurite_ms_per_operation(run: dict[str, Any], operations: float) -> tuple[float, float] | None:
-    """Azurite's CPU ms per counted storage operation in `run`: all its threads, and its main thread
-    (None when the run has no main-thread figure)."""
-    if run.get("azurite_main_thread_cpu_seconds") is None or not operations:
-        return None
-    return run["azurite_cpu_seconds"] * 1000 / operations, run["azurite_main_thread_cpu_seconds"] * 1000 / operations
+def azurite_costs(
+    done: list[tuple[str, dict[str, Any]]], units: str, ops_per_unit: str
+) -> list[tuple[int, dict[str, Any], dict[str, Any], tuple[float, float] | None]]:
+    """`paired_runs` with Azurite's CPU ms per counted storage operation in today's run: (all its
+    threads, its main thread), or None when either run stalled (Azurite's CPU during a stall says
+    nothing of its cost per operation). Pairs without a main-thread figure are left out."""
+    out = []
+    for workers, before, today in paired_runs(done):
+        main = today.get("azurite_main_thread_cpu_seconds")
+        operations = today[ops_per_unit] * today[units]
+        if main is None or not operations:
+            continue
+        cost = None if stalled(before) or stalled(today) else (today["azurite_cpu_seconds"], main)
+        out.append(
+            (
+                workers,
+                before,
+                today,
+                None if cost is None else (cost[0] * 1000 / operations, cost[1] * 1000 / operations),
+            )
+        )
+    return out
 
 
 def group_cpu_seconds(pgid: int | None, *, main_threads: bool = False) -> float | None:

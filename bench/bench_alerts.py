@@ -46,7 +46,7 @@ from bench._harness import (
     AZURE_LATENCY_MS,
     ROOT,
     add_side_by_side_args,
-    azurite_ms_per_operation,
+    azurite_costs,
     baseline_tree,
     count_round_trips,
     host_dispatch,
@@ -607,15 +607,12 @@ def _ceiling_rows(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...
     polls and start-up make it a little high)."""
     rows = []
     cores = os.cpu_count() or 1
-    for workers, before, today in paired_runs(done):
-        n = today["alerts"]
-        per_op = azurite_ms_per_operation(today, today["ops_per_alert"] * n)
+    for workers, before, today, per_op in azurite_costs(done, "alerts", "ops_per_alert"):
         if per_op is None:
-            continue
-        if stalled(before) or stalled(today):  # Azurite's CPU during a stall says nothing of its cost per operation
             rows.append((workers, f"{before['alerts_per_s']:.1f}", *["(a run stalled)"] * (len(CEILING_HEADER) - 2)))
             continue
         azurite_op_ms, main_op_ms = per_op
+        n = today["alerts"]
         ms = 1000 / n
         process_ms, peers_ms = today["cpu_seconds"] * ms, today["peer_cpu_seconds"] * ms
         cpu_ms = process_ms + today["azurite_cpu_seconds"] * ms + peers_ms

@@ -42,13 +42,12 @@ from bench._harness import (
     AZURE_LATENCY_MS,
     ROOT,
     add_side_by_side_args,
-    azurite_ms_per_operation,
+    azurite_costs,
     baseline_tree,
     count_round_trips,
     host_dispatch,
     latency_args,
     ops_by_kind_table,
-    paired_runs,
     projection_table,
     run_measured,
     run_threads,
@@ -373,17 +372,14 @@ def _ceiling_rows(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...
     checks afterwards make it a little high)."""
     rows = []
     cores = os.cpu_count() or 1
-    for workers, before, today in paired_runs(done):
-        n = today["deliveries"]
-        per_op = azurite_ms_per_operation(today, today["ops_per_delivery"] * n)
+    for workers, before, today, per_op in azurite_costs(done, "deliveries", "ops_per_delivery"):
         if per_op is None:
-            continue
-        if stalled(before) or stalled(today):  # Azurite's CPU during a stall says nothing of its cost per operation
             rows.append(
                 (workers, f"{before['deliveries_per_s']:.1f}", *["(a run stalled)"] * (len(CEILING_HEADER) - 2))
             )
             continue
         azurite_op_ms, main_op_ms = per_op
+        n = today["deliveries"]
         remediable = REMEDIABLE * today["resources"]
         escalated = (ASSIGNMENTS - REMEDIABLE) * today["resources"]
         least_ops = 3 + (remediable + 2 * escalated) / n
