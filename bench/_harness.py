@@ -303,15 +303,10 @@ def azurite_costs(
         operations = today[ops_per_unit] * today[units]
         if main is None or not operations:
             continue
-        cost = None if stalled(before) or stalled(today) else (today["azurite_cpu_seconds"], main)
-        out.append(
-            (
-                workers,
-                before,
-                today,
-                None if cost is None else (cost[0] * 1000 / operations, cost[1] * 1000 / operations),
-            )
-        )
+        cost = None
+        if not (stalled(before) or stalled(today)):
+            cost = (today["azurite_cpu_seconds"] * 1000 / operations, main * 1000 / operations)
+        out.append((workers, before, today, cost))
     return out
 
 
@@ -319,7 +314,7 @@ def group_cpu_seconds(pgid: int | None, *, main_threads: bool = False) -> float 
     """CPU seconds (user + system) used so far by the processes of a process group (Linux /proc; None
     elsewhere): what Azurite spent on a run, read before and after it. `main_threads`: only each
     process's main thread (Node.js runs its JavaScript there; V8's garbage collector and libuv's pool
-    use the others, about a quarter of Azurite's CPU under the benches' load)."""
+    use the others: 7-27% of Azurite's CPU in the benches' runs)."""
     if not pgid or not os.path.isdir("/proc"):
         return None
     ticks = os.sysconf("SC_CLK_TCK")
