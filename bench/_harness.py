@@ -279,6 +279,17 @@ def stalled(result: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.1f} s" for k, v in sorted(slow.items(), key=lambda kv: -kv[1])[:3])
 
 
+def stall_note(name: str, result: dict[str, Any], units: str) -> str:
+    """The line a report prints for a run that stalled ("" if it did not)."""
+    worst = stalled(result)
+    if not worst:
+        return ""
+    return (
+        f"{name}, {result['workers']} workers: storage requests stalled ({worst}): Azurite or the machine "
+        f"stopped answering for a while, whatever the code; that run's {units}/s says little"
+    )
+
+
 def paired_runs(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
     """(workers, before's run, today's run) for every worker count both were measured at; today's
     is the per-message run named "today" (not a variant such as "today, batched")."""

@@ -56,6 +56,7 @@ from bench._harness import (
     projection_table,
     run_measured,
     run_threads,
+    stall_note,
     stalled,
     table,
     use_implementation,
@@ -679,12 +680,8 @@ def report(results: list[tuple[str, dict[str, Any] | None]], n: int, storm: int,
         proj.append((name, r["ops_per_alert"], hot, None if stalled(r) else r["cpu_seconds"] * 1000 / r["alerts"]))
     print(projection_table(proj, "alert", "alerts", "hottest-partition"))
     for name, r in done:
-        worst = stalled(r)
-        if worst:
-            print(
-                f"{name}, {r['workers']} workers: storage requests stalled ({worst}): Azurite or the machine "
-                "stopped answering for a while, whatever the code; that run's alerts/s says little"
-            )
+        if note := stall_note(name, r, "alerts"):
+            print(note)
         if r.get("error_kinds"):
             print(f"{name}, {r['workers']} workers: failed invocations by cause: {r['error_kinds']}")
     ok = all(

@@ -51,6 +51,7 @@ from bench._harness import (
     projection_table,
     run_measured,
     run_threads,
+    stall_note,
     stalled,
     table,
     use_implementation,
@@ -481,12 +482,8 @@ def report(results: list[tuple[str, dict[str, Any] | None]]) -> bool:
         trouble = {k: v for k, v in r["outcomes"].items() if "error" in k}
         if trouble:
             print(f"{name}, {r['workers']} workers: {trouble}")
-        stall = stalled(r)
-        if stall:
-            print(
-                f"{name}, {r['workers']} workers: storage requests stalled ({stall}): Azurite or the machine "
-                "stopped answering for a while, whatever the code; that run's deliveries/s says little"
-            )
+        if note := stall_note(name, r, "deliveries"):
+            print(note)
     print("\ntoday: zero lost, zero duplicated, one task per key: " + ("YES" if ok else "NO"))
     return ok
 

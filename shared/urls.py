@@ -259,7 +259,7 @@ def pinned_session(allowed_hosts: Iterable[str], *, loopback_always: bool = Fals
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-    from shared.adapters.http import POOL_SIZE, PooledSession
+    from shared.adapters.http import PooledSession
     from shared.errors import ForbiddenActionError
 
     verbatim = tuple(allowed_hosts)
@@ -302,11 +302,7 @@ def pinned_session(allowed_hosts: Iterable[str], *, loopback_always: bool = Fals
             self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
     # pooled and without per-request environment lookups, as every other adapter's session
-    session = PooledSession()
-    adapter = _Adapter(pool_connections=16, pool_maxsize=POOL_SIZE, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    return PooledSession(adapter_class=_Adapter)
 
 
 class SecretMaskingFilter:

@@ -27,10 +27,10 @@ POOL_SIZE = 64  # >= the Python worker's thread count (PYTHON_THREADPOOL_THREAD_
 class PooledSession(requests.Session):
     """A `requests.Session` that never reads the environment per request (see the module doc)."""
 
-    def __init__(self, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, pool_size: int = POOL_SIZE, adapter_class: type[HTTPAdapter] = HTTPAdapter) -> None:
         super().__init__()
         self.trust_env = False
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+        adapter = adapter_class(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
         self._env_proxies = {k: v for k, v in urllib.request.getproxies().items() if v}
