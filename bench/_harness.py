@@ -54,9 +54,11 @@ def baseline_tree(commit: str = BASELINE_COMMIT) -> Path | None:
     return target
 
 
-def run_child(module: str, impl_root: Path, args: list[str], timeout: float) -> dict[str, Any] | None:
+def run_child(
+    module: str, impl_root: Path, args: list[str], timeout: float, extra_env: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     """Run one measured child; its last stdout line is JSON. None (and the stderr tail) on failure."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(impl_root), str(ROOT)])}
+    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": os.pathsep.join([str(impl_root), str(ROOT)])}
     try:
         done = subprocess.run(
             [sys.executable, "-m", module, "--child", "--impl-root", str(impl_root), *args],
@@ -77,18 +79,46 @@ def run_child(module: str, impl_root: Path, args: list[str], timeout: float) -> 
     return result
 
 
+AZURITE_PGID_ENV = "BENCH_AZURITE_PGID"  # tells a measured child which process group is Azurite
+
+
 def run_measured(module: str, azurite: Any, impl_root: Path, args: list[str], timeout: float) -> dict[str, Any] | None:
-    """`run_child`, with the CPU seconds Azurite spent meanwhile (`azurite_cpu_seconds`; on its main
-    thread, which runs every request's JavaScript: `azurite_main_thread_cpu_seconds`; Linux)."""
+    """`run_child`, telling the child Azurite's process group, so that it reads Azurite's CPU over its
+    measured window alone (`AzuriteMeter`): the set-up before and the checks after (listing whole
+    tables, the watch's plan) are not operations of the run and would inflate Azurite's CPU per
+    operation. A child that reports nothing gets the CPU of its whole run instead."""
     pgid = azurite.process.pid if azurite.process is not None else None
     before, before_main = group_cpu_seconds(pgid), group_cpu_seconds(pgid, main_threads=True)
-    result = run_child(module, impl_root, args, timeout)
+    result = run_child(module, impl_root, args, timeout, {AZURITE_PGID_ENV: str(pgid or "")})
     after, after_main = group_cpu_seconds(pgid), group_cpu_seconds(pgid, main_threads=True)
-    if result is not None and before is not None and after is not None:
+    if result is not None and "azurite_cpu_seconds" not in result and before is not None and after is not None:
         result["azurite_cpu_seconds"] = after - before
-    if result is not None and before_main is not None and after_main is not None:
-        result["azurite_main_thread_cpu_seconds"] = after_main - before_main
+        if before_main is not None and after_main is not None:
+            result["azurite_main_thread_cpu_seconds"] = after_main - before_main
     return result
+
+
+class AzuriteMeter:
+    """In a measured child: the CPU seconds Azurite (all its threads, and its main thread, which runs
+    every request's JavaScript) spends between `start()` and `stop()` (Linux; nothing elsewhere)."""
+
+    def __init__(self) -> None:
+        self.pgid = int(os.environ.get(AZURITE_PGID_ENV) or 0) or None
+        self.started: tuple[float | None, float | None] = (None, None)
+
+    def _read(self) -> tuple[float | None, float | None]:
+        return group_cpu_seconds(self.pgid), group_cpu_seconds(self.pgid, main_threads=True)
+
+    def start(self) -> None:
+        self.started = self._read()
+
+    def stop(self) -> dict[str, float]:
+        """{"azurite_cpu_seconds": ..., "azurite_main_thread_cpu_seconds": ...}, or {} when not measured."""
+        (total0, main0), (total1, main1) = self.started, self._read()
+        if None in (total0, main0, total1, main1):
+            return {}
+        assert total0 is not None and main0 is not None and total1 is not None and main1 is not None
+        return {"azurite_cpu_seconds": total1 - total0, "azurite_main_thread_cpu_seconds": main1 - main0}
 
 
 def use_implementation(argv: list[str]) -> None:

@@ -45,6 +45,7 @@ from typing import Any
 from bench._harness import (
     AZURE_LATENCY_MS,
     ROOT,
+    AzuriteMeter,
     add_side_by_side_args,
     azurite_costs,
     baseline_tree,
@@ -359,6 +360,8 @@ def child(args: argparse.Namespace) -> int:
     store.queue_length(QUEUE)  # queues and tables exist before counting starts
     for table_name in ("idempotency", "alertstorms", "teamsbudget"):
         store.insert(table_name, "bench-setup", "x", {})
+    meter = AzuriteMeter()
+    meter.start()
     trips.active = True
     started = time.monotonic()
     cpu_started = time.process_time()
@@ -432,6 +435,7 @@ def child(args: argparse.Namespace) -> int:
         run_threads([worker] * args.workers)
     trips.active = False
     cpu_seconds = time.process_time() - cpu_started
+    azurite_window = meter.stop()
     seconds = last[0] - started
     state = peers_at.state()
     peer_cpu_seconds = peers_at.stop()
@@ -458,6 +462,7 @@ def child(args: argparse.Namespace) -> int:
         "handle_seconds": spent["handle"],
         "ack_seconds": spent["ack"],
         "enqueue_put_seconds": enqueue_put_seconds,
+        **azurite_window,  # Azurite's CPU over the same window (AzuriteMeter)
         "cpu_seconds": cpu_seconds,  # this process: delivery, storage and HTTP clients, the driver (and in-process peers)
         "peer_cpu_seconds": peer_cpu_seconds,  # the fake peers' own process (0 when they run in this one)
         "peers": args.peers,
@@ -604,8 +609,8 @@ def _ceiling_rows(done: list[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...
       left out: a lower bound);
     - at 5x before's rate, the CPU per alert left for this process on the machine's cores once
       Azurite (all its threads, at the fewest operations) and the peers have theirs.
-    Azurite's CPU per operation is today's run's (its CPU over the operations counted, so idle
-    polls and start-up make it a little high)."""
+    Azurite's CPU per operation is today's run's: its CPU over the measured window (`AzuriteMeter`)
+    over the operations counted there, so the window's idle polls make it a little high."""
     rows = []
     cores = os.cpu_count() or 1
     for workers, before, today, per_op in azurite_costs(done, "alerts", "ops_per_alert"):

@@ -10,7 +10,14 @@ import sys
 
 import pytest
 
-from bench._harness import add_side_by_side_args, group_cpu_seconds, latency_args, projection_table
+from bench._harness import (
+    AZURITE_PGID_ENV,
+    AzuriteMeter,
+    add_side_by_side_args,
+    group_cpu_seconds,
+    latency_args,
+    projection_table,
+)
 from bench.bench_alerts import _ceiling_rows, _floor_rows
 from bench.bench_policy import _ceiling_rows as _policy_ceiling_rows
 from bench.bench_policy import _floor_rows as _policy_floor_rows
@@ -127,6 +134,44 @@ def test_a_process_groups_cpu_and_its_main_threads_share():
         proc.kill()
         proc.wait()
     assert group_cpu_seconds(None) is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
+def test_a_child_reads_azurites_cpu_over_its_window_alone(monkeypatch):
+    # GIVEN a stand-in for Azurite in its own group that spins ~0.3 s, then waits for a line, then spins again
+    code = (
+        "import sys, time\n"
+        "def spin():\n"
+        "    end = time.process_time() + 0.3\n"
+        "    while time.process_time() < end: pass\n"
+        "spin(); print('one', flush=True)\n"
+        "sys.stdin.readline(); spin(); print('two', flush=True); time.sleep(30)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "one"
+        # WHEN a child told its group measures a window around the second spin only
+        monkeypatch.setenv(AZURITE_PGID_ENV, str(proc.pid))
+        meter = AzuriteMeter()
+        meter.start()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "two"
+        window = meter.stop()
+        # THEN it holds the second spin and not the first; one thread, so the main thread's is the same
+        assert 0.25 <= window["azurite_cpu_seconds"] < 0.5
+        assert abs(window["azurite_main_thread_cpu_seconds"] - window["azurite_cpu_seconds"]) < 0.05
+    finally:
+        proc.kill()
+        proc.wait()
+    # AND a child that is not told (no Azurite of its own) reports nothing rather than zero
+    monkeypatch.delenv(AZURITE_PGID_ENV)
+    untold = AzuriteMeter()
+    untold.start()
+    assert untold.stop() == {}
 
 
 def test_the_projection_takes_the_lower_of_waiting_and_one_vcpus_cpu():
