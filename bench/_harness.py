@@ -83,19 +83,12 @@ AZURITE_PGID_ENV = "BENCH_AZURITE_PGID"  # tells a measured child which process 
 
 
 def run_measured(module: str, azurite: Any, impl_root: Path, args: list[str], timeout: float) -> dict[str, Any] | None:
-    """`run_child`, telling the child Azurite's process group, so that it reads Azurite's CPU over its
-    measured window alone (`AzuriteMeter`): the set-up before and the checks after (listing whole
-    tables, the watch's plan) are not operations of the run and would inflate Azurite's CPU per
-    operation. A child that reports nothing gets the CPU of its whole run instead."""
+    """`run_child`, telling the child Azurite's process group: the child reads Azurite's CPU over its
+    measured window alone (`AzuriteMeter`), as the set-up before it and the checks after it (listing
+    whole tables, the watch's plan) are not operations of the run and would inflate Azurite's CPU
+    per operation."""
     pgid = azurite.process.pid if azurite.process is not None else None
-    before, before_main = group_cpu_seconds(pgid), group_cpu_seconds(pgid, main_threads=True)
-    result = run_child(module, impl_root, args, timeout, {AZURITE_PGID_ENV: str(pgid or "")})
-    after, after_main = group_cpu_seconds(pgid), group_cpu_seconds(pgid, main_threads=True)
-    if result is not None and "azurite_cpu_seconds" not in result and before is not None and after is not None:
-        result["azurite_cpu_seconds"] = after - before
-        if before_main is not None and after_main is not None:
-            result["azurite_main_thread_cpu_seconds"] = after_main - before_main
-    return result
+    return run_child(module, impl_root, args, timeout, {AZURITE_PGID_ENV: str(pgid or "")})
 
 
 class AzuriteMeter:
@@ -115,9 +108,8 @@ class AzuriteMeter:
     def stop(self) -> dict[str, float]:
         """{"azurite_cpu_seconds": ..., "azurite_main_thread_cpu_seconds": ...}, or {} when not measured."""
         (total0, main0), (total1, main1) = self.started, self._read()
-        if None in (total0, main0, total1, main1):
+        if total0 is None or main0 is None or total1 is None or main1 is None:
             return {}
-        assert total0 is not None and main0 is not None and total1 is not None and main1 is not None
         return {"azurite_cpu_seconds": total1 - total0, "azurite_main_thread_cpu_seconds": main1 - main0}
 
 
